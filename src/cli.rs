@@ -1,0 +1,193 @@
+//! The command line: `serve`, `check`, `test`, `sign`, each taking `--config`.
+
+mod offline;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ProcessEnv, Settings, Source};
+use crate::gateway::Gateway;
+use crate::server::Application;
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A security-hardened webhook gateway in front of Jenkins' Generic Webhook Trigger"
+)]
+struct Cli {
+    /// Config file (default: $HOOKGATE_CONFIG, else ./hookgate.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Load and compile the config and every rule; print one line per rule; exit 1 listing
+    /// every problem.
+    Check,
+    /// Dry-run one rule on a payload: print the resolved variables, the filter and what would
+    /// be sent to Jenkins. Never dispatches, and skips verification. Exits 0 when the rule
+    /// would dispatch, 2 when its filter does not match, 1 on errors.
+    Test {
+        /// Rule name.
+        rule: String,
+        /// File holding the request body.
+        payload: PathBuf,
+        /// A request header, `'Name: value'`; repeatable.
+        #[arg(long = "header", value_name = "'K: V'")]
+        headers: Vec<String>,
+        /// A query parameter, `name=value`; repeatable.
+        #[arg(long = "query", value_name = "K=V")]
+        query: Vec<String>,
+    },
+    /// Print the headers (and a curl line) that make a validly signed request for a rule,
+    /// reading the secret as the rule does.
+    Sign {
+        /// Rule name.
+        #[arg(long)]
+        rule: String,
+        /// File holding the request body.
+        payload: PathBuf,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = ProcessEnv;
+    let source = config::locate(cli.config.as_deref(), &env);
+    let settings = match config::load(&source, &env) {
+        Ok(settings) => settings,
+        Err(problems) => return report_problems(&problems),
+    };
+    match cli.command {
+        Command::Serve => serve(settings, source),
+        Command::Check => check(settings, source),
+        Command::Test {
+            rule,
+            payload,
+            headers,
+            query,
+        } => with_gateway(settings, source, |gateway| {
+            offline::test(gateway, &rule, &payload, &headers, &query)
+        }),
+        Command::Sign { rule, payload } => with_gateway(settings, source, |gateway| {
+            offline::sign(gateway, &rule, &payload)
+        }),
+    }
+}
+
+fn report_problems(problems: &config::Problems) -> ExitCode {
+    let n = problems.0.len();
+    eprintln!(
+        "hookgate: {n} problem{} found:",
+        if n == 1 { "" } else { "s" }
+    );
+    for problem in &problems.0 {
+        eprintln!("  error: {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+fn with_gateway(
+    settings: Settings,
+    source: Source,
+    run: impl FnOnce(&Gateway) -> Result<ExitCode, String>,
+) -> ExitCode {
+    let gateway = match Gateway::compile(settings, source, &ProcessEnv) {
+        Ok(gateway) => gateway,
+        Err(problems) => return report_problems(&problems),
+    };
+    match run(&gateway) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("hookgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(settings: Settings, source: Source) -> ExitCode {
+    if let Err(error) = telemetry::init(&settings.log) {
+        eprintln!("hookgate: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let gateway = match Gateway::compile(settings, source, &ProcessEnv) {
+        Ok(gateway) => gateway,
+        Err(problems) => {
+            for problem in &problems.0 {
+                tracing::error!(%problem, "Configuration problem.");
+            }
+            return report_problems(&problems);
+        }
+    };
+    let config = gateway.source.to_string();
+    let rules = gateway.rules.len();
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(gateway)?;
+        tracing::info!(
+            listen = %app.local_addr(),
+            config,
+            rules,
+            version = env!("CARGO_PKG_VERSION"),
+            "hookgate is listening."
+        );
+        app.run_until_stopped().await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("hookgate stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "hookgate failed.");
+            eprintln!("hookgate: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(settings: Settings, source: Source) -> ExitCode {
+    let gateway = match Gateway::compile(settings, source, &ProcessEnv) {
+        Ok(gateway) => gateway,
+        Err(problems) => return report_problems(&problems),
+    };
+    println!(
+        "config: {} (listen {}, {} Jenkins target{}, rules from {})",
+        gateway.source,
+        gateway.listen,
+        gateway.settings.jenkins.len(),
+        if gateway.settings.jenkins.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        gateway.settings.rules.dir.display()
+    );
+    for rule in gateway.rules.iter() {
+        println!("{}", offline::summary(rule));
+    }
+    println!(
+        "ok: {} rule{} compiled",
+        gateway.rules.len(),
+        if gateway.rules.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
+}
+
+/// Shell-quotes `text` for the printed curl line.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn read_payload(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}

@@ -1,0 +1,203 @@
+//! `hookgate test`, `hookgate sign` and the per-rule summary of `hookgate check`: commands that
+//! work on the compiled rules without serving.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::web::Bytes;
+
+use super::{read_payload, shell_quote};
+use crate::dispatch::Delivery;
+use crate::dispatch::jenkins::{DELIVERY_HEADER, RULE_HEADER};
+use crate::extract::{self, Body};
+use crate::gateway::Gateway;
+use crate::rules::Rule;
+use crate::rules::model::BodyMode;
+use crate::verify::ip::ClientAddr;
+use crate::verify::{self, Inbound};
+
+/// One line per rule for `check`; names what is configured, never a secret.
+pub fn summary(rule: &Rule) -> String {
+    format!(
+        "  {name}  {file}  verify={scheme}{secrets} token={token} allow={allow} variables={vars} headers={headers} query={query} filter={filter} -> jenkins.{jenkins} (body={body})",
+        name = rule.name,
+        file = rule.file.display(),
+        scheme = rule.signature.scheme().name(),
+        secrets = match rule.signature.secret_count() {
+            0 | 1 => String::new(),
+            n => format!(" ({n} secrets)"),
+        },
+        token = if rule.token.is_some() { "yes" } else { "none" },
+        allow = if rule.allow.is_empty() {
+            "any".to_owned()
+        } else {
+            format!("{} entries", rule.allow.len())
+        },
+        vars = rule.body_variables.len(),
+        headers = rule.header_variables.len(),
+        query = rule.query_variables.len(),
+        filter = if rule.filter.expression().is_empty() {
+            "none"
+        } else {
+            "yes"
+        },
+        jenkins = rule.dispatch.jenkins,
+        body = match rule.dispatch.body {
+            BodyMode::Original => "original",
+            BodyMode::Variables => "variables",
+        },
+    )
+}
+
+pub fn test(
+    gateway: &Gateway,
+    rule_name: &str,
+    payload: &Path,
+    headers: &[String],
+    query: &[String],
+) -> Result<ExitCode, String> {
+    let rule = gateway
+        .rules
+        .get(rule_name)
+        .ok_or_else(|| format!("no rule named `{rule_name}`"))?;
+    let body = Bytes::from(read_payload(payload)?);
+    let mut header_map = HeaderMap::new();
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("--header `{header}` is not `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("--header `{header}`: invalid header name"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("--header `{header}`: invalid header value"))?;
+        header_map.append(name, value);
+    }
+    let query_string = query
+        .iter()
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair(k, v)
+                .finish()
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    let inbound = Inbound::new(&header_map, &query_string, body, ClientAddr::Unknown);
+    let verified = verify::assume_verified_for_offline_test(rule, &inbound);
+
+    println!("rule: {} ({})", rule.name, rule.file.display());
+    println!(
+        "verification: skipped (hookgate test never checks allowlists, tokens or signatures; this rule uses verify={})",
+        rule.signature.scheme().name()
+    );
+    let parsed = if rule.needs_json() {
+        match Body::parse(&verified) {
+            Ok(body) => Some(body),
+            Err(error) => {
+                println!("body: {error}; a request like this is answered 400");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
+    let variables = extract::resolve(&verified, parsed.as_ref());
+    println!("resolved variables:");
+    if variables.is_empty() {
+        println!("  (none)");
+    }
+    for (name, value) in &variables {
+        println!("  {name} = {value}");
+    }
+    let outcome = rule
+        .filter
+        .evaluate(&variables)
+        .map_err(|e| format!("the filter could not be evaluated: {e}"))?;
+    println!("filter:");
+    println!("  text:       {:?}", rule.filter.text());
+    println!("  rendered:   {:?}", outcome.rendered_text);
+    println!("  expression: {:?}", rule.filter.expression());
+    println!(
+        "  result:     {}",
+        if outcome.matched {
+            "matched"
+        } else {
+            "not matched"
+        }
+    );
+    if !outcome.matched {
+        println!("would send: nothing (filtered; answered 200 with triggered: false)");
+        return Ok(ExitCode::from(2));
+    }
+    let delivery = Delivery::prepare(&verified, &variables);
+    let url = gateway
+        .jenkins
+        .describe(&rule.dispatch.jenkins)
+        .ok_or_else(|| format!("no Jenkins target `{}`", rule.dispatch.jenkins))?;
+    let url = if rule.dispatch.token.is_some() {
+        url
+    } else {
+        url.replace("?token=[redacted]", "")
+    };
+    println!("would send:");
+    println!("  POST {url}");
+    println!("  Content-Type: application/json");
+    println!("  {DELIVERY_HEADER}: {}", delivery.id);
+    println!("  {RULE_HEADER}: {}", rule.name);
+    println!();
+    println!("{}", String::from_utf8_lossy(&delivery.body));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sign(gateway: &Gateway, rule_name: &str, payload: &Path) -> Result<ExitCode, String> {
+    let rule = gateway
+        .rules
+        .get(rule_name)
+        .ok_or_else(|| format!("no rule named `{rule_name}`"))?;
+    let body = read_payload(payload)?;
+    let headers = rule.signature.sign(&body, SystemTime::now());
+    if headers.is_empty() {
+        println!(
+            "# rule {} uses verify=none: no signature headers",
+            rule.name
+        );
+    }
+    for (name, value) in &headers {
+        println!("{name}: {value}");
+    }
+    let listen = gateway.listen;
+    let host = if listen.ip().is_unspecified() {
+        match listen {
+            std::net::SocketAddr::V4(_) => format!("127.0.0.1:{}", listen.port()),
+            std::net::SocketAddr::V6(_) => format!("[::1]:{}", listen.port()),
+        }
+    } else {
+        listen.to_string()
+    };
+    println!();
+    let mut curl = format!(
+        "curl -sS -X POST {} \\\n  -H 'Content-Type: application/json'",
+        shell_quote(&format!("http://{host}/hooks/{}", rule.name))
+    );
+    for (name, value) in &headers {
+        curl.push_str(&format!(
+            " \\\n  -H {}",
+            shell_quote(&format!("{name}: {value}"))
+        ));
+    }
+    if let Some(token) = &rule.token {
+        let token = String::from_utf8_lossy(token.expose());
+        curl.push_str(&format!(
+            " \\\n  -H {}",
+            shell_quote(&format!("Authorization: Bearer {token}"))
+        ));
+    }
+    curl.push_str(&format!(
+        " \\\n  --data-binary {}",
+        shell_quote(&format!("@{}", payload.display()))
+    ));
+    println!("{curl}");
+    Ok(ExitCode::SUCCESS)
+}

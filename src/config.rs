@@ -1,0 +1,381 @@
+//! Gateway configuration: the `hookgate.toml` model, its lookup and layering, and the
+//! environment seam through which every secret is read.
+//!
+//! Layers, later wins: struct defaults → the config file (or the built-in defaults when there is
+//! none) → `HOOKGATE__SECTION__KEY` environment overrides. Unknown keys are errors everywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The built-in defaults, used when no config file is found.
+pub const BUILT_IN_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "HOOKGATE_CONFIG";
+
+/// Config file used when present in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "hookgate.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub rules: RulesSettings,
+    /// Named Jenkins targets; rules refer to them by name in `dispatch.jenkins`.
+    #[serde(default)]
+    pub jenkins: BTreeMap<String, JenkinsSettings>,
+    #[serde(default)]
+    pub delivery: DeliverySettings,
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Larger bodies get 413 before anything else is read.
+    pub max_body_bytes: usize,
+    /// CIDRs or addresses; `X-Forwarded-For` is honoured only when the TCP peer is one of them.
+    pub trusted_proxies: Vec<String>,
+    /// Global allowlist checked before anything else; empty means any address.
+    pub allow_ips: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            allow_ips: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSettings {
+    /// Directory holding the rule files (`*.toml`, `*.yaml`, `*.yml`, `*.json`).
+    pub dir: PathBuf,
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("rules"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JenkinsSettings {
+    /// Base URL; hookgate calls `{url}/generic-webhook-trigger/invoke`.
+    pub url: String,
+    /// Jenkins user for basic auth; needs `api_token_env` or `api_token_file`.
+    pub user: Option<String>,
+    pub api_token_env: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    /// Deadline for one call, including the wait for a free slot under `max_in_flight`.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Concurrency cap toward this Jenkins.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_timeout_secs() -> u64 {
+    10
+}
+
+fn default_max_in_flight() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    pub mode: DeliveryMode,
+}
+
+/// How an accepted call reaches Jenkins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Jenkins is called inside the request; its answer is returned to the sender.
+    #[default]
+    Direct,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter directive such as `info` or `hookgate=debug,actix_web=info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One configuration problem, reported with where it is and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub field: String,
+    pub reason: String,
+}
+
+impl Problem {
+    pub fn new(
+        file: impl fmt::Display,
+        field: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.to_string(),
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.field, self.reason)
+        }
+    }
+}
+
+/// Every problem found while loading configuration and rules, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Read access to environment variables. Secrets and overrides are read through this seam so
+/// tests can inject values without mutating the process environment.
+pub trait Env: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
+    /// Every variable, for the `HOOKGATE__` override layer.
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Where the settings came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    BuiltIn,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::BuiltIn => f.write_str("<built-in defaults>"),
+        }
+    }
+}
+
+/// Resolves which config file to use: `--config`, else `$HOOKGATE_CONFIG`, else
+/// `./hookgate.toml` when it exists, else the built-in defaults.
+pub fn locate(explicit: Option<&Path>, env: &dyn Env) -> Source {
+    if let Some(path) = explicit {
+        return Source::File(path.to_owned());
+    }
+    if let Some(path) = env.var(CONFIG_ENV).filter(|p| !p.is_empty()) {
+        return Source::File(PathBuf::from(path));
+    }
+    let local = Path::new(DEFAULT_CONFIG_FILE);
+    if local.is_file() {
+        return Source::File(local.to_owned());
+    }
+    Source::BuiltIn
+}
+
+/// Loads settings from `source` with `HOOKGATE__` overrides taken from `env`.
+pub fn load(source: &Source, env: &dyn Env) -> Result<Settings, Problems> {
+    use config::{Config, Environment, File, FileFormat};
+
+    let file = match source {
+        Source::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Problems(vec![Problem::new(source, "", format!("cannot read: {e}"))])
+            })?;
+            File::from_str(&text, FileFormat::Toml)
+        }
+        Source::BuiltIn => File::from_str(BUILT_IN_DEFAULTS, FileFormat::Toml),
+    };
+    let overrides: config::Map<String, String> = env
+        .vars()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("HOOKGATE__"))
+        .collect();
+    let built = Config::builder()
+        .add_source(file)
+        .add_source(
+            Environment::with_prefix("HOOKGATE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.trusted_proxies")
+                .with_list_parse_key("server.allow_ips")
+                .ignore_empty(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| Problems(vec![Problem::new(source, "", e.to_string())]))?;
+    serde_path_to_error::deserialize::<_, Settings>(built).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        Problems(vec![Problem::new(
+            source,
+            field,
+            e.into_inner().to_string(),
+        )])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, Problems> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hookgate.toml");
+        std::fs::write(&path, toml).expect("write");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load(&Source::File(path), &env)
+    }
+
+    #[test]
+    fn defaults_apply_to_omitted_keys() {
+        let s = load_str("", &[]).expect("empty config is valid");
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.server.max_body_bytes, 1_048_576);
+        assert_eq!(s.rules.dir, PathBuf::from("rules"));
+        assert_eq!(s.delivery.mode, DeliveryMode::Direct);
+        assert!(s.jenkins.is_empty());
+    }
+
+    #[test]
+    fn built_in_defaults_target_the_demo_jenkins() {
+        let s = load(&Source::BuiltIn, &HashMap::new()).expect("built-in defaults load");
+        assert_eq!(s.jenkins["main"].url, "http://127.0.0.1:8081");
+        assert_eq!(s.jenkins["main"].timeout_secs, 10);
+        assert_eq!(s.jenkins["main"].max_in_flight, 32);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlistenn = 3\n", &[])
+            .expect_err("unknown key must fail");
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].field, "server.listenn");
+        assert!(err.0[0].reason.contains("listenn"), "{}", err.0[0].reason);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = load_str(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[jenkins.main]\nurl = \"http://a\"\n",
+            &[
+                ("HOOKGATE__SERVER__LISTEN", "0.0.0.0:9000"),
+                ("HOOKGATE__SERVER__MAX_BODY_BYTES", "10"),
+                ("HOOKGATE__SERVER__ALLOW_IPS", "10.0.0.0/8,192.168.1.1"),
+                ("HOOKGATE__JENKINS__MAIN__URL", "http://b"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.server.max_body_bytes, 10);
+        assert_eq!(s.server.allow_ips, vec!["10.0.0.0/8", "192.168.1.1"]);
+        assert_eq!(s.jenkins["main"].url, "http://b");
+    }
+
+    #[test]
+    fn unknown_environment_override_is_an_error() {
+        let err = load_str("", &[("HOOKGATE__SERVER__LISTN", "x")]).expect_err("must fail");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn queue_mode_is_not_accepted_yet() {
+        let err = load_str("[delivery]\nmode = \"queue\"\n", &[]).expect_err("must fail");
+        assert_eq!(err.0[0].field, "delivery.mode");
+    }
+
+    #[test]
+    fn lookup_order_prefers_explicit_then_env() {
+        let env: HashMap<String, String> =
+            [(CONFIG_ENV.to_owned(), "/etc/x.toml".to_owned())].into();
+        assert_eq!(
+            locate(Some(Path::new("a.toml")), &env),
+            Source::File("a.toml".into())
+        );
+        assert_eq!(locate(None, &env), Source::File("/etc/x.toml".into()));
+    }
+}

@@ -1,0 +1,350 @@
+//! The Jenkins client: one pooled HTTP client, one target per `[jenkins.<name>]`, each with its
+//! own deadline and concurrency cap, calling GWT's `/generic-webhook-trigger/invoke`.
+//!
+//! The job token travels in the query string, as GWT expects, so every error is stripped of
+//! its URL before it can reach a log line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use super::Delivery;
+use crate::config::{Env, JenkinsSettings, Problem};
+use crate::secret::{Secret, SecretSource};
+
+/// Jenkins' answers are small; anything larger is not a GWT answer and is not read further.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+pub const DELIVERY_HEADER: &str = "X-Hookgate-Delivery";
+pub const RULE_HEADER: &str = "X-Hookgate-Rule";
+
+/// What Jenkins said about a call it accepted (2xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JenkinsAnswer {
+    /// Whether GWT scheduled a build (false when Jenkins' own filter skipped it).
+    pub triggered: bool,
+    /// Jenkins queue item id, 0 when unknown.
+    pub id: u64,
+    /// Queue item URL as GWT gives it (`queue/item/<id>/`), "" when unknown.
+    pub url: String,
+}
+
+/// Why a call did not reach an accepting Jenkins.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("Jenkins target `{0}` is not configured")]
+    UnknownTarget(String),
+    #[error("Jenkins is unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("Jenkins did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Jenkins answered {0}")]
+    Status(u16),
+}
+
+impl DispatchError {
+    /// A short, fixed text for responses; the cause chain stays in the log.
+    pub fn client_message(&self) -> String {
+        match self {
+            DispatchError::UnknownTarget(_) => "Jenkins target is not configured.".to_owned(),
+            DispatchError::Unreachable(_) => "Jenkins is unreachable.".to_owned(),
+            DispatchError::Timeout(_) => "Jenkins did not answer in time.".to_owned(),
+            DispatchError::Status(code) => format!("Jenkins answered {code}."),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Target {
+    invoke_url: String,
+    user: Option<String>,
+    api_token: Option<Secret>,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+}
+
+/// Pooled client for every configured Jenkins.
+#[derive(Debug)]
+pub struct JenkinsClient {
+    http: reqwest::Client,
+    targets: HashMap<String, Target>,
+}
+
+impl JenkinsClient {
+    /// Validates every target; `source` names the config file in problems.
+    pub fn build(
+        settings: &BTreeMap<String, JenkinsSettings>,
+        source: &str,
+        env: &dyn Env,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut targets = HashMap::new();
+        for (name, jenkins) in settings {
+            let field = |key: &str| format!("jenkins.{name}.{key}");
+            let invoke_url = match parse_base_url(&jenkins.url) {
+                Ok(base) => Some(format!("{base}/generic-webhook-trigger/invoke")),
+                Err(reason) => {
+                    problems.push(Problem::new(source, field("url"), reason));
+                    None
+                }
+            };
+            let api_token = SecretSource {
+                env: jenkins.api_token_env.as_deref(),
+                file: jenkins.api_token_file.as_deref(),
+                inline: None,
+            }
+            .read(Path::new("."), env)
+            .unwrap_or_else(|reason| {
+                problems.push(Problem::new(source, field("api_token_env"), reason));
+                None
+            });
+            let has_token_source =
+                jenkins.api_token_env.is_some() || jenkins.api_token_file.is_some();
+            match (&jenkins.user, has_token_source) {
+                (Some(_), false) => problems.push(Problem::new(
+                    source,
+                    field("user"),
+                    "basic auth needs api_token_env or api_token_file as well",
+                )),
+                (None, true) => problems.push(Problem::new(
+                    source,
+                    field("user"),
+                    "is required when an API token is configured",
+                )),
+                _ => {}
+            }
+            if jenkins.timeout_secs == 0 {
+                problems.push(Problem::new(
+                    source,
+                    field("timeout_secs"),
+                    "must be at least 1",
+                ));
+            }
+            if jenkins.max_in_flight == 0 {
+                problems.push(Problem::new(
+                    source,
+                    field("max_in_flight"),
+                    "must be at least 1",
+                ));
+            }
+            if let Some(invoke_url) = invoke_url {
+                targets.insert(
+                    name.clone(),
+                    Target {
+                        invoke_url,
+                        user: jenkins.user.clone(),
+                        api_token,
+                        timeout: Duration::from_secs(jenkins.timeout_secs),
+                        slots: Arc::new(Semaphore::new(jenkins.max_in_flight.max(1))),
+                    },
+                );
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            // A redirect could carry the job token to another host; GWT never redirects.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let http = match http {
+            Ok(http) => Some(http),
+            Err(e) => {
+                problems.push(Problem::new(
+                    source,
+                    "jenkins",
+                    format!("cannot create the HTTP client: {}", e.without_url()),
+                ));
+                None
+            }
+        };
+        match http {
+            Some(http) if problems.is_empty() => Ok(Self { http, targets }),
+            _ => Err(problems),
+        }
+    }
+
+    pub fn has_target(&self, name: &str) -> bool {
+        self.targets.contains_key(name)
+    }
+
+    /// The URL a delivery goes to, with the token shown as `[redacted]`.
+    pub fn describe(&self, target: &str) -> Option<String> {
+        self.targets
+            .get(target)
+            .map(|t| format!("{}?token=[redacted]", t.invoke_url))
+    }
+
+    /// Calls Jenkins once for `delivery`, within the target's deadline (which includes the
+    /// wait for a free slot).
+    pub async fn invoke(&self, delivery: &Delivery) -> Result<JenkinsAnswer, DispatchError> {
+        let rule = &delivery.rule;
+        let target = self
+            .targets
+            .get(&rule.dispatch.jenkins)
+            .ok_or_else(|| DispatchError::UnknownTarget(rule.dispatch.jenkins.clone()))?;
+        let deadline = Instant::now() + target.timeout;
+        let _slot = tokio::time::timeout_at(deadline.into(), target.slots.acquire())
+            .await
+            .map_err(|_| DispatchError::Timeout(target.timeout))?
+            .map_err(|_| DispatchError::Timeout(target.timeout))?;
+
+        let mut url = target.invoke_url.clone();
+        if let Some(token) = &rule.dispatch.token {
+            url.push_str("?token=");
+            url.extend(form_urlencoded::byte_serialize(token.expose()));
+        }
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(DELIVERY_HEADER, delivery.id.to_string())
+            .header(RULE_HEADER, rule.name.as_str())
+            .body(delivery.body.clone());
+        if let (Some(user), Some(api_token)) = (&target.user, &target.api_token) {
+            request = request.basic_auth(
+                user,
+                Some(String::from_utf8_lossy(api_token.expose()).into_owned()),
+            );
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| classify(e, target.timeout))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(DispatchError::Status(status.as_u16()));
+        }
+        let answer = read_capped(response)
+            .await
+            .map_err(|e| classify(e, target.timeout))?;
+        Ok(parse_answer(&answer))
+    }
+}
+
+fn classify(error: reqwest::Error, timeout: Duration) -> DispatchError {
+    if error.is_timeout() {
+        DispatchError::Timeout(timeout)
+    } else {
+        DispatchError::Unreachable(error.without_url())
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(Bytes::from(body))
+}
+
+fn parse_base_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{url}` must use http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("`{url}` must not have a query or fragment"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "credentials in the URL are not allowed; use user and api_token_env".to_owned(),
+        );
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
+}
+
+#[derive(Deserialize)]
+struct GwtAnswer {
+    jobs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct GwtJob {
+    #[serde(default)]
+    triggered: bool,
+    #[serde(default)]
+    id: u64,
+    #[serde(default)]
+    url: String,
+}
+
+/// Maps GWT's `{"jobs": {name: {triggered, id, url}}, "message"}` to one answer: the first
+/// triggered job, else the first job. An empty or non-JSON 2xx body (GWT's silent response)
+/// counts as accepted with no queue item known.
+fn parse_answer(body: &[u8]) -> JenkinsAnswer {
+    let accepted = JenkinsAnswer {
+        triggered: true,
+        id: 0,
+        url: String::new(),
+    };
+    let Ok(GwtAnswer { jobs: Some(jobs) }) = serde_json::from_slice::<GwtAnswer>(body) else {
+        return accepted;
+    };
+    let parsed: Vec<GwtJob> = jobs
+        .into_iter()
+        .filter_map(|(_, job)| serde_json::from_value(job).ok())
+        .collect();
+    let chosen = parsed
+        .iter()
+        .find(|job| job.triggered)
+        .or_else(|| parsed.first());
+    match chosen {
+        Some(job) => JenkinsAnswer {
+            triggered: job.triggered,
+            id: job.id,
+            url: job.url.clone(),
+        },
+        None => accepted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gwt_answers_map_to_the_triggered_job() {
+        let body = br#"{"jobs":{"a":{"triggered":false,"id":0,"url":""},"b":{"regexpFilterExpression":"","triggered":true,"resolvedVariables":{},"regexpFilterText":"","id":42,"url":"queue/item/42/"}},"message":"Triggered jobs."}"#;
+        assert_eq!(
+            parse_answer(body),
+            JenkinsAnswer {
+                triggered: true,
+                id: 42,
+                url: "queue/item/42/".into()
+            }
+        );
+        let filtered =
+            br#"{"jobs":{"a":{"triggered":false,"id":0,"url":""}},"message":"Triggered jobs."}"#;
+        assert!(!parse_answer(filtered).triggered);
+        // GWT's silent response: 200 with an empty body.
+        assert_eq!(parse_answer(b"").id, 0);
+        assert!(parse_answer(b"").triggered);
+    }
+
+    #[test]
+    fn base_urls_are_validated() {
+        assert_eq!(
+            parse_base_url("http://jenkins:8080/ci/").as_deref(),
+            Ok("http://jenkins:8080/ci")
+        );
+        assert!(parse_base_url("ftp://x").is_err());
+        assert!(parse_base_url("http://x/?a=1").is_err());
+        assert!(parse_base_url("http://u:p@x/").is_err());
+        assert!(parse_base_url("jenkins:8080").is_err());
+    }
+}

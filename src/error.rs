@@ -1,0 +1,93 @@
+//! Errors the request path answers with, and their one mapping to HTTP status and body.
+//!
+//! Clients get a fixed short message in GWT's shape (`{"message", "jobs": null}`); the log gets
+//! the `Display` of the error and its cause chain. No message includes a token, signature,
+//! secret or any part of the request.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::verify::ip::ClientAddr;
+
+/// GWT's 404 text, kept identical whatever token (or rule name) was given.
+pub const NO_RULE_MESSAGE: &str = "Did not find any rule for this token.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("client address {0} is not in server.allow_ips")]
+    ForbiddenGlobal(ClientAddr),
+    #[error("client address {0} is not in the rule's allowlist")]
+    Forbidden(ClientAddr),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("could not read the request body")]
+    BodyRead(#[source] actix_web::error::PayloadError),
+    #[error("no rule matches the given token or name")]
+    NoRule,
+    #[error("signature check failed")]
+    Unauthorized,
+    #[error("body is not valid JSON (line {line}, column {column})")]
+    InvalidJson { line: usize, column: usize },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("no such endpoint")]
+    NotFound,
+}
+
+impl ApiError {
+    /// The fixed text clients see.
+    pub fn client_message(&self) -> String {
+        match self {
+            ApiError::ForbiddenGlobal(_) | ApiError::Forbidden(_) => {
+                "Client address is not allowed.".to_owned()
+            }
+            ApiError::PayloadTooLarge { limit } => {
+                format!("Request body is larger than {limit} bytes.")
+            }
+            ApiError::BodyRead(_) => "Could not read the request body.".to_owned(),
+            ApiError::NoRule => NO_RULE_MESSAGE.to_owned(),
+            ApiError::Unauthorized => "Signature verification failed.".to_owned(),
+            ApiError::InvalidJson { line, column } => {
+                format!("Body is not valid JSON: error at line {line}, column {column}.")
+            }
+            ApiError::MethodNotAllowed => "Method not allowed.".to_owned(),
+            ApiError::NotFound => "Not found.".to_owned(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    message: String,
+    jobs: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::ForbiddenGlobal(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyRead(_) | ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NoRule | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    // Overridden because the default writes `Display`, which is meant for the log.
+    fn error_response(&self) -> HttpResponse {
+        error_body(self.status_code(), self.client_message(), false)
+    }
+}
+
+/// A GWT-shaped error answer.
+pub fn error_body(status: StatusCode, message: String, dry_run: bool) -> HttpResponse {
+    HttpResponse::build(status).json(ErrorBody {
+        message,
+        jobs: None,
+        dry_run: dry_run.then_some(true),
+    })
+}

@@ -1,0 +1,400 @@
+//! Variable extraction exactly as GWT does it: header variables, then query (and form)
+//! parameters, then JSONPath variables on the body, with GWT's flattening, regex filters and
+//! defaults (reference `gwt-plugin.md` §6).
+//!
+//! Everything here is compiled once per rule; per request the work is one JSON parse shared by
+//! every rule that needs it, then one walk per variable.
+
+mod gson;
+mod jsonpath;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use actix_web::http::header::HeaderMap;
+use fancy_regex::{Regex, RegexBuilder};
+use serde_json::Value;
+
+use crate::rules::model::{HeaderEntry, QueryEntry, VariableEntry};
+use crate::verify::Verified;
+use jsonpath::{JaywayPath, Resolved};
+
+pub use gson::compact as gson_compact;
+
+/// Resolved variables, sorted by name as GWT's `TreeMap` is.
+pub type Variables = BTreeMap<String, String>;
+
+/// Bounds the work one regex may do on hostile input; a filter that hits it counts as
+/// unresolved rather than tying up a worker.
+const REGEX_BACKTRACK_LIMIT: usize = 100_000;
+
+/// A problem in one field of a variable or filter definition, found at start-up.
+#[derive(Debug)]
+pub struct CompileError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// GWT's `regexpFilter`: every match is deleted from the value.
+#[derive(Debug, Clone, Default)]
+struct DeletionFilter(Option<Regex>);
+
+impl DeletionFilter {
+    fn compile(pattern: Option<&str>) -> Result<Self, CompileError> {
+        match pattern {
+            None | Some("") => Ok(Self(None)),
+            Some(pattern) => compile_regex(pattern)
+                .map(|regex| Self(Some(regex)))
+                .map_err(|reason| CompileError {
+                    field: "regex_filter",
+                    reason,
+                }),
+        }
+    }
+
+    /// `None` when the regex gave up (backtrack limit); GWT treats a failing filter as an
+    /// unresolved variable.
+    fn apply<'t>(&self, value: &'t str) -> Option<Cow<'t, str>> {
+        match &self.0 {
+            None => Some(Cow::Borrowed(value)),
+            Some(regex) => regex.try_replacen(value, 0, "").ok(),
+        }
+    }
+}
+
+/// Compiles a GWT (Java) regex. fancy-regex gives the look-around Java users rely on.
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .backtrack_limit(REGEX_BACKTRACK_LIMIT)
+        .build()
+        .map_err(|e| format!("invalid regex: {e}"))
+}
+
+/// GWT's `toVariableName`: whitespace and `-` become `_`; nothing else changes.
+pub fn to_variable_name(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_whitespace() || c == '-' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Variable names become Jenkins parameters and environment variables, so they are kept to
+/// names every shell and Jenkins accept.
+fn validate_variable_name(name: &str) -> Result<(), CompileError> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(CompileError {
+            field: "name",
+            reason: format!(
+                "`{name}` is not a valid variable name (letters, digits and `_`, not starting with a digit)"
+            ),
+        })
+    }
+}
+
+/// A JSONPath variable on the body (GWT `genericVariables`).
+#[derive(Debug)]
+pub struct BodyVariable {
+    name: String,
+    path: JaywayPath,
+    filter: DeletionFilter,
+    default: Option<String>,
+    flatten: bool,
+}
+
+impl BodyVariable {
+    pub fn compile(entry: &VariableEntry) -> Result<Self, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        if let Err(error) = validate_variable_name(&entry.name) {
+            errors.push(error);
+        }
+        let path = if entry.jsonpath.trim().is_empty() {
+            errors.push(CompileError {
+                field: "jsonpath",
+                reason: "is empty".to_owned(),
+            });
+            None
+        } else {
+            JaywayPath::compile(&entry.jsonpath)
+                .map_err(|reason| {
+                    errors.push(CompileError {
+                        field: "jsonpath",
+                        reason,
+                    })
+                })
+                .ok()
+        };
+        let filter = DeletionFilter::compile(entry.regex_filter.as_deref())
+            .map_err(|error| errors.push(error))
+            .ok();
+        match (path, filter) {
+            (Some(path), Some(filter)) if errors.is_empty() => Ok(Self {
+                name: entry.name.clone(),
+                path,
+                filter,
+                default: entry.default.clone(),
+                flatten: entry.flatten.unwrap_or(true),
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds this variable's entries for `document` (None: empty or unparsed body) to `out`.
+    fn resolve(&self, document: Option<&Value>, raw_body: &str, out: &mut Variables) {
+        let mut produced = Variables::new();
+        if let Some(document) = document {
+            if self.path.is_root() {
+                if self.flatten {
+                    flatten(&self.name, document, &self.filter, &mut produced);
+                }
+                // GWT answers `$` with the body exactly as received, unfiltered.
+                produced.insert(self.name.clone(), raw_body.to_owned());
+            } else if let Resolved::Value(value) = self.path.evaluate(document) {
+                if self.flatten {
+                    flatten(&self.name, &value, &self.filter, &mut produced);
+                } else if let Some(rendered) = gson::scalar(&value)
+                    && let Some(filtered) = self.filter.apply(&rendered)
+                {
+                    produced.insert(self.name.clone(), filtered.into_owned());
+                }
+            }
+        }
+        // GWT §6.5: the default replaces the bare name when nothing resolved or it resolved to "".
+        if let Some(default) = &self.default {
+            let empty = produced.get(&self.name).is_some_and(String::is_empty);
+            if produced.is_empty() || empty {
+                produced.insert(self.name.clone(), default.clone());
+            }
+        }
+        out.extend(produced);
+    }
+}
+
+/// GWT's `JsonFlattener.flattenJson`: every leaf under `key_<index|member>`, then the root as
+/// compact Gson JSON when it is not a string. JSON null yields nothing.
+fn flatten(key: &str, value: &Value, filter: &DeletionFilter, out: &mut Variables) {
+    flatten_leaves(key, value, filter, out);
+    if matches!(value, Value::Array(_) | Value::Object(_)) {
+        let rendered = gson::compact(value);
+        if let Some(filtered) = filter.apply(&rendered) {
+            out.insert(to_variable_name(key), filtered.into_owned());
+        }
+    }
+}
+
+fn flatten_leaves(key: &str, value: &Value, filter: &DeletionFilter, out: &mut Variables) {
+    match value {
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten_leaves(&format!("{key}_{i}"), item, filter, out);
+            }
+        }
+        Value::Object(members) => {
+            for (member, item) in members {
+                flatten_leaves(&format!("{key}_{member}"), item, filter, out);
+            }
+        }
+        scalar => {
+            if let Some(rendered) = gson::scalar(scalar)
+                && let Some(filtered) = filter.apply(&rendered)
+            {
+                out.insert(to_variable_name(key), filtered.into_owned());
+            }
+        }
+    }
+}
+
+/// A header (GWT `genericHeaderVariables`) or query/form parameter (`genericRequestVariables`)
+/// variable.
+#[derive(Debug)]
+pub struct RequestVariable {
+    /// Header name (matched case-insensitively) or parameter name (case-sensitively).
+    key: String,
+    /// The variable name GWT derives from the key.
+    name: String,
+    filter: DeletionFilter,
+}
+
+impl RequestVariable {
+    pub fn from_header(entry: &HeaderEntry) -> Result<Self, Vec<CompileError>> {
+        let name = to_variable_name(&entry.name).to_lowercase();
+        Self::compile(&entry.name, name, entry.regex_filter.as_deref())
+    }
+
+    pub fn from_query(entry: &QueryEntry) -> Result<Self, Vec<CompileError>> {
+        let name = to_variable_name(&entry.name);
+        Self::compile(&entry.name, name, entry.regex_filter.as_deref())
+    }
+
+    fn compile(key: &str, name: String, filter: Option<&str>) -> Result<Self, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        if key.trim().is_empty() {
+            errors.push(CompileError {
+                field: "name",
+                reason: "is empty".to_owned(),
+            });
+        }
+        let filter = DeletionFilter::compile(filter)
+            .map_err(|error| errors.push(error))
+            .ok();
+        match filter {
+            Some(filter) if errors.is_empty() => Ok(Self {
+                key: key.to_owned(),
+                name,
+                filter,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Header variables: `<name>_<i>` for every value and `<name>` for the first, even when there
+/// are several (GWT §6.2).
+pub fn resolve_headers(variables: &[RequestVariable], headers: &HeaderMap, out: &mut Variables) {
+    for variable in variables {
+        let values = headers
+            .get_all(variable.key.as_str())
+            .map(|value| String::from_utf8_lossy(value.as_bytes()));
+        for (i, value) in values.enumerate() {
+            let Some(filtered) = variable.filter.apply(&value) else {
+                continue;
+            };
+            if i == 0 {
+                out.insert(variable.name.clone(), filtered.to_string());
+            }
+            out.insert(format!("{}_{i}", variable.name), filtered.into_owned());
+        }
+    }
+}
+
+/// Query and form parameter variables: `<name>_<i>` for every value, `<name>` only when there
+/// is exactly one (GWT §6.3).
+pub fn resolve_query(
+    variables: &[RequestVariable],
+    params: &[(String, String)],
+    out: &mut Variables,
+) {
+    for variable in variables {
+        let values: Vec<&str> = params
+            .iter()
+            .filter(|(name, _)| *name == variable.key)
+            .map(|(_, value)| value.as_str())
+            .collect();
+        for (i, value) in values.iter().enumerate() {
+            let Some(filtered) = variable.filter.apply(value) else {
+                continue;
+            };
+            if values.len() == 1 {
+                out.insert(variable.name.clone(), filtered.to_string());
+            }
+            out.insert(format!("{}_{i}", variable.name), filtered.into_owned());
+        }
+    }
+}
+
+/// JSONPath variables on the body. `document` is `None` for an empty body, where every
+/// variable is unresolved and only defaults apply.
+pub fn resolve_body(
+    variables: &[BodyVariable],
+    document: Option<&Value>,
+    raw_body: &str,
+    out: &mut Variables,
+) {
+    for variable in variables {
+        variable.resolve(document, raw_body, out);
+    }
+}
+
+/// The body as the JSONPath variables see it.
+#[derive(Debug)]
+pub struct Body<'a> {
+    /// `None` for an empty body.
+    doc: Option<Value>,
+    /// What `$` answers: the body as received, or for a form post the synthesised JSON.
+    raw: Cow<'a, str>,
+}
+
+/// The body is not JSON although the rule's variables need it (answered 400).
+#[derive(Debug, thiserror::Error)]
+#[error("body is not valid JSON at line {line}, column {column}")]
+pub struct BodyError {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl<'a> Body<'a> {
+    /// Parses the verified body once. A form post becomes `{"<field>": ["<value>", …]}` over
+    /// query and form parameters without `token`, as GWT synthesises it (§3).
+    pub fn parse(verified: &Verified<'a>) -> Result<Self, BodyError> {
+        let inbound = verified.inbound();
+        if inbound.form {
+            let mut fields = serde_json::Map::new();
+            for (name, value) in inbound.params.iter().filter(|(name, _)| name != "token") {
+                if let Value::Array(values) = fields
+                    .entry(name.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()))
+                {
+                    values.push(Value::String(value.clone()));
+                }
+            }
+            let doc = Value::Object(fields);
+            let raw = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            return Ok(Self {
+                doc: Some(doc),
+                raw: Cow::Owned(raw),
+            });
+        }
+        let bytes: &'a [u8] = &inbound.body;
+        if bytes.is_empty() {
+            return Ok(Self {
+                doc: None,
+                raw: Cow::Borrowed(""),
+            });
+        }
+        let doc: Value = serde_json::from_slice(bytes).map_err(|e| BodyError {
+            line: e.line(),
+            column: e.column(),
+        })?;
+        Ok(Self {
+            doc: Some(doc),
+            raw: String::from_utf8_lossy(bytes),
+        })
+    }
+}
+
+/// Every variable of the verified rule, merged in GWT's order: headers, then query and form
+/// parameters, then the body; later sources overwrite equal names.
+pub fn resolve(verified: &Verified<'_>, body: Option<&Body<'_>>) -> Variables {
+    let rule = verified.rule();
+    let inbound = verified.inbound();
+    let mut out = Variables::new();
+    resolve_headers(&rule.header_variables, inbound.headers, &mut out);
+    resolve_query(&rule.query_variables, &inbound.params, &mut out);
+    let (document, raw) = match body {
+        Some(body) => (body.doc.as_ref(), body.raw.as_ref()),
+        None => (None, ""),
+    };
+    resolve_body(&rule.body_variables, document, raw, &mut out);
+    out
+}

@@ -1,0 +1,692 @@
+//! Data-driven tests of GWT's variable and filter semantics (reference `gwt-plugin.md` §6–7):
+//! one `check` per case, each a rule snippet as users write it, a request, and every variable
+//! GWT would produce.
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    BodyVariable, RequestVariable, Variables, resolve_body, resolve_headers, resolve_query,
+};
+use crate::filter::{Filter, render_text};
+use crate::rules::model::{FilterSection, HeaderEntry, QueryEntry, VariableEntry};
+
+/// The variable and filter sections of a rule file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Snippet {
+    #[serde(default)]
+    variables: Vec<VariableEntry>,
+    #[serde(default)]
+    headers: Vec<HeaderEntry>,
+    #[serde(default)]
+    query: Vec<QueryEntry>,
+    filter: Option<FilterSection>,
+}
+
+#[derive(Default)]
+struct Request<'a> {
+    body: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    query: &'a [(&'a str, &'a str)],
+}
+
+fn body(body: &str) -> Request<'_> {
+    Request {
+        body,
+        ..Request::default()
+    }
+}
+
+struct Outcome {
+    variables: Variables,
+    rendered: String,
+    matched: bool,
+}
+
+fn compile_error<T>(errors: Vec<super::CompileError>) -> T {
+    let reasons: Vec<String> = errors
+        .into_iter()
+        .map(|e| format!("{}: {}", e.field, e.reason))
+        .collect();
+    panic!("rule does not compile: {reasons:?}")
+}
+
+fn run(rule: &str, request: &Request<'_>) -> Outcome {
+    let snippet: Snippet =
+        toml::from_str(rule).unwrap_or_else(|e| panic!("bad snippet {rule}: {e}"));
+    let bodies: Vec<BodyVariable> = snippet
+        .variables
+        .iter()
+        .map(|v| BodyVariable::compile(v).unwrap_or_else(compile_error))
+        .collect();
+    let headers: Vec<RequestVariable> = snippet
+        .headers
+        .iter()
+        .map(|h| RequestVariable::from_header(h).unwrap_or_else(compile_error))
+        .collect();
+    let query: Vec<RequestVariable> = snippet
+        .query
+        .iter()
+        .map(|q| RequestVariable::from_query(q).unwrap_or_else(compile_error))
+        .collect();
+    let filter = Filter::compile(snippet.filter.as_ref()).unwrap_or_else(compile_error);
+
+    let mut header_map = HeaderMap::new();
+    for (name, value) in request.headers {
+        header_map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let params: Vec<(String, String)> = request
+        .query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    // A body that is not JSON leaves every JSONPath variable unresolved, as in GWT.
+    let document: Option<Value> = serde_json::from_str(request.body).ok();
+
+    let mut variables = Variables::new();
+    resolve_headers(&headers, &header_map, &mut variables);
+    resolve_query(&query, &params, &mut variables);
+    resolve_body(&bodies, document.as_ref(), request.body, &mut variables);
+    let outcome = filter.evaluate(&variables).expect("filter evaluates");
+    Outcome {
+        variables,
+        rendered: outcome.rendered_text,
+        matched: outcome.matched,
+    }
+}
+
+/// Asserts the complete set of variables `rule` resolves from `request`.
+fn check(rule: &str, request: Request<'_>, expected: &[(&str, &str)]) {
+    let got = run(rule, &request).variables;
+    let expected: Variables = expected
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    assert_eq!(got, expected, "rule:\n{rule}\nbody: {}", request.body);
+}
+
+/// Asserts the rendered filter text and whether the rule would trigger.
+fn check_filter(rule: &str, request: Request<'_>, rendered: &str, matched: bool) {
+    let outcome = run(rule, &request);
+    assert_eq!(outcome.rendered, rendered, "rule:\n{rule}");
+    assert_eq!(
+        outcome.matched, matched,
+        "rule:\n{rule}\nrendered: {rendered}"
+    );
+}
+
+fn var(name: &str, path: &str) -> String {
+    format!("[[variables]]\nname = \"{name}\"\njsonpath = '''{path}'''\n")
+}
+
+// --- §6.4: one case per row of the flattening table ------------------------------------
+
+#[test]
+fn string_number_and_boolean_leaves() {
+    let doc =
+        r#"{"s": "x", "i": 33333, "d": 29.99, "one": 1.0, "big": 1e20, "t": true, "f": false}"#;
+    let cases = [
+        ("$.s", "x"),
+        ("$.i", "33333"),
+        ("$.d", "29.99"),
+        ("$.one", "1.0"),
+        ("$.big", "1.0E20"),
+        ("$.t", "true"),
+        ("$.f", "false"),
+    ];
+    for (path, value) in cases {
+        check(&var("V", path), body(doc), &[("V", value)]);
+    }
+}
+
+#[test]
+fn null_missing_and_unparsable_resolve_to_nothing() {
+    check(&var("V", "$.n"), body(r#"{"n": null}"#), &[]);
+    check(&var("V", "$.missing"), body(r#"{"n": 1}"#), &[]);
+    check(&var("V", "$.a"), body("not json"), &[]);
+    check(&var("V", "$.a"), body(""), &[]);
+}
+
+#[test]
+fn object_gives_compact_json_and_one_variable_per_leaf() {
+    check(
+        &var("V", "$.user"),
+        body(r#"{"user": {"name": "Administrator", "username": "root"}}"#),
+        &[
+            ("V", r#"{"name":"Administrator","username":"root"}"#),
+            ("V_name", "Administrator"),
+            ("V_username", "root"),
+        ],
+    );
+}
+
+#[test]
+fn mixed_list_flattens_by_index_and_normalises_member_names() {
+    check(
+        &var("V", "$.list"),
+        body(r#"{"list": [{"name": "A"}, "s", 33333, {"a number": "v"}]}"#),
+        &[
+            ("V", r#"[{"name":"A"},"s",33333,{"a number":"v"}]"#),
+            ("V_0_name", "A"),
+            ("V_1", "s"),
+            ("V_2", "33333"),
+            ("V_3_a_number", "v"),
+        ],
+    );
+}
+
+#[test]
+fn indefinite_path_with_one_hit_is_still_a_list() {
+    check(
+        &var("V", "$.commits[*].modified[*]"),
+        body(r#"{"commits": [{"modified": ["README.md"]}]}"#),
+        &[("V", r#"["README.md"]"#), ("V_0", "README.md")],
+    );
+}
+
+#[test]
+fn indefinite_path_without_hits_and_empty_object_count_as_resolved() {
+    let rule = format!("{}default = \"fallback\"\n", var("V", "$.commits[*].id"));
+    check(&rule, body(r#"{"commits": []}"#), &[("V", "[]")]);
+    let rule = format!("{}default = \"fallback\"\n", var("V", "$.o"));
+    check(&rule, body(r#"{"o": {}}"#), &[("V", "{}")]);
+}
+
+#[test]
+fn dollar_gives_the_raw_body_verbatim_plus_every_leaf() {
+    let raw = "{\"a\": {\"b\": \"x=y\"},  \"n\": [1, 2]}";
+    let rule = format!("{}regex_filter = \"x\"\n", var("payload", "$"));
+    check(
+        &rule,
+        body(raw),
+        &[
+            ("payload", raw),
+            ("payload_a_b", "=y"),
+            ("payload_n_0", "1"),
+            ("payload_n_1", "2"),
+        ],
+    );
+}
+
+#[test]
+fn descendant_ids_on_a_gitlab_note_in_document_order() {
+    // GWT's VariablesResolverJsonPathTest: `$..id` → ids=[28,1,"1c3e…"].
+    let note = r#"{
+        "object_kind": "note",
+        "object_attributes": {"id": 28, "note": "build please"},
+        "user": {"name": "Administrator"},
+        "project": {"id": 1},
+        "commit": {"id": "1c3e5d7b"}
+    }"#;
+    check(
+        &var("ids", "$..id"),
+        body(note),
+        &[
+            ("ids", r#"[28,1,"1c3e5d7b"]"#),
+            ("ids_0", "28"),
+            ("ids_1", "1"),
+            ("ids_2", "1c3e5d7b"),
+        ],
+    );
+}
+
+#[test]
+fn union_over_changed_files_as_in_the_github_feature() {
+    let push = r#"{"commits": [
+        {"modified": ["a.txt"], "added": ["b.txt"], "removed": []},
+        {"modified": [], "added": [], "removed": ["c.txt"]}
+    ]}"#;
+    check(
+        &var(
+            "changed_files",
+            "$.commits[*].['modified','added','removed'][*]",
+        ),
+        body(push),
+        &[
+            ("changed_files", r#"["a.txt","b.txt","c.txt"]"#),
+            ("changed_files_0", "a.txt"),
+            ("changed_files_1", "b.txt"),
+            ("changed_files_2", "c.txt"),
+        ],
+    );
+}
+
+#[test]
+fn jayway_extras_filter_and_length_work() {
+    let doc = r#"{"labels": [{"name": "x", "id": 1}, {"name": "deploy", "id": 2}], "commits": [1, 2, 3]}"#;
+    check(
+        &var("L", "$.labels[?(@.name == 'deploy')].id"),
+        body(doc),
+        &[("L", "[2]"), ("L_0", "2")],
+    );
+    check(&var("N", "$.commits.length()"), body(doc), &[("N", "3")]);
+    check(
+        &var("H", "$.x-gitlab.kind"),
+        body(r#"{"x-gitlab": {"kind": "push"}}"#),
+        &[("H", "push")],
+    );
+}
+
+#[test]
+fn regex_filter_deletes_every_match() {
+    let rule = format!("{}regex_filter = \"[aA]\"\n", var("user", "$.user.name"));
+    check(
+        &rule,
+        body(r#"{"user": {"name": "Administrator"}}"#),
+        &[("user", "dministrtor")],
+    );
+    let rule = format!("{}regex_filter = \"[^0-9]\"\n", var("nbr", "$.n"));
+    check(&rule, body(r#"{"n": "nbr 123"}"#), &[("nbr", "123")]);
+    // The filter also applies to the compact root and to every leaf.
+    let rule = format!("{}regex_filter = \"o\"\n", var("V", "$.o"));
+    check(
+        &rule,
+        body(r#"{"o": {"k": "foo"}}"#),
+        &[("V", r#"{"k":"f"}"#), ("V_k", "f")],
+    );
+}
+
+#[test]
+fn not_flattened_gives_one_variable_with_gson_html_escaping() {
+    let rule = format!("{}flatten = false\n", var("user", "$.user"));
+    check(
+        &rule,
+        body(r#"{"user": {"name": "A", "avatar_url": "https://g/?s=80&d=identicon"}}"#),
+        &[(
+            "user",
+            r#"{"name":"A","avatar_url":"https://g/?s\u003d80\u0026d\u003didenticon"}"#,
+        )],
+    );
+    let rule = format!("{}flatten = false\n", var("s", "$.s"));
+    check(
+        &rule,
+        body(r#"{"s": "plain=text"}"#),
+        &[("s", "plain=text")],
+    );
+    let rule = format!("{}flatten = false\ndefault = \"d\"\n", var("n", "$.n"));
+    check(&rule, body(r#"{"n": null}"#), &[("n", "d")]);
+}
+
+// --- §6.5 defaults -----------------------------------------------------------------------
+
+#[test]
+fn defaults_apply_to_unresolved_null_and_empty_values_only() {
+    let with_default = |path: &str| format!("{}default = \"api\"\n", var("SERVICE", path));
+    check(
+        &with_default("$.missing"),
+        body(r#"{"a": 1}"#),
+        &[("SERVICE", "api")],
+    );
+    check(
+        &with_default("$.n"),
+        body(r#"{"n": null}"#),
+        &[("SERVICE", "api")],
+    );
+    check(
+        &with_default("$.e"),
+        body(r#"{"e": ""}"#),
+        &[("SERVICE", "api")],
+    );
+    check(
+        &with_default("$.s"),
+        body(r#"{"s": "web"}"#),
+        &[("SERVICE", "web")],
+    );
+    check(&with_default("$.s"), body(""), &[("SERVICE", "api")]);
+    // Not regex-filtered, and only the bare name is set.
+    let rule = format!(
+        "{}default = \"a-b\"\nregex_filter = \"-\"\n",
+        var("V", "$.o")
+    );
+    check(&rule, body(r#"{"x": 1}"#), &[("V", "a-b")]);
+    // A filter that deletes the whole value leaves "", which the default replaces.
+    let rule = format!(
+        "{}default = \"none\"\nregex_filter = \".\"\n",
+        var("V", "$.s")
+    );
+    check(&rule, body(r#"{"s": "abc"}"#), &[("V", "none")]);
+}
+
+// --- §6.2 headers and §6.3 query parameters ----------------------------------------------
+
+#[test]
+fn header_variables_are_lower_case_with_every_value_indexed() {
+    let rule = "[[headers]]\nname = \"X-GitHub-Event\"\n[[headers]]\nname = \"Content-Type\"\n";
+    check(
+        rule,
+        Request {
+            headers: &[
+                ("x-github-event", "push"),
+                ("content-type", "application/json"),
+            ],
+            ..Request::default()
+        },
+        &[
+            ("x_github_event", "push"),
+            ("x_github_event_0", "push"),
+            ("content_type", "application/json"),
+            ("content_type_0", "application/json"),
+        ],
+    );
+}
+
+#[test]
+fn header_with_several_values_keeps_the_bare_name_and_filters_each() {
+    // GWT's VariablesResolverHeaderTest.
+    let rule = "[[headers]]\nname = \"anotherparam\"\nregex_filter = \"[^e]\"\n";
+    check(
+        rule,
+        Request {
+            headers: &[
+                ("anotherparam", "another value"),
+                ("anotherparam", "even more"),
+            ],
+            ..Request::default()
+        },
+        &[
+            ("anotherparam", "ee"),
+            ("anotherparam_0", "ee"),
+            ("anotherparam_1", "eee"),
+        ],
+    );
+    check(rule, Request::default(), &[]);
+}
+
+#[test]
+fn query_variables_keep_case_and_set_the_bare_name_only_for_one_value() {
+    let rule = "[[query]]\nname = \"requestWithNumber\"\nregex_filter = \"[^0-9]\"\n[[query]]\nname = \"multi\"\n[[query]]\nname = \"Absent\"\n";
+    check(
+        rule,
+        Request {
+            query: &[
+                ("requestWithNumber", "nbr 123"),
+                ("multi", "a"),
+                ("multi", "b"),
+                ("absent", "x"),
+            ],
+            ..Request::default()
+        },
+        &[
+            ("requestWithNumber", "123"),
+            ("requestWithNumber_0", "123"),
+            ("multi_0", "a"),
+            ("multi_1", "b"),
+        ],
+    );
+}
+
+#[test]
+fn later_sources_win_headers_then_query_then_body() {
+    let rule = format!(
+        "[[headers]]\nname = \"ref\"\n[[query]]\nname = \"ref\"\n[[query]]\nname = \"only_query\"\n{}",
+        var("ref", "$.ref")
+    );
+    check(
+        &rule,
+        Request {
+            body: r#"{"ref": "from-body"}"#,
+            headers: &[("ref", "from-header")],
+            query: &[("ref", "from-query"), ("only_query", "q")],
+        },
+        &[
+            ("ref", "from-body"),
+            ("ref_0", "from-query"),
+            ("only_query", "q"),
+            ("only_query_0", "q"),
+        ],
+    );
+}
+
+// --- §7 filter ---------------------------------------------------------------------------
+
+fn filter_rule(vars: &str, text: &str, expression: &str) -> String {
+    format!("{vars}[filter]\ntext = '''{text}'''\nexpression = '''{expression}'''\n")
+}
+
+#[test]
+fn no_filter_or_empty_expression_matches() {
+    check_filter("", body(""), "", true);
+    check_filter(&filter_rule("", "", ""), body(""), "", true);
+    check_filter(&filter_rule("", "anything", ""), body(""), "anything", true);
+}
+
+#[test]
+fn expression_is_searched_in_an_empty_text() {
+    check_filter(&filter_rule("", "", "^$"), body(""), "", true);
+    check_filter(&filter_rule("", "", "x"), body(""), "", false);
+}
+
+#[test]
+fn expression_is_found_not_fully_matched_and_is_case_sensitive() {
+    let vars = var("ref", "$.ref");
+    let push = body(r#"{"ref": "refs/heads/main"}"#);
+    check_filter(
+        &filter_rule(&vars, "$ref", "main"),
+        push,
+        "refs/heads/main",
+        true,
+    );
+    let push = body(r#"{"ref": "refs/heads/main"}"#);
+    check_filter(
+        &filter_rule(&vars, "$ref", "Main"),
+        push,
+        "refs/heads/main",
+        false,
+    );
+    let push = body(r#"{"ref": "refs/heads/main-2"}"#);
+    check_filter(
+        &filter_rule(&vars, "$ref", "^refs/heads/main$"),
+        push,
+        "refs/heads/main-2",
+        false,
+    );
+}
+
+#[test]
+fn negative_lookahead_skips_a_pusher() {
+    let vars = format!("{}{}", var("ref", "$.ref"), var("pusher", "$.pusher.name"));
+    let rule = filter_rule(&vars, "$ref $pusher", "^refs/heads/develop ((?!jenkins))");
+    check_filter(
+        &rule,
+        body(r#"{"ref": "refs/heads/develop", "pusher": {"name": "jenkins"}}"#),
+        "refs/heads/develop jenkins",
+        false,
+    );
+    check_filter(
+        &rule,
+        body(r#"{"ref": "refs/heads/develop", "pusher": {"name": "alice"}}"#),
+        "refs/heads/develop alice",
+        true,
+    );
+    let rule = filter_rule(&var("msg", "$.msg"), "$msg", "^(?!.*(second)).*");
+    check_filter(
+        &rule,
+        body(r#"{"msg": "first second"}"#),
+        "first second",
+        false,
+    );
+    check_filter(&rule, body(r#"{"msg": "first"}"#), "first", true);
+}
+
+#[test]
+fn alternation_over_combined_variables() {
+    let vars = format!("{}{}", var("action", "$.action"), var("merged", "$.merged"));
+    let rule = filter_rule(&vars, "$action $merged", "^opened false$|^closed true$");
+    let cases = [
+        (
+            r#"{"action": "opened", "merged": false}"#,
+            "opened false",
+            true,
+        ),
+        (
+            r#"{"action": "closed", "merged": true}"#,
+            "closed true",
+            true,
+        ),
+        (
+            r#"{"action": "closed", "merged": false}"#,
+            "closed false",
+            false,
+        ),
+    ];
+    for (payload, rendered, matched) in cases {
+        check_filter(&rule, body(payload), rendered, matched);
+    }
+}
+
+#[test]
+fn empty_list_is_tested_with_escaped_brackets() {
+    let rule = filter_rule(&var("files", "$.commits[*].added[*]"), "$files", "^\\[\\]$");
+    check_filter(&rule, body(r#"{"commits": [{"added": []}]}"#), "[]", true);
+    check_filter(
+        &rule,
+        body(r#"{"commits": [{"added": ["x"]}]}"#),
+        r#"["x"]"#,
+        false,
+    );
+}
+
+#[test]
+fn length_filter_ignores_zero_commits() {
+    let rule = filter_rule(&var("count", "$.commits.length()"), "$count", "^[1-9]");
+    check_filter(&rule, body(r#"{"commits": []}"#), "0", false);
+    check_filter(&rule, body(r#"{"commits": [{"id": 1}]}"#), "1", true);
+}
+
+fn vars(pairs: &[(&str, &str)]) -> Variables {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn renderer_substitutes_longest_names_first() {
+    // GWT's RendererTest order: var2andmore, var31, var3a, var3b, var1, var2.
+    let variables = vars(&[
+        ("var1", "1"),
+        ("var2", "2"),
+        ("var2andmore", "M"),
+        ("var31", "31"),
+        ("var3a", "A"),
+        ("var3b", "B"),
+    ]);
+    assert_eq!(
+        render_text(
+            "$var2andmore ${var31} $var3a $var3b ${var1} $var2 $var3",
+            &variables
+        ),
+        "M 31 A B 1 2 $var3"
+    );
+}
+
+#[test]
+fn renderer_quirks_match_gwt() {
+    // No word boundaries, unknown names stay, values with `$` or `(` are copied literally.
+    assert_eq!(render_text("$refs", &vars(&[("ref", "main")])), "mains");
+    assert_eq!(
+        render_text("$unknown", &vars(&[("ref", "main")])),
+        "$unknown"
+    );
+    assert_eq!(render_text("$a", &vars(&[("a", "(x$1")])), "(x$1");
+    // A substituted value is rewritten again by a later, shorter name.
+    assert_eq!(render_text("$aa", &vars(&[("aa", "$b"), ("b", "x")])), "x");
+}
+
+#[test]
+fn invalid_definitions_are_reported_by_field() {
+    let field = |toml: &str| -> Vec<&'static str> {
+        let snippet: Snippet = toml::from_str(toml).unwrap();
+        BodyVariable::compile(&snippet.variables[0])
+            .expect_err("must not compile")
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
+    };
+    assert_eq!(
+        field("[[variables]]\nname = \"V\"\njsonpath = \"$..[?(@.x\""),
+        ["jsonpath"]
+    );
+    assert_eq!(
+        field("[[variables]]\nname = \"V\"\njsonpath = \"\""),
+        ["jsonpath"]
+    );
+    assert_eq!(
+        field("[[variables]]\nname = \"1 bad\"\njsonpath = \"$.a\"\nregex_filter = \"(\""),
+        ["name", "regex_filter"]
+    );
+    let filter: Snippet =
+        toml::from_str("[filter]\ntext = \"$a\"\nexpression = \"[z-a]\"").unwrap();
+    let errors = Filter::compile(filter.filter.as_ref()).expect_err("must not compile");
+    assert_eq!(errors[0].field, "expression");
+}
+
+// --- properties ---------------------------------------------------------------------------
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[a-z =&<>'\"\\\\\u{1}-]{0,8}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(("[a-z -]{0,4}", inner), 0..4)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Flattening never panics, every name it produces starts with the variable's name and has
+    /// no `-` or whitespace, and the root's compact JSON reads back as the same document.
+    #[test]
+    fn flattening_names_and_round_trip(doc in arbitrary_json()) {
+        let raw = doc.to_string();
+        let mut out = Variables::new();
+        let variable = BodyVariable::compile(&VariableEntry {
+            name: "V".to_owned(),
+            jsonpath: "$.doc".to_owned(),
+            regex_filter: None,
+            default: None,
+            flatten: None,
+        }).unwrap();
+        let wrapped = serde_json::json!({"doc": doc});
+        resolve_body(std::slice::from_ref(&variable), Some(&wrapped), &raw, &mut out);
+        for name in out.keys() {
+            prop_assert!(name == "V" || name.starts_with("V_"), "{name}");
+            prop_assert!(!name.contains('-') && !name.chars().any(char::is_whitespace), "{name}");
+        }
+        if matches!(doc, Value::Array(_) | Value::Object(_)) {
+            let root: Value = serde_json::from_str(&out["V"]).unwrap();
+            // Numbers may change spelling (1e20 → 1.0E20) but not value.
+            prop_assert_eq!(normalise(&root), normalise(&doc));
+        }
+    }
+}
+
+/// Compares documents with numbers as f64, since Java spelling changes the text, not the value.
+fn normalise(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => Value::from(n.as_f64().unwrap_or_default()),
+        Value::Array(items) => Value::Array(items.iter().map(normalise).collect()),
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), normalise(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,93 @@
+//! The compiled gateway: settings, rules, allowlists and Jenkins targets, built once at
+//! start-up with every problem reported together. `serve`, `check`, `test` and `sign` all
+//! start from here, so they agree on what a valid configuration is.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use crate::config::{Env, Problem, Problems, Settings, Source};
+use crate::dispatch::JenkinsClient;
+use crate::rules::{self, RuleSet};
+use crate::verify::ip::{AllowList, TrustedProxies};
+
+pub struct Gateway {
+    pub settings: Settings,
+    pub source: Source,
+    pub listen: SocketAddr,
+    pub global_allow: AllowList,
+    pub trusted_proxies: TrustedProxies,
+    pub rules: RuleSet,
+    pub jenkins: JenkinsClient,
+}
+
+impl Gateway {
+    /// Compiles `settings` (loaded from `source`) and every rule.
+    pub fn compile(settings: Settings, source: Source, env: &dyn Env) -> Result<Self, Problems> {
+        let file = source.to_string();
+        let mut problems = Vec::new();
+
+        let listen = settings
+            .server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                problems.push(Problem::new(
+                    &file,
+                    "server.listen",
+                    format!(
+                        "`{}` is not an address:port such as 127.0.0.1:8080",
+                        settings.server.listen
+                    ),
+                ));
+            })
+            .ok();
+        if settings.server.max_body_bytes == 0 {
+            problems.push(Problem::new(
+                &file,
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        let global_allow = AllowList::parse(&settings.server.allow_ips).unwrap_or_else(|errors| {
+            for (i, reason) in errors {
+                problems.push(Problem::new(
+                    &file,
+                    format!("server.allow_ips[{i}]"),
+                    reason,
+                ));
+            }
+            AllowList::default()
+        });
+        let trusted_proxies = TrustedProxies::parse(&settings.server.trusted_proxies)
+            .unwrap_or_else(|errors| {
+                for (i, reason) in errors {
+                    problems.push(Problem::new(
+                        &file,
+                        format!("server.trusted_proxies[{i}]"),
+                        reason,
+                    ));
+                }
+                TrustedProxies::default()
+            });
+        let jenkins = JenkinsClient::build(&settings.jenkins, &file, env)
+            .map_err(|mut errors| problems.append(&mut errors))
+            .ok();
+        let names: BTreeSet<String> = settings.jenkins.keys().cloned().collect();
+        let rules = rules::load_dir(&settings.rules.dir, &names, env)
+            .map_err(|mut errors| problems.append(&mut errors.0))
+            .ok();
+
+        match (listen, jenkins, rules) {
+            (Some(listen), Some(jenkins), Some(rules)) if problems.is_empty() => Ok(Self {
+                settings,
+                source,
+                listen,
+                global_allow,
+                trusted_proxies,
+                rules,
+                jenkins,
+            }),
+            _ => Err(Problems(problems)),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! hookgate: a security-hardened webhook gateway in front of Jenkins' Generic Webhook Trigger.
+//!
+//! Modules follow a request's path: `config` and `rules` are compiled at start-up into a
+//! `gateway`; `server` receives a call, `verify` checks it, `extract` and `filter` apply the
+//! rule, `dispatch` hands it to Jenkins. See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod extract;
+pub mod filter;
+pub mod gateway;
+pub mod metrics;
+pub mod rules;
+pub mod secret;
+pub mod server;
+pub mod telemetry;
+pub mod verify;

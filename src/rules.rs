@@ -1,0 +1,171 @@
+//! Rules: loading every file in `rules.dir`, compiling each into a [`Rule`], and finding the
+//! rules a request selects.
+//!
+//! Compilation happens once at start-up: JSONPath parsed, regexes compiled, allowlists parsed,
+//! secrets read. A broken rule stops the process with every problem listed (file, field,
+//! reason), and nothing is compiled per request.
+
+mod compile;
+pub mod model;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Env, Problem, Problems};
+use crate::extract::{BodyVariable, RequestVariable};
+use crate::filter::Filter;
+use crate::secret::Secret;
+use crate::verify::ip::AllowList;
+use crate::verify::signature::SignatureCheck;
+use crate::verify::token::{self, Candidate, TokenIndex};
+use model::BodyMode;
+
+/// File extensions read from `rules.dir`.
+pub const RULE_EXTENSIONS: [&str; 4] = ["toml", "yaml", "yml", "json"];
+
+/// One compiled rule, immutable and shared by every request.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub description: Option<String>,
+    pub file: PathBuf,
+    /// The token senders must pass; `None` for a tokenless rule.
+    pub token: Option<Secret>,
+    /// Empty when the rule has no `[allow]` section.
+    pub allow: AllowList,
+    pub signature: SignatureCheck,
+    pub body_variables: Vec<BodyVariable>,
+    pub header_variables: Vec<RequestVariable>,
+    pub query_variables: Vec<RequestVariable>,
+    pub filter: Filter,
+    pub dispatch: DispatchSpec,
+}
+
+impl Rule {
+    /// Whether the body must be JSON for this rule (it has JSONPath variables).
+    pub fn needs_json(&self) -> bool {
+        !self.body_variables.is_empty()
+    }
+}
+
+/// Where a rule's calls go.
+#[derive(Debug)]
+pub struct DispatchSpec {
+    /// Name of the `[jenkins.<name>]` target.
+    pub jenkins: String,
+    /// The Jenkins job's GWT token; `None` calls Jenkins without one.
+    pub token: Option<Secret>,
+    pub body: BodyMode,
+}
+
+/// Every loaded rule, indexed by name and by token.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+    by_name: HashMap<String, usize>,
+    tokens: TokenIndex,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        let rules: Vec<Arc<Rule>> = rules.into_iter().map(Arc::new).collect();
+        let by_name = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| (rule.name.clone(), i))
+            .collect();
+        let tokens = TokenIndex::build(&rules);
+        Self {
+            rules,
+            by_name,
+            tokens,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.rules.iter()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Rule>> {
+        self.by_name.get(name).map(|&i| &self.rules[i])
+    }
+
+    /// The rules `/generic-webhook-trigger/invoke` selects for this token (fan-out).
+    pub fn candidates(&self, token: Option<&[u8]>) -> Vec<Candidate<'_>> {
+        self.tokens.candidates(&self.rules, token)
+    }
+
+    /// The rule `/hooks/{name}` selects, if it exists and its token (if any) was given.
+    pub fn named(&self, name: &str, token: Option<&[u8]>) -> Option<Candidate<'_>> {
+        self.get(name).and_then(|rule| token::named(rule, token))
+    }
+}
+
+/// Loads and compiles every rule file in `dir`. `jenkins` holds the configured target names.
+pub fn load_dir(
+    dir: &Path,
+    jenkins: &BTreeSet<String>,
+    env: &dyn Env,
+) -> Result<RuleSet, Problems> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Problems(vec![Problem::new(
+            dir.display(),
+            "",
+            format!("cannot read the rules directory: {e}"),
+        )])
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| is_rule_file(path))
+        .collect();
+    files.sort();
+
+    let mut rules = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        match compile::compile_file(&file, jenkins, env) {
+            Ok(rule) => {
+                if let Some(first) = seen.get(&rule.name) {
+                    problems.push(Problem::new(
+                        file.display(),
+                        "name",
+                        format!(
+                            "rule name `{}` is already used by {}",
+                            rule.name,
+                            first.display()
+                        ),
+                    ));
+                    continue;
+                }
+                seen.insert(rule.name.clone(), file.clone());
+                rules.push(rule);
+            }
+            Err(mut errors) => problems.append(&mut errors),
+        }
+    }
+    if problems.is_empty() {
+        Ok(RuleSet::new(rules))
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+fn is_rule_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    path.is_file() && !hidden && RULE_EXTENSIONS.contains(&ext)
+}

@@ -1,0 +1,32 @@
+//! Reading the request body under `server.max_body_bytes`: a declared length over the limit is
+//! refused before a byte is read, and a chunked body is cut off as soon as it passes the limit.
+
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::web::{self, Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use crate::error::ApiError;
+
+pub async fn read_capped(
+    mut payload: web::Payload,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
+    let mut body = BytesMut::with_capacity(capacity);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(ApiError::BodyRead)?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

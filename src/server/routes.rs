@@ -1,0 +1,124 @@
+//! Route handlers: the GWT-compatible endpoint, per-rule hooks, health and metrics.
+
+use actix_web::http::Method;
+use actix_web::http::header::{CONTENT_TYPE, HeaderMap};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use super::body::read_capped;
+use super::trigger;
+use crate::error::ApiError;
+use crate::metrics::Outcome;
+use crate::verify::Inbound;
+use crate::verify::ip::ClientAddr;
+use crate::verify::token::given_token;
+
+/// `ANY /generic-webhook-trigger/invoke`: every rule whose token matches is a candidate.
+pub async fn invoke(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // GWT answers OPTIONS before any check, for CORS preflights.
+    if req.method() == Method::OPTIONS {
+        return Ok(HttpResponse::Ok().finish());
+    }
+    let inbound = receive(&req, payload, &state).await?;
+    let token = given_token(&inbound.params, inbound.headers);
+    let candidates = state.rules.candidates(token);
+    if candidates.is_empty() {
+        state.metrics.request("", Outcome::NotFound);
+        return Err(ApiError::NoRule);
+    }
+    Ok(trigger::run(&state, &inbound, candidates, is_dry_run(req.headers())).await)
+}
+
+/// `POST /hooks/{rule}`: one rule by name; its token is still required when it has one.
+pub async fn hook(
+    req: HttpRequest,
+    name: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let inbound = receive(&req, payload, &state).await?;
+    let token = given_token(&inbound.params, inbound.headers);
+    let Some(candidate) = state.rules.named(&name, token) else {
+        state.metrics.request("", Outcome::NotFound);
+        return Err(ApiError::NoRule);
+    };
+    Ok(trigger::run(&state, &inbound, vec![candidate], is_dry_run(req.headers())).await)
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Rules are compiled before the listener opens, so a serving process is ready.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ready", "rules": state.rules.len() }))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ))
+        .body(state.metrics.encode())
+}
+
+/// GWT's dry-run switch: header `gwt-dry-run` equal to `true`, any case.
+fn is_dry_run(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("gwt-dry-run")
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+}
+
+/// The checks every trigger shares before a rule is chosen: the global allowlist (403), then
+/// the body limit (413). Query and form parameters are collected for token lookup.
+async fn receive<'r>(
+    req: &'r HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Inbound<'r>, ApiError> {
+    let client = match req.peer_addr() {
+        Some(peer) => state.trusted_proxies.client_addr(
+            peer.ip(),
+            req.headers()
+                .get_all("x-forwarded-for")
+                .map(|v| v.as_bytes()),
+        ),
+        None => ClientAddr::Unknown,
+    };
+    tracing::Span::current().record("client", tracing::field::display(client));
+    if !state.global_allow.allows(client) {
+        state.metrics.request("", Outcome::Forbidden);
+        return Err(ApiError::ForbiddenGlobal(client));
+    }
+    let body = match read_capped(payload, req.headers(), state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(error) => {
+            let outcome = match error {
+                ApiError::PayloadTooLarge { .. } => Outcome::PayloadTooLarge,
+                _ => Outcome::BadRequest,
+            };
+            state.metrics.request("", outcome);
+            return Err(error);
+        }
+    };
+    Ok(Inbound::new(
+        req.headers(),
+        req.query_string(),
+        body,
+        client,
+    ))
+}

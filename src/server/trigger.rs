@@ -1,0 +1,383 @@
+//! The trigger path for the selected rules: verify → parse → extract → filter → dispatch, each
+//! rule on its own, then one answer in GWT's shape.
+//!
+//! Invariant: the body is parsed only after at least one rule verified the request, and at most
+//! once; a rule that failed a check contributes only `status: "rejected"` to the answer.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use ulid::Ulid;
+
+use super::AppState;
+use crate::dispatch::{Delivery, DispatchError, JenkinsAnswer};
+use crate::error::{ApiError, error_body};
+use crate::extract::{self, Body, BodyError, Variables};
+use crate::metrics::Outcome;
+use crate::rules::Rule;
+use crate::verify::ip::ClientAddr;
+use crate::verify::token::Candidate;
+use crate::verify::{self, Inbound, Rejection};
+
+/// The filter inputs and result GWT echoes for every rule it evaluated.
+struct Evaluation {
+    variables: Variables,
+    rendered_text: String,
+}
+
+/// Which check a rule failed, in the contract's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Check {
+    Forbidden,
+    Unauthorized,
+    InvalidBody { line: usize, column: usize },
+}
+
+/// A rule's state after evaluation: finished, or matched with a delivery to make.
+enum Stage {
+    Done(Entry),
+    Matched(Evaluation, Delivery),
+}
+
+enum Entry {
+    Rejected(Check),
+    Filtered(Evaluation),
+    FilterFailed(Evaluation),
+    DryRun(Evaluation),
+    Dispatched {
+        evaluation: Evaluation,
+        delivery: Ulid,
+        result: Result<JenkinsAnswer, DispatchError>,
+    },
+}
+
+pub async fn run(
+    state: &AppState,
+    inbound: &Inbound<'_>,
+    candidates: Vec<Candidate<'_>>,
+    dry_run: bool,
+) -> HttpResponse {
+    let now = SystemTime::now();
+    let mut stages: Vec<(&Arc<Rule>, Stage)> = Vec::with_capacity(candidates.len());
+    let mut body: Option<Result<Body<'_>, BodyError>> = None;
+
+    for candidate in candidates {
+        let rule = candidate.rule();
+        let name = rule.name.as_str();
+        let verified = match verify::check(candidate, inbound, now) {
+            Ok(verified) => verified,
+            Err(rejection) => {
+                let (check, outcome) = match &rejection {
+                    Rejection::Forbidden(_) => (Check::Forbidden, Outcome::Forbidden),
+                    Rejection::Unauthorized(_) => (Check::Unauthorized, Outcome::Unauthorized),
+                };
+                tracing::warn!(rule = name, reason = %rejection, "Rule rejected the request.");
+                state.metrics.request(name, outcome);
+                stages.push((rule, Stage::Done(Entry::Rejected(check))));
+                continue;
+            }
+        };
+        let parsed = if rule.needs_json() {
+            match body.get_or_insert_with(|| Body::parse(&verified)) {
+                Ok(parsed) => Some(&*parsed),
+                Err(error) => {
+                    tracing::warn!(rule = name, reason = %error, "Body is not what the rule needs.");
+                    state.metrics.request(name, Outcome::BadRequest);
+                    let check = Check::InvalidBody {
+                        line: error.line,
+                        column: error.column,
+                    };
+                    stages.push((rule, Stage::Done(Entry::Rejected(check))));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let variables = extract::resolve(&verified, parsed);
+        let outcome = match rule.filter.evaluate(&variables) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(rule = name, error = %error, "Filter could not be evaluated.");
+                state.metrics.request(name, Outcome::Failed);
+                let evaluation = Evaluation {
+                    variables,
+                    rendered_text: String::new(),
+                };
+                stages.push((rule, Stage::Done(Entry::FilterFailed(evaluation))));
+                continue;
+            }
+        };
+        let evaluation = Evaluation {
+            variables,
+            rendered_text: outcome.rendered_text,
+        };
+        if !outcome.matched {
+            tracing::info!(rule = name, "Filter did not match; nothing dispatched.");
+            state.metrics.request(name, Outcome::Filtered);
+            stages.push((rule, Stage::Done(Entry::Filtered(evaluation))));
+        } else if dry_run {
+            tracing::info!(rule = name, "Dry run; nothing dispatched.");
+            state.metrics.request(name, Outcome::DryRun);
+            stages.push((rule, Stage::Done(Entry::DryRun(evaluation))));
+        } else {
+            let delivery = Delivery::prepare(&verified, &evaluation.variables);
+            stages.push((rule, Stage::Matched(evaluation, delivery)));
+        }
+    }
+
+    // Fan-out targets are independent, so they are called concurrently.
+    let entries =
+        futures_util::future::join_all(stages.into_iter().map(|(rule, stage)| async move {
+            match stage {
+                Stage::Done(entry) => (rule, entry),
+                Stage::Matched(evaluation, delivery) => {
+                    let started = Instant::now();
+                    let result = state.dispatcher.dispatch(&delivery).await;
+                    record_dispatch(state, rule, delivery.id, &result, started.elapsed());
+                    let entry = Entry::Dispatched {
+                        evaluation,
+                        delivery: delivery.id,
+                        result,
+                    };
+                    (rule, entry)
+                }
+            }
+        }))
+        .await;
+    respond(entries, dry_run)
+}
+
+fn record_dispatch(
+    state: &AppState,
+    rule: &Rule,
+    delivery: Ulid,
+    result: &Result<JenkinsAnswer, DispatchError>,
+    elapsed: std::time::Duration,
+) {
+    let delivery = delivery.to_string();
+    let jenkins = rule.dispatch.jenkins.as_str();
+    let rule = rule.name.as_str();
+    match result {
+        Ok(answer) => {
+            state.metrics.jenkins_call(jenkins, "ok", elapsed);
+            let outcome = if answer.triggered {
+                Outcome::Triggered
+            } else {
+                Outcome::Filtered
+            };
+            state.metrics.request(rule, outcome);
+            tracing::info!(
+                rule,
+                delivery,
+                jenkins,
+                queue_item = answer.id,
+                triggered = answer.triggered,
+                "Jenkins accepted the call."
+            );
+        }
+        Err(error) => {
+            let result = match error {
+                DispatchError::Timeout(_) => "timeout",
+                DispatchError::Status(code) if *code >= 500 => "5xx",
+                DispatchError::Status(_) => "4xx",
+                DispatchError::Unreachable(_) | DispatchError::UnknownTarget(_) => "unreachable",
+            };
+            state.metrics.jenkins_call(jenkins, result, elapsed);
+            state.metrics.request(rule, Outcome::Failed);
+            tracing::warn!(
+                rule,
+                delivery,
+                jenkins,
+                error = %error,
+                cause = %cause_chain(error),
+                "Jenkins call failed."
+            );
+        }
+    }
+}
+
+/// The error's sources, joined, for the log.
+fn cause_chain(error: &DispatchError) -> String {
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    chain.join(": ")
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Triggered,
+    Filtered,
+    Failed,
+    Rejected,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JobEntry<'e> {
+    Rejected {
+        triggered: bool,
+        status: Status,
+    },
+    Evaluated {
+        triggered: bool,
+        status: Status,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delivery: Option<String>,
+        id: u64,
+        url: &'e str,
+        #[serde(rename = "regexpFilterText")]
+        filter_text: &'e str,
+        #[serde(rename = "regexpFilterExpression")]
+        filter_expression: &'e str,
+        #[serde(rename = "resolvedVariables")]
+        variables: &'e Variables,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct TriggerBody<'e> {
+    message: &'static str,
+    jobs: BTreeMap<&'e str, JobEntry<'e>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+fn respond(entries: Vec<(&Arc<Rule>, Entry)>, dry_run: bool) -> HttpResponse {
+    // When every rule failed a check, the answer is the earliest failing check's error.
+    let earliest = entries
+        .iter()
+        .map(|(_, entry)| match entry {
+            Entry::Rejected(check) => Some(*check),
+            _ => None,
+        })
+        .collect::<Option<Vec<Check>>>()
+        .and_then(|checks| checks.into_iter().min());
+    if let Some(check) = earliest {
+        let error = match check {
+            Check::Forbidden => ApiError::Forbidden(ClientAddr::Unknown),
+            Check::Unauthorized => ApiError::Unauthorized,
+            Check::InvalidBody { line, column } => ApiError::InvalidJson { line, column },
+        };
+        return error_body(error.status_code(), error.client_message(), dry_run);
+    }
+
+    let mut worst = Severity::Fine;
+    let mut jobs = BTreeMap::new();
+    for (rule, entry) in &entries {
+        let (job, severity) = job_entry(rule, entry);
+        worst = worst.max(severity);
+        jobs.insert(rule.name.as_str(), job);
+    }
+    let message = if worst == Severity::Fine {
+        "Triggered jobs."
+    } else {
+        "There were errors when triggering jobs."
+    };
+    HttpResponse::build(worst.status()).json(TriggerBody {
+        message,
+        jobs,
+        dry_run: dry_run.then_some(true),
+    })
+}
+
+/// How bad one rule's outcome is; the answer's status is that of the worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Severity {
+    Fine,
+    Timeout,
+    BadGateway,
+    Internal,
+}
+
+impl Severity {
+    fn status(self) -> StatusCode {
+        match self {
+            Severity::Fine => StatusCode::OK,
+            Severity::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Severity::BadGateway => StatusCode::BAD_GATEWAY,
+            Severity::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
+    let evaluated = |evaluation: &'e Evaluation, status, triggered| JobEntry::Evaluated {
+        triggered,
+        status,
+        delivery: None,
+        id: 0,
+        url: "",
+        filter_text: &evaluation.rendered_text,
+        filter_expression: rule.filter.expression(),
+        variables: &evaluation.variables,
+        error: None,
+    };
+    match entry {
+        Entry::Rejected(_) => (
+            JobEntry::Rejected {
+                triggered: false,
+                status: Status::Rejected,
+            },
+            Severity::Fine,
+        ),
+        Entry::Filtered(evaluation) => (
+            evaluated(evaluation, Status::Filtered, false),
+            Severity::Fine,
+        ),
+        Entry::DryRun(evaluation) => (
+            evaluated(evaluation, Status::Triggered, true),
+            Severity::Fine,
+        ),
+        Entry::FilterFailed(evaluation) => {
+            let mut job = evaluated(evaluation, Status::Failed, false);
+            if let JobEntry::Evaluated { error, .. } = &mut job {
+                *error = Some("The filter could not be evaluated.".to_owned());
+            }
+            (job, Severity::Internal)
+        }
+        Entry::Dispatched {
+            evaluation,
+            delivery,
+            result,
+        } => {
+            let (status, triggered, severity) = match result {
+                Ok(answer) if answer.triggered => (Status::Triggered, true, Severity::Fine),
+                Ok(_) => (Status::Filtered, false, Severity::Fine),
+                Err(DispatchError::Timeout(_)) => (Status::Failed, false, Severity::Timeout),
+                Err(_) => (Status::Failed, false, Severity::BadGateway),
+            };
+            let mut job = evaluated(evaluation, status, triggered);
+            if let JobEntry::Evaluated {
+                delivery: job_delivery,
+                id,
+                url,
+                error,
+                ..
+            } = &mut job
+            {
+                *job_delivery = Some(delivery.to_string());
+                match result {
+                    Ok(answer) => {
+                        *id = answer.id;
+                        *url = &answer.url;
+                    }
+                    Err(dispatch_error) => *error = Some(dispatch_error.client_message()),
+                }
+            }
+            (job, severity)
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! Signature schemes (`port`, `port-sha1`, `hmac`, `github`, `gitlab`, `none`): verification of
+//! the raw body bytes, and the inverse (`sign`) used by `hookgate sign`.
+//!
+//! Every comparison is constant-time, and every configured secret is tried without an early
+//! exit, so timing reveals neither which secret matched nor how close a guess came. Errors name
+//! headers, never values.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{HeaderMap, HeaderName};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::rules::model::{HmacAlgorithm, SchemeName, VerifySection};
+use crate::secret::Secret;
+
+pub const PORT_SIGNATURE: &str = "x-port-signature";
+pub const PORT_TIMESTAMP: &str = "x-port-timestamp";
+pub const GITHUB_SHA256: &str = "x-hub-signature-256";
+pub const GITHUB_SHA1: &str = "x-hub-signature";
+pub const GITLAB_TOKEN: &str = "x-gitlab-token";
+
+/// Replay window when a rule does not set `tolerance_secs`.
+pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
+
+/// Why a signature was refused. The client always gets the same answer; this goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("header {0} is missing")]
+    MissingHeader(String),
+    #[error("header {0} is sent more than once")]
+    RepeatedHeader(String),
+    #[error("header {0} is malformed")]
+    Malformed(String),
+    #[error("timestamp is outside the {0} s window")]
+    StaleTimestamp(u64),
+    #[error("signature does not match")]
+    Mismatch,
+}
+
+#[derive(Debug, Clone)]
+pub struct HmacScheme {
+    header: HeaderName,
+    algorithm: HmacAlgorithm,
+    timestamp_header: Option<HeaderName>,
+    signed: Vec<Part>,
+    tolerance_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(Vec<u8>),
+    Timestamp,
+    Body,
+}
+
+/// A compiled `[verify]` section without its secrets.
+#[derive(Debug, Clone)]
+pub enum Scheme {
+    Port { tolerance_secs: u64 },
+    PortSha1,
+    Hmac(HmacScheme),
+    Github,
+    Gitlab,
+    None,
+}
+
+impl Scheme {
+    /// Compiles the scheme-specific keys, returning `(field, reason)` for every problem.
+    pub fn compile(section: &VerifySection) -> Result<Self, Vec<(&'static str, String)>> {
+        let mut problems = Vec::new();
+        let hmac_only = [
+            ("header", section.header.is_some()),
+            ("algorithm", section.algorithm.is_some()),
+            ("timestamp_header", section.timestamp_header.is_some()),
+            ("signed", section.signed.is_some()),
+        ];
+        if section.scheme != SchemeName::Hmac {
+            for (field, set) in hmac_only {
+                if set {
+                    problems.push((field, "is only valid with scheme = \"hmac\"".to_owned()));
+                }
+            }
+        }
+        let timestamped = match section.scheme {
+            SchemeName::Port => true,
+            SchemeName::Hmac => section.timestamp_header.is_some(),
+            _ => false,
+        };
+        if section.tolerance_secs.is_some() && !timestamped {
+            problems.push((
+                "tolerance_secs",
+                "is only valid for timestamped schemes (port, hmac with timestamp_header)"
+                    .to_owned(),
+            ));
+        }
+        if section.tolerance_secs == Some(0) {
+            problems.push(("tolerance_secs", "must be at least 1".to_owned()));
+        }
+        let tolerance_secs = section.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS);
+        let scheme = match section.scheme {
+            SchemeName::Port => Scheme::Port { tolerance_secs },
+            SchemeName::PortSha1 => Scheme::PortSha1,
+            SchemeName::Github => Scheme::Github,
+            SchemeName::Gitlab => Scheme::Gitlab,
+            SchemeName::None => Scheme::None,
+            SchemeName::Hmac => {
+                let header = match &section.header {
+                    None => {
+                        problems.push(("header", "is required with scheme = \"hmac\"".to_owned()));
+                        None
+                    }
+                    Some(name) => parse_header_name(name)
+                        .map_err(|reason| problems.push(("header", reason)))
+                        .ok(),
+                };
+                let timestamp_header = match &section.timestamp_header {
+                    None => None,
+                    Some(name) => parse_header_name(name)
+                        .map_err(|reason| problems.push(("timestamp_header", reason)))
+                        .ok(),
+                };
+                let signed = match parse_template(section.signed.as_deref().unwrap_or("{body}")) {
+                    Ok(parts) => parts,
+                    Err(reason) => {
+                        problems.push(("signed", reason));
+                        Vec::new()
+                    }
+                };
+                if signed.contains(&Part::Timestamp) && section.timestamp_header.is_none() {
+                    problems.push((
+                        "signed",
+                        "uses {timestamp} but no timestamp_header is set".to_owned(),
+                    ));
+                }
+                match header {
+                    Some(header) => Scheme::Hmac(HmacScheme {
+                        header,
+                        algorithm: section.algorithm.unwrap_or(HmacAlgorithm::Sha256),
+                        timestamp_header,
+                        signed,
+                        tolerance_secs,
+                    }),
+                    None => Scheme::None,
+                }
+            }
+        };
+        if problems.is_empty() {
+            Ok(scheme)
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::Port { .. } => "port",
+            Scheme::PortSha1 => "port-sha1",
+            Scheme::Hmac(_) => "hmac",
+            Scheme::Github => "github",
+            Scheme::Gitlab => "gitlab",
+            Scheme::None => "none",
+        }
+    }
+
+    pub fn needs_secret(&self) -> bool {
+        !matches!(self, Scheme::None)
+    }
+}
+
+fn parse_header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{name}` is not a valid HTTP header name"))
+}
+
+fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        if start > 0 {
+            parts.push(Part::Literal(rest.as_bytes()[..start].to_vec()));
+        }
+        let after = &rest[start..];
+        if let Some(tail) = after.strip_prefix("{timestamp}") {
+            parts.push(Part::Timestamp);
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("{body}") {
+            parts.push(Part::Body);
+            rest = tail;
+        } else {
+            return Err("only {timestamp} and {body} may appear in braces".to_owned());
+        }
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(rest.as_bytes().to_vec()));
+    }
+    if !parts.contains(&Part::Body) {
+        return Err("must contain {body}".to_owned());
+    }
+    Ok(parts)
+}
+
+/// A scheme with its secrets: everything needed to check one rule's signatures.
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    scheme: Scheme,
+    /// Newest first; all are accepted.
+    secrets: Vec<Secret>,
+}
+
+impl SignatureCheck {
+    pub fn new(scheme: Scheme, secrets: Vec<Secret>) -> Self {
+        Self { scheme, secrets }
+    }
+
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    pub fn secret_count(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Checks the signature of `body` as received with `headers`.
+    pub fn verify(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), SignatureError> {
+        match &self.scheme {
+            Scheme::None => Ok(()),
+            Scheme::Gitlab => {
+                let given = single_header(headers, GITLAB_TOKEN)?;
+                let mut ok = Choice::from(0);
+                for secret in &self.secrets {
+                    ok |= Choice::from(u8::from(secret.matches(given)));
+                }
+                accept(ok)
+            }
+            Scheme::Github => {
+                if headers.contains_key(GITHUB_SHA256) {
+                    let value = single_header(headers, GITHUB_SHA256)?;
+                    let hex = value
+                        .strip_prefix(b"sha256=")
+                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA256.to_owned()))?;
+                    let expected = decode_hex(hex, 32)
+                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA256.to_owned()))?;
+                    self.check_mac(HmacAlgorithm::Sha256, &[body], &expected)
+                } else if headers.contains_key(GITHUB_SHA1) {
+                    let value = single_header(headers, GITHUB_SHA1)?;
+                    let hex = value
+                        .strip_prefix(b"sha1=")
+                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA1.to_owned()))?;
+                    let expected = decode_hex(hex, 20)
+                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA1.to_owned()))?;
+                    self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)
+                } else {
+                    Err(SignatureError::MissingHeader(GITHUB_SHA256.to_owned()))
+                }
+            }
+            Scheme::PortSha1 => {
+                let value = single_header(headers, PORT_SIGNATURE)?;
+                let expected = decode_mac(value, HmacAlgorithm::Sha1)
+                    .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
+                self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)
+            }
+            Scheme::Port { tolerance_secs } => {
+                let value = single_header(headers, PORT_SIGNATURE)?;
+                let timestamp = single_header(headers, PORT_TIMESTAMP)?;
+                check_window(timestamp, PORT_TIMESTAMP, *tolerance_secs, now)?;
+                let encoded = value
+                    .trim_ascii()
+                    .strip_prefix(b"v1,")
+                    .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
+                let expected = decode_base64(encoded, 32)
+                    .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
+                let raw =
+                    self.check_mac(HmacAlgorithm::Sha256, &[timestamp, b".", body], &expected);
+                if raw.is_ok() {
+                    return raw;
+                }
+                // Port's execution agent signs the compact JSON but sends it with spaces.
+                match compact_json(body) {
+                    Some(compact) => self.check_mac(
+                        HmacAlgorithm::Sha256,
+                        &[timestamp, b".", &compact],
+                        &expected,
+                    ),
+                    None => raw,
+                }
+            }
+            Scheme::Hmac(hmac) => {
+                let header = hmac.header.as_str();
+                let value = single_header(headers, header)?;
+                let timestamp = match &hmac.timestamp_header {
+                    Some(name) => {
+                        let ts = single_header(headers, name.as_str())?;
+                        check_window(ts, name.as_str(), hmac.tolerance_secs, now)?;
+                        ts
+                    }
+                    None => b"",
+                };
+                let expected = decode_mac(value, hmac.algorithm)
+                    .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
+                let parts: Vec<&[u8]> = hmac
+                    .signed
+                    .iter()
+                    .map(|part| match part {
+                        Part::Literal(bytes) => bytes.as_slice(),
+                        Part::Timestamp => timestamp,
+                        Part::Body => body,
+                    })
+                    .collect();
+                self.check_mac(hmac.algorithm, &parts, &expected)
+            }
+        }
+    }
+
+    fn check_mac(
+        &self,
+        algorithm: HmacAlgorithm,
+        parts: &[&[u8]],
+        expected: &[u8],
+    ) -> Result<(), SignatureError> {
+        let mut ok = Choice::from(0);
+        for secret in &self.secrets {
+            let mac = compute_mac(algorithm, secret.expose(), parts);
+            ok |= mac.as_slice().ct_eq(expected);
+        }
+        accept(ok)
+    }
+
+    /// The headers that make `body` a validly signed request at `now`, using the newest
+    /// secret. For `gitlab` this is the secret itself, since that is what GitLab sends.
+    pub fn sign(&self, body: &[u8], now: SystemTime) -> Vec<(String, String)> {
+        let Some(secret) = self.secrets.first() else {
+            return Vec::new();
+        };
+        let timestamp = unix_seconds(now).to_string();
+        match &self.scheme {
+            Scheme::None => Vec::new(),
+            Scheme::Gitlab => vec![(
+                "X-Gitlab-Token".to_owned(),
+                String::from_utf8_lossy(secret.expose()).into_owned(),
+            )],
+            Scheme::Github => {
+                let mac = compute_mac(HmacAlgorithm::Sha256, secret.expose(), &[body]);
+                vec![(
+                    "X-Hub-Signature-256".to_owned(),
+                    format!("sha256={}", hex::encode(mac)),
+                )]
+            }
+            Scheme::PortSha1 => {
+                let mac = compute_mac(HmacAlgorithm::Sha1, secret.expose(), &[body]);
+                vec![("X-Port-Signature".to_owned(), hex::encode(mac))]
+            }
+            Scheme::Port { .. } => {
+                let mac = compute_mac(
+                    HmacAlgorithm::Sha256,
+                    secret.expose(),
+                    &[timestamp.as_bytes(), b".", body],
+                );
+                vec![
+                    ("X-Port-Timestamp".to_owned(), timestamp),
+                    (
+                        "X-Port-Signature".to_owned(),
+                        format!("v1,{}", STANDARD.encode(mac)),
+                    ),
+                ]
+            }
+            Scheme::Hmac(hmac) => {
+                let parts: Vec<&[u8]> = hmac
+                    .signed
+                    .iter()
+                    .map(|part| match part {
+                        Part::Literal(bytes) => bytes.as_slice(),
+                        Part::Timestamp => timestamp.as_bytes(),
+                        Part::Body => body,
+                    })
+                    .collect();
+                let mac = compute_mac(hmac.algorithm, secret.expose(), &parts);
+                let mut headers = Vec::new();
+                if let Some(name) = &hmac.timestamp_header {
+                    headers.push((name.as_str().to_owned(), timestamp.clone()));
+                }
+                headers.push((hmac.header.as_str().to_owned(), hex::encode(mac)));
+                headers
+            }
+        }
+    }
+}
+
+fn accept(ok: Choice) -> Result<(), SignatureError> {
+    if bool::from(ok) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// The one value of a signature header; a repeated header is refused rather than guessed at.
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h [u8], SignatureError> {
+    let mut values = headers.get_all(name);
+    let first = values
+        .next()
+        .ok_or_else(|| SignatureError::MissingHeader(name.to_owned()))?;
+    if values.next().is_some() {
+        return Err(SignatureError::RepeatedHeader(name.to_owned()));
+    }
+    Ok(first.as_bytes())
+}
+
+fn check_window(
+    timestamp: &[u8],
+    header: &str,
+    tolerance_secs: u64,
+    now: SystemTime,
+) -> Result<(), SignatureError> {
+    let ts: u64 = std::str::from_utf8(timestamp.trim_ascii())
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
+    if unix_seconds(now).abs_diff(ts) > tolerance_secs {
+        return Err(SignatureError::StaleTimestamp(tolerance_secs));
+    }
+    Ok(())
+}
+
+fn unix_seconds(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+fn compute_mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <M as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+    match algorithm {
+        HmacAlgorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
+        HmacAlgorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts),
+        HmacAlgorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts),
+    }
+}
+
+fn digest_len(algorithm: HmacAlgorithm) -> usize {
+    match algorithm {
+        HmacAlgorithm::Sha1 => 20,
+        HmacAlgorithm::Sha256 => 32,
+        HmacAlgorithm::Sha512 => 64,
+    }
+}
+
+/// Decodes a MAC sent as hex (any case, optional `<alg>=` prefix) or base64.
+fn decode_mac(value: &[u8], algorithm: HmacAlgorithm) -> Option<Vec<u8>> {
+    let prefix: &[u8] = match algorithm {
+        HmacAlgorithm::Sha1 => b"sha1=",
+        HmacAlgorithm::Sha256 => b"sha256=",
+        HmacAlgorithm::Sha512 => b"sha512=",
+    };
+    let value = value.trim_ascii();
+    let value = match value.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => &value[prefix.len()..],
+        _ => value,
+    };
+    let len = digest_len(algorithm);
+    decode_hex(value, len).or_else(|| decode_base64(value, len))
+}
+
+fn decode_hex(value: &[u8], len: usize) -> Option<Vec<u8>> {
+    if value.len() != len * 2 {
+        return None;
+    }
+    hex::decode(value).ok()
+}
+
+fn decode_base64(value: &[u8], len: usize) -> Option<Vec<u8>> {
+    // Bound the work before decoding: a MAC of `len` bytes is at most this long in base64.
+    if value.len() > len.div_ceil(3) * 4 {
+        return None;
+    }
+    let bytes = STANDARD
+        .decode(value)
+        .or_else(|_| STANDARD_NO_PAD.decode(value))
+        .ok()?;
+    (bytes.len() == len).then_some(bytes)
+}
+
+/// The body with JSON whitespace outside string literals removed, or `None` when there is
+/// none to remove. Numbers and escapes stay byte-identical, unlike a parse and re-serialise.
+pub fn compact_json(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            continue;
+        } else {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    (out.len() != body.len()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests;

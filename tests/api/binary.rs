@@ -1,0 +1,543 @@
+//! The `hookgate` binary itself: `check`, `test`, `sign`, `--version`, and a full `serve`
+//! scenario at debug level whose log must not contain any secret, token or MAC.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::helpers::fake_jenkins::{Behaviour, FakeJenkins, FakeJenkinsConfig};
+use crate::helpers::{
+    AppOptions, github_signature, hmac_sha256, now, port_headers, spawn_app_with,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HOOKGATE_CONFIG")
+        .env("JOB_TOKEN", crate::helpers::JOB_TOKEN)
+        .output()
+        .expect("hookgate runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Every demo secret shipped in `examples/secrets/`.
+fn demo_secrets() -> Vec<String> {
+    std::fs::read_dir(repo().join("examples/secrets"))
+        .expect("secrets dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_none_or(|x| x != "md"))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .expect("read")
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn version_is_printed() {
+    let output = run(&["--version"], repo());
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("hookgate {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_shipped_rule_passes_check_and_no_secret_is_printed() {
+    let output = run(&["check"], repo());
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(output.status.success(), "{out}\n{err}");
+    for rule in ["port-deploy", "github-push", "gitlab-push"] {
+        assert!(out.contains(&format!("  {rule}  ")), "{out}");
+    }
+    assert!(out.contains("ok: 3 rules compiled"), "{out}");
+    for secret in demo_secrets() {
+        assert!(
+            !out.contains(&secret) && !err.contains(&secret),
+            "{secret} printed"
+        );
+    }
+    // The example config compiles too.
+    let output = run(&["check", "--config", "examples/hookgate.toml"], repo());
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn check_lists_every_problem_with_file_and_field_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        "[server]\nallow_ips = [\"10.0.0.0/99\"]\n[jenkins.main]\nurl = \"ftp://x\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/a.toml"),
+        "[verify]\nscheme = \"port\"\nsecret_env = \"HOOKGATE_TEST_UNSET\"\n[filter]\nexpression = \"(\"\n[dispatch]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/b.yaml"),
+        "verify:\n  scheme: none\n  algoritm: sha1\ndispatch: {}\n",
+    )
+    .expect("write");
+    let output = run(&["check"], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    for expected in [
+        "hookgate.toml: server.allow_ips[0]:",
+        "hookgate.toml: jenkins.main.url:",
+        "a.toml: verify.secret_env: environment variable HOOKGATE_TEST_UNSET is not set",
+        "a.toml: filter.expression:",
+        "b.yaml: verify.algoritm: unknown field",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(err.contains("5 problems"), "{err}");
+}
+
+#[test]
+fn serve_refuses_to_start_on_a_broken_rule_with_the_same_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        "[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/a.toml"),
+        "[verify]\nscheme = \"github\"\nsecret_env = \"HOOKGATE_TEST_UNSET\"\n[dispatch]\n",
+    )
+    .expect("write");
+    let check = run(&["check"], dir.path());
+    let serve = run(&["serve"], dir.path());
+    assert_eq!(serve.status.code(), Some(1));
+    let line = "a.toml: verify.secret_env: environment variable HOOKGATE_TEST_UNSET is not set";
+    assert!(stderr(&check).contains(line));
+    assert!(stderr(&serve).contains(line), "{}", stderr(&serve));
+}
+
+#[test]
+fn test_command_shows_variables_filter_and_what_would_be_sent() {
+    let output = run(
+        &["test", "port-deploy", "examples/payloads/port-deploy.json"],
+        repo(),
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(out.contains("verification: skipped"), "{out}");
+    assert!(out.contains("  ACTION = deploy_service"), "{out}");
+    assert!(out.contains("  result:     matched"), "{out}");
+    assert!(
+        out.contains("POST http://127.0.0.1:8081/generic-webhook-trigger/invoke?token=[redacted]"),
+        "{out}"
+    );
+    for secret in demo_secrets() {
+        assert!(!out.contains(&secret), "{secret} printed");
+    }
+    // A payload the filter rejects: exit 2, nothing would be sent.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, r#"{"action":"restart","context":{"runId":"r_1"}}"#).expect("write");
+    let output = run(
+        &["test", "port-deploy", other.to_str().expect("utf-8")],
+        repo(),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert!(stdout(&output).contains("would send: nothing"));
+    // Headers and query parameters are taken into account.
+    let output = run(
+        &[
+            "test",
+            "github-push",
+            "examples/payloads/github-push.json",
+            "--header",
+            "X-GitHub-Event: push",
+        ],
+        repo(),
+    );
+    assert!(output.status.success(), "{}", stdout(&output));
+    assert!(stdout(&output).contains("  x_github_event = push"));
+}
+
+#[actix_web::test]
+async fn sign_prints_headers_that_the_gateway_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("port-secret");
+    std::fs::write(&secret_file, "a-signing-secret\n").expect("write");
+    let rule = format!(
+        "token = \"sign-token\"\n[verify]\nscheme = \"port\"\nsecret_file = \"{}\"\n[[variables]]\nname = \"ACTION\"\njsonpath = \"$.action\"\n[dispatch]\ntoken_env = \"JOB_TOKEN\"\n",
+        secret_file.display()
+    );
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(dir.path().join("rules/signed.toml"), &rule).expect("write");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        "[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    let body = r#"{"action":"deploy_service"}"#;
+    std::fs::write(dir.path().join("body.json"), body).expect("write");
+    let output = run(&["sign", "--rule", "signed", "body.json"], dir.path());
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(
+        out.contains("curl -sS -X POST 'http://127.0.0.1:8080/hooks/signed'"),
+        "{out}"
+    );
+    assert!(out.contains("--data-binary '@body.json'"), "{out}");
+    let header = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let app = spawn_app_with(AppOptions {
+        rules: vec![("signed.toml", rule.clone())],
+        ..AppOptions::default()
+    })
+    .await;
+    let response = app
+        .client
+        .post(app.hook_url("signed"))
+        .header("x-port-timestamp", header("X-Port-Timestamp"))
+        .header("x-port-signature", header("X-Port-Signature"))
+        .bearer_auth("sign-token")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A running `hookgate serve` whose stderr is collected.
+struct Served {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    address: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(dir: &Path, env: &[(&str, &str)]) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", "hookgate.toml"])
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hookgate starts");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    // Owned by `Served` from here on, so a start-up failure still kills and reaps the child.
+    let mut served = Served {
+        child,
+        log: Arc::clone(&log),
+        address: String::new(),
+    };
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().expect("lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = log.lock().expect("lock").clone();
+        if let Some(address) = text
+            .lines()
+            .find(|l| l.contains("hookgate is listening."))
+            .and_then(|l| l.split("listen=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            served.address = format!("http://{address}");
+            return served;
+        }
+        assert!(Instant::now() < deadline, "hookgate did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[actix_web::test]
+async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
+    const PORT_SECRET: &str = "leak-port-client-secret";
+    const GH_SECRET: &str = "leak-github-secret";
+    const GL_SECRET: &str = "leak-gitlab-secret";
+    const SENDER: &str = "leak-sender-token";
+    const JOB: &str = "leak-job-token";
+    const API: &str = "leak-jenkins-api-token";
+    let jenkins = FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: Some(("hookgate".to_owned(), API.to_owned())),
+    })
+    .await
+    .expect("fake Jenkins");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n[jenkins.main]\nurl = \"{}\"\nuser = \"hookgate\"\napi_token_env = \"LEAK_API\"\ntimeout_secs = 2\n[log]\nlevel = \"debug\"\n",
+            jenkins.url()
+        ),
+    )
+    .expect("write");
+    let variables = "[[variables]]\nname = \"ACTION\"\njsonpath = \"$.action\"\n[[headers]]\nname = \"X-Port-Timestamp\"\n";
+    std::fs::write(
+        dir.path().join("rules/port.toml"),
+        format!("token_env = \"LEAK_SENDER\"\n[verify]\nscheme = \"port\"\nsecret_env = \"LEAK_PORT\"\n{variables}[dispatch]\ntoken_env = \"LEAK_JOB\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/gh.toml"),
+        format!("token_env = \"LEAK_SENDER\"\n[verify]\nscheme = \"github\"\nsecret_env = \"LEAK_GH\"\n{variables}[dispatch]\ntoken_env = \"LEAK_JOB\"\nbody = \"variables\"\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/gl.toml"),
+        "[verify]\nscheme = \"gitlab\"\nsecret_env = \"LEAK_GL\"\n[dispatch]\ntoken_env = \"LEAK_JOB\"\n",
+    )
+    .expect("write");
+    let served = serve(
+        dir.path(),
+        &[
+            ("LEAK_PORT", PORT_SECRET),
+            ("LEAK_GH", GH_SECRET),
+            ("LEAK_GL", GL_SECRET),
+            ("LEAK_SENDER", SENDER),
+            ("LEAK_JOB", JOB),
+            ("LEAK_API", API),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let invoke = format!("{}/generic-webhook-trigger/invoke", served.address);
+    let body = r#"{"action":"deploy_service","context":{"runId":"r_1"}}"#;
+    let t = now();
+    let port = port_headers(PORT_SECRET, t, body);
+    let port_mac = port["x-port-signature"].to_str().expect("ascii").to_owned();
+    let gh_mac = github_signature(GH_SECRET, body);
+    let wrong_mac = github_signature("not-the-secret", body);
+    let mut seen = Vec::new();
+    let send = |request: reqwest::RequestBuilder| {
+        let request = request.build().expect("request");
+        let client = client.clone();
+        async move {
+            let response = client.execute(request).await.expect("response");
+            let status = response.status();
+            (status, response.text().await.expect("body"))
+        }
+    };
+    // Triggered through both rules (fan-out), by every token source.
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .headers(port.clone())
+                .header("x-hub-signature-256", &gh_mac)
+                .body(body),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(&invoke)
+                .bearer_auth(SENDER)
+                .headers(port.clone())
+                .body(body),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(&invoke)
+                .header("token", SENDER)
+                .header("x-hub-signature-256", &wrong_mac)
+                .body(body),
+        )
+        .await,
+    );
+    // Rejections: wrong token, wrong signature, stale timestamp, bad JSON, too large, dry run.
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}-wrong"))
+                .body(body),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .header("x-port-timestamp", t.to_string())
+                .header("x-port-signature", "v1,AAAA")
+                .body(body),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .headers(port_headers(PORT_SECRET, t - 3600, body)),
+        )
+        .await,
+    );
+    let bad = "{\"action\":";
+    // Fan-out: the Port rule gets as far as parsing (400), the GitHub rule fails its
+    // signature (401); the earliest failing check decides.
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .headers(port_headers(PORT_SECRET, t, bad))
+                .body(bad),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(format!("{}/hooks/port?token={SENDER}", served.address))
+                .headers(port_headers(PORT_SECRET, t, bad))
+                .body(bad),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .body("x".repeat(5000)),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .headers(port.clone())
+                .header("gwt-dry-run", "true")
+                .body(body),
+        )
+        .await,
+    );
+    // GitLab: its token header doubles as the GWT token source.
+    seen.push(
+        send(
+            client
+                .post(format!("{}/hooks/gl", served.address))
+                .header("x-gitlab-token", GL_SECRET)
+                .body(body),
+        )
+        .await,
+    );
+    seen.push(
+        send(
+            client
+                .post(format!("{}/hooks/gl", served.address))
+                .header("x-gitlab-token", "wrong-gitlab")
+                .body(body),
+        )
+        .await,
+    );
+    // Jenkins failing and slow.
+    jenkins.set_behaviour(Behaviour::Status(500));
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .headers(port.clone())
+                .body(body),
+        )
+        .await,
+    );
+    jenkins.set_behaviour(Behaviour::Delay(Duration::from_secs(3)));
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .headers(port.clone())
+                .body(body),
+        )
+        .await,
+    );
+
+    let statuses: Vec<u16> = seen.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            200, 200, 401, 404, 401, 401, 401, 400, 413, 200, 200, 401, 502, 504
+        ]
+    );
+    // The three accepted calls reached Jenkins (fan-out twice, bearer once), plus GitLab.
+    assert!(jenkins.requests().len() >= 5);
+
+    let port_raw_mac = port_mac.trim_start_matches("v1,").to_owned();
+    let gh_raw_mac = gh_mac.trim_start_matches("sha256=").to_owned();
+    let raw_hex = hex::encode(hmac_sha256(
+        PORT_SECRET,
+        &[t.to_string().as_bytes(), b".", body.as_bytes()],
+    ));
+    let forbidden = [
+        PORT_SECRET,
+        GH_SECRET,
+        GL_SECRET,
+        SENDER,
+        JOB,
+        API,
+        &port_raw_mac,
+        &gh_raw_mac,
+        &raw_hex,
+        "wrong-gitlab",
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let log = served.log.lock().expect("lock").clone();
+    assert!(
+        log.contains("DEBUG") || log.contains("INFO"),
+        "logging is on:\n{log}"
+    );
+    assert!(log.contains("request_id"), "{log}");
+    for needle in forbidden {
+        assert!(!log.contains(needle), "log leaks `{needle}`:\n{log}");
+        for (status, text) in &seen {
+            assert!(
+                !text.contains(needle),
+                "{status} answer leaks `{needle}`: {text}"
+            );
+        }
+    }
+    drop(served);
+}

@@ -1,0 +1,257 @@
+//! `spawn_app()` and request helpers shared by every integration test.
+
+#[path = "../../examples/support/fake_jenkins.rs"]
+#[allow(dead_code)]
+pub mod fake_jenkins;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use fake_jenkins::{FakeJenkins, FakeJenkinsConfig};
+use hookgate::config::{
+    DeliverySettings, JenkinsSettings, LogSettings, RulesSettings, ServerSettings, Settings, Source,
+};
+use hookgate::gateway::Gateway;
+use hookgate::server::Application;
+
+/// Secrets every test rule can read through `*_env`.
+pub const PORT_SECRET: &str = "my-client-secret";
+pub const GITHUB_SECRET: &str = "gh-webhook-secret";
+pub const GITLAB_SECRET: &str = "gitlab-webhook-token";
+pub const SENDER_TOKEN: &str = "sender-token-1";
+pub const JOB_TOKEN: &str = "jenkins-job-token";
+
+/// Logs go to a sink unless `TEST_LOG` is set, so failures can be debugged with logs on.
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let settings = LogSettings {
+            level: "debug".to_owned(),
+            ..LogSettings::default()
+        };
+        let _ = hookgate::telemetry::init(&settings);
+    }
+});
+
+pub fn test_env() -> HashMap<String, String> {
+    [
+        ("PORT_SECRET", PORT_SECRET),
+        ("GITHUB_SECRET", GITHUB_SECRET),
+        ("GITLAB_SECRET", GITLAB_SECRET),
+        ("SENDER_TOKEN", SENDER_TOKEN),
+        ("JOB_TOKEN", JOB_TOKEN),
+        ("NEW_SECRET", "rotated-new-secret"),
+        ("JENKINS_API_TOKEN", "jenkins-api-token-value"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// What a test can change about the gateway it spawns.
+pub struct AppOptions {
+    /// Rule files: (file name, content).
+    pub rules: Vec<(&'static str, String)>,
+    pub allow_ips: Vec<String>,
+    pub trusted_proxies: Vec<String>,
+    pub max_body_bytes: usize,
+    pub jenkins_timeout_secs: u64,
+    pub jenkins_auth: bool,
+    /// Point the gateway at a port where nothing listens.
+    pub jenkins_unreachable: bool,
+    pub fake_jenkins: FakeJenkinsConfig,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            rules: vec![("port-deploy.toml", port_rule(""))],
+            allow_ips: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            jenkins_timeout_secs: 5,
+            jenkins_auth: false,
+            jenkins_unreachable: false,
+            fake_jenkins: FakeJenkinsConfig {
+                jobs: vec![(JOB_TOKEN.to_owned(), "deploy-service".to_owned())],
+                basic_auth: None,
+            },
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub jenkins: FakeJenkins,
+    pub client: reqwest::Client,
+    pub rules_dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    LazyLock::force(&TRACING);
+    let jenkins = FakeJenkins::start(options.fake_jenkins)
+        .await
+        .expect("fake Jenkins starts");
+    let rules_dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in &options.rules {
+        std::fs::write(rules_dir.path().join(name), text).expect("write rule");
+    }
+    let jenkins_url = if options.jenkins_unreachable {
+        // A port that was free a moment ago refuses connections.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr"))
+    } else {
+        jenkins.url()
+    };
+    let settings = Settings {
+        server: ServerSettings {
+            listen: "127.0.0.1:0".to_owned(),
+            max_body_bytes: options.max_body_bytes,
+            trusted_proxies: options.trusted_proxies,
+            allow_ips: options.allow_ips,
+        },
+        rules: RulesSettings {
+            dir: rules_dir.path().to_owned(),
+        },
+        jenkins: BTreeMap::from([(
+            "main".to_owned(),
+            JenkinsSettings {
+                url: jenkins_url,
+                user: options.jenkins_auth.then(|| "hookgate".to_owned()),
+                api_token_env: options.jenkins_auth.then(|| "JENKINS_API_TOKEN".to_owned()),
+                api_token_file: None::<PathBuf>,
+                timeout_secs: options.jenkins_timeout_secs,
+                max_in_flight: 8,
+            },
+        )]),
+        delivery: DeliverySettings::default(),
+        log: LogSettings::default(),
+    };
+    let gateway = match Gateway::compile(settings, Source::BuiltIn, &test_env()) {
+        Ok(gateway) => gateway,
+        Err(problems) => panic!("test config does not compile:\n{problems}"),
+    };
+    let app = Application::build(gateway).expect("gateway binds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        jenkins,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        rules_dir,
+    }
+}
+
+impl TestApp {
+    pub fn invoke_url(&self) -> String {
+        format!("{}/generic-webhook-trigger/invoke", self.address)
+    }
+
+    pub fn hook_url(&self, rule: &str) -> String {
+        format!("{}/hooks/{rule}", self.address)
+    }
+
+    /// POSTs `body` to `/invoke?token=SENDER_TOKEN` with Port headers signed at `now`.
+    pub async fn post_port(&self, body: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}?token={SENDER_TOKEN}", self.invoke_url()))
+            .headers(port_headers(PORT_SECRET, now(), body))
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+pub fn hmac_sha256(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// `X-Port-Timestamp` and `X-Port-Signature` for `body`, computed here independently of hookgate.
+pub fn port_headers(secret: &str, timestamp: u64, body: &str) -> reqwest::header::HeaderMap {
+    let ts = timestamp.to_string();
+    let mac = hmac_sha256(secret, &[ts.as_bytes(), b".", body.as_bytes()]);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().expect("value"));
+    headers.insert("x-port-timestamp", ts.parse().expect("value"));
+    headers.insert(
+        "x-port-signature",
+        format!("v1,{}", STANDARD.encode(mac))
+            .parse()
+            .expect("value"),
+    );
+    headers
+}
+
+pub fn github_signature(secret: &str, body: &str) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret, &[body.as_bytes()]))
+    )
+}
+
+/// The Port legacy run message the tests send (compact, as Port signs it).
+pub const PORT_BODY: &str = r#"{"action":"deploy_service","resourceType":"run","status":"TRIGGERED","context":{"entity":"payments-api","blueprint":"service","runId":"r_QOz6WoOB1Q2lmhZZ"},"payload":{"properties":{"env":"prod","version":"1.4.2","service":"payments-api"}}}"#;
+
+/// A Port rule with the sender token `SENDER_TOKEN`; `extra` is appended (e.g. `[allow]`).
+pub fn port_rule(extra: &str) -> String {
+    format!(
+        r#"
+token_env = "SENDER_TOKEN"
+{extra}
+[verify]
+scheme = "port"
+secret_env = "PORT_SECRET"
+
+[[variables]]
+name = "ACTION"
+jsonpath = "$.action"
+
+[[variables]]
+name = "SERVICE"
+jsonpath = "$.payload.properties.service"
+
+[[variables]]
+name = "RUN_ID"
+jsonpath = "$.context.runId"
+
+[filter]
+text = "$ACTION"
+expression = "^deploy_service$"
+
+[dispatch]
+jenkins = "main"
+token_env = "JOB_TOKEN"
+"#
+    )
+}
+
+/// Parses a response body as JSON, failing the test with the raw text if it is not.
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    let text = response.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

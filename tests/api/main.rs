@@ -1,0 +1,8 @@
+//! hookgate's integration tests: one binary, real HTTP on port 0, an in-process fake Jenkins.
+
+mod allowlist;
+mod binary;
+mod dispatch;
+mod helpers;
+mod invoke;
+mod signatures;
