@@ -99,18 +99,46 @@ fn default_max_in_flight() -> usize {
     32
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliverySettings {
     pub mode: DeliveryMode,
+    /// Directory of the embedded store (queue mode), relative to the working directory.
+    pub store: PathBuf,
+    /// First retry after about this long, then doubling with jitter.
+    pub retry_initial_ms: u64,
+    /// Cap on one wait between attempts.
+    pub retry_max_ms: u64,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// Delivered calls are kept this long for `hookgate deliveries`, then purged.
+    pub done_retention_secs: u64,
+    /// Cap on the store's size (0 = none); past it, calls get 503 as on a full disk.
+    pub max_store_bytes: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            mode: DeliveryMode::default(),
+            store: PathBuf::from("var/hookgate"),
+            retry_initial_ms: 1000,
+            retry_max_ms: 300_000,
+            max_attempts: 20,
+            done_retention_secs: 7 * 24 * 3600,
+            max_store_bytes: 1 << 30,
+        }
+    }
 }
 
 /// How an accepted call reaches Jenkins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryMode {
-    /// Jenkins is called inside the request; its answer is returned to the sender.
+    /// Stored durably, answered 202, delivered by a worker with retries.
     #[default]
+    Queue,
+    /// Jenkins is called inside the request; its answer is returned to the sender.
     Direct,
 }
 
@@ -316,7 +344,8 @@ mod tests {
         assert_eq!(s.server.listen, "127.0.0.1:8080");
         assert_eq!(s.server.max_body_bytes, 1_048_576);
         assert_eq!(s.rules.dir, PathBuf::from("rules"));
-        assert_eq!(s.delivery.mode, DeliveryMode::Direct);
+        assert_eq!(s.delivery.mode, DeliveryMode::Queue);
+        assert_eq!(s.delivery.store, PathBuf::from("var/hookgate"));
         assert!(s.jenkins.is_empty());
     }
 
@@ -363,8 +392,11 @@ mod tests {
     }
 
     #[test]
-    fn queue_mode_is_not_accepted_yet() {
-        let err = load_str("[delivery]\nmode = \"queue\"\n", &[]).expect_err("must fail");
+    fn delivery_modes_and_unknown_ones() {
+        let s = load_str("[delivery]\nmode = \"direct\"\nmax_attempts = 3\n", &[]).expect("valid");
+        assert_eq!(s.delivery.mode, DeliveryMode::Direct);
+        assert_eq!(s.delivery.max_attempts, 3);
+        let err = load_str("[delivery]\nmode = \"later\"\n", &[]).expect_err("must fail");
         assert_eq!(err.0[0].field, "delivery.mode");
     }
 

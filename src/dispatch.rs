@@ -1,19 +1,23 @@
 //! Dispatch: turning a verified, extracted call into a delivery and handing it to Jenkins.
 //!
-//! [`Dispatcher`] is the one seam between the request path and Jenkins. Today it calls Jenkins
-//! inside the request (`delivery.mode = "direct"`); a durable queue slots in behind the same
-//! `dispatch` call.
+//! [`Dispatcher`] is the one seam between the request path and Jenkins. In queue mode (the
+//! default) a delivery is stored durably and answered at once; the [`worker`] delivers it with
+//! retries. In direct mode Jenkins is called inside the request and its answer returned.
 
 pub mod jenkins;
+pub mod worker;
 
 use std::sync::Arc;
 
 use actix_web::web::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 use ulid::Ulid;
 
 use crate::extract::Variables;
 use crate::rules::Rule;
 use crate::rules::model::BodyMode;
+use crate::store::{Accepted, IdempotencyKey, NewDelivery, Store};
 use crate::verify::Verified;
 pub use jenkins::{DispatchError, JenkinsAnswer, JenkinsClient};
 
@@ -24,10 +28,20 @@ pub struct Delivery {
     pub rule: Arc<Rule>,
     /// What Jenkins receives, chosen by the rule's `dispatch.body`.
     pub body: Bytes,
+    /// Digest of the rule's idempotency key for this call, when it has one.
+    pub idempotency: Option<IdempotencyKey>,
+    pub request_id: Option<String>,
 }
 
 impl Delivery {
-    pub fn prepare(verified: &Verified<'_>, variables: &Variables) -> Self {
+    /// `idempotency_key` is the raw key the rule's `[idempotency]` found in the call; only its
+    /// digest is kept.
+    pub fn prepare(
+        verified: &Verified<'_>,
+        variables: &Variables,
+        idempotency_key: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Self {
         let rule = verified.rule();
         let body = match rule.dispatch.body {
             BodyMode::Original => verified.inbound().body.clone(),
@@ -36,26 +50,74 @@ impl Delivery {
                 Bytes::from(serde_json::to_vec(variables).unwrap_or_else(|_| b"{}".to_vec()))
             }
         };
+        let idempotency = rule
+            .idempotency
+            .as_ref()
+            .zip(idempotency_key)
+            .map(|(spec, key)| IdempotencyKey {
+                digest: hex::encode(Sha256::digest(key.as_bytes())),
+                ttl_ms: i64::try_from(spec.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            });
         Self {
             id: Ulid::generate(),
             rule: Arc::clone(rule),
             body,
+            idempotency,
+            request_id: request_id.map(str::to_owned),
         }
     }
 }
 
+/// What happened to a delivery handed to the dispatcher.
+#[derive(Debug)]
+pub enum Dispatched {
+    /// Direct mode: Jenkins accepted it.
+    Delivered(JenkinsAnswer),
+    /// Queue mode: stored durably; the worker delivers it.
+    Queued,
+    /// Queue mode: a call with the same idempotency key was accepted within its TTL.
+    Duplicate { first: String },
+}
+
 /// Where deliveries go.
-pub struct Dispatcher {
-    jenkins: JenkinsClient,
+pub enum Dispatcher {
+    Direct(Arc<JenkinsClient>),
+    Queue { store: Store, wake: Arc<Notify> },
 }
 
 impl Dispatcher {
-    pub fn direct(jenkins: JenkinsClient) -> Self {
-        Self { jenkins }
+    pub async fn dispatch(&self, delivery: &Delivery) -> Result<Dispatched, DispatchError> {
+        match self {
+            Dispatcher::Direct(jenkins) => {
+                jenkins.invoke(delivery).await.map(Dispatched::Delivered)
+            }
+            Dispatcher::Queue { store, wake } => {
+                let accepted = store
+                    .accept(NewDelivery {
+                        id: delivery.id.to_string(),
+                        rule: delivery.rule.name.clone(),
+                        jenkins: delivery.rule.dispatch.jenkins.clone(),
+                        body: delivery.body.to_vec(),
+                        request_id: delivery.request_id.clone(),
+                        idempotency: delivery.idempotency.clone(),
+                    })
+                    .await
+                    .map_err(DispatchError::Store)?;
+                match accepted {
+                    Accepted::Stored => {
+                        wake.notify_one();
+                        Ok(Dispatched::Queued)
+                    }
+                    Accepted::Duplicate { first } => Ok(Dispatched::Duplicate { first }),
+                }
+            }
+        }
     }
 
-    /// Delivers now and returns Jenkins' answer.
-    pub async fn dispatch(&self, delivery: &Delivery) -> Result<JenkinsAnswer, DispatchError> {
-        self.jenkins.invoke(delivery).await
+    pub fn store(&self) -> Option<&Store> {
+        match self {
+            Dispatcher::Direct(_) => None,
+            Dispatcher::Queue { store, .. } => Some(store),
+        }
     }
 }

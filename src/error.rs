@@ -33,6 +33,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("no such endpoint")]
     NotFound,
+    #[error("no delivery with this id")]
+    DeliveryNotFound,
+    #[error("the delivery store cannot be read")]
+    StoreUnavailable(#[source] crate::store::StoreError),
 }
 
 impl ApiError {
@@ -53,6 +57,8 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => "Method not allowed.".to_owned(),
             ApiError::NotFound => "Not found.".to_owned(),
+            ApiError::DeliveryNotFound => "No such delivery.".to_owned(),
+            ApiError::StoreUnavailable(_) => "The delivery store is unavailable.".to_owned(),
         }
     }
 }
@@ -71,7 +77,10 @@ impl ResponseError for ApiError {
             ApiError::ForbiddenGlobal(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead(_) | ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
-            ApiError::NoRule | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NoRule | ApiError::NotFound | ApiError::DeliveryNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

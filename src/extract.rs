@@ -13,11 +13,11 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 use fancy_regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
-use crate::rules::model::{HeaderEntry, QueryEntry, VariableEntry};
+use crate::rules::model::{HeaderEntry, IdempotencySection, QueryEntry, VariableEntry};
 use crate::verify::Verified;
 use jsonpath::{JaywayPath, Resolved};
 
@@ -397,4 +397,85 @@ pub fn resolve(verified: &Verified<'_>, body: Option<&Body<'_>>) -> Variables {
     };
     resolve_body(&rule.body_variables, document, raw, &mut out);
     out
+}
+
+/// Where a rule's idempotency key comes from (`[idempotency]`).
+#[derive(Debug)]
+pub struct IdempotencySpec {
+    source: KeySource,
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug)]
+enum KeySource {
+    Path(JaywayPath),
+    Header(HeaderName),
+}
+
+impl IdempotencySpec {
+    pub fn compile(section: &IdempotencySection) -> Result<Self, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        if section.ttl_secs == 0 {
+            errors.push(CompileError {
+                field: "ttl_secs",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        let source = match (&section.key, &section.header) {
+            (Some(key), None) => JaywayPath::compile(key)
+                .map(KeySource::Path)
+                .map_err(|reason| {
+                    errors.push(CompileError {
+                        field: "key",
+                        reason,
+                    })
+                })
+                .ok(),
+            (None, Some(header)) => HeaderName::from_bytes(header.as_bytes())
+                .map(KeySource::Header)
+                .map_err(|_| {
+                    errors.push(CompileError {
+                        field: "header",
+                        reason: format!("`{header}` is not a header name"),
+                    })
+                })
+                .ok(),
+            _ => {
+                errors.push(CompileError {
+                    field: "key",
+                    reason: "set exactly one of `key` (JSONPath) or `header`".to_owned(),
+                });
+                None
+            }
+        };
+        match source {
+            Some(source) if errors.is_empty() => Ok(Self {
+                source,
+                ttl_secs: section.ttl_secs,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Whether the key is read from the JSON body.
+    pub fn needs_json(&self) -> bool {
+        matches!(self.source, KeySource::Path(_))
+    }
+
+    /// The key's value for this call; `None` when the call does not carry one (it is then
+    /// delivered without de-duplication).
+    pub fn key(&self, verified: &Verified<'_>, body: Option<&Body<'_>>) -> Option<String> {
+        let value = match &self.source {
+            KeySource::Header(name) => verified
+                .inbound()
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            KeySource::Path(path) => match path.evaluate(body?.doc.as_ref()?) {
+                Resolved::Value(value) => gson::scalar(&value),
+                Resolved::NotFound => None,
+            },
+        };
+        value.filter(|v| !v.is_empty())
+    }
 }

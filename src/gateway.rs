@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use crate::config::{Env, Problem, Problems, Settings, Source};
+use crate::config::{DeliveryMode, DeliverySettings, Env, Problem, Problems, Settings, Source};
 use crate::dispatch::JenkinsClient;
 use crate::rules::{self, RuleSet};
 use crate::verify::ip::{AllowList, TrustedProxies};
@@ -76,6 +76,18 @@ impl Gateway {
         let rules = rules::load_dir(&settings.rules.dir, &names, env)
             .map_err(|mut errors| problems.append(&mut errors.0))
             .ok();
+        check_delivery(&settings.delivery, &file, &mut problems);
+        if let Some(rules) = &rules
+            && settings.delivery.mode == DeliveryMode::Direct
+        {
+            for rule in rules.iter().filter(|r| r.idempotency.is_some()) {
+                problems.push(Problem::new(
+                    rule.file.display().to_string(),
+                    "idempotency",
+                    "needs delivery.mode = \"queue\" (direct mode keeps no record of earlier calls)",
+                ));
+            }
+        }
 
         match (listen, jenkins, rules) {
             (Some(listen), Some(jenkins), Some(rules)) if problems.is_empty() => Ok(Self {
@@ -89,5 +101,36 @@ impl Gateway {
             }),
             _ => Err(Problems(problems)),
         }
+    }
+}
+
+fn check_delivery(delivery: &DeliverySettings, file: &str, problems: &mut Vec<Problem>) {
+    if delivery.retry_initial_ms == 0 {
+        problems.push(Problem::new(
+            file,
+            "delivery.retry_initial_ms",
+            "must be at least 1",
+        ));
+    }
+    if delivery.retry_max_ms < delivery.retry_initial_ms {
+        problems.push(Problem::new(
+            file,
+            "delivery.retry_max_ms",
+            "must be at least delivery.retry_initial_ms",
+        ));
+    }
+    if delivery.max_attempts == 0 {
+        problems.push(Problem::new(
+            file,
+            "delivery.max_attempts",
+            "must be at least 1",
+        ));
+    }
+    if delivery.mode == DeliveryMode::Queue && delivery.store.as_os_str().is_empty() {
+        problems.push(Problem::new(
+            file,
+            "delivery.store",
+            "must name a directory",
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Modules follow a request's path: `config` and `rules` are compiled at start-up into a
 //! `gateway`; `server` receives a call, `verify` checks it, `extract` and `filter` apply the
-//! rule, `dispatch` hands it to Jenkins. See ARCHITECTURE.md.
+//! rule, `dispatch` hands it to Jenkins, through the durable `store` in queue mode. See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod config;
@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod rules;
 pub mod secret;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod verify;

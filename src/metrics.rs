@@ -1,4 +1,5 @@
-//! Prometheus metrics: request outcomes by rule, and Jenkins calls by target and result.
+//! Prometheus metrics: request outcomes by rule, Jenkins calls by target and result, and the
+//! delivery queue (depth by state, attempts by outcome, accept-to-Jenkins latency, oldest age).
 
 use std::time::Duration;
 
@@ -13,9 +14,12 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Triggered,
+    Queued,
+    Duplicate,
     Filtered,
     DryRun,
     Failed,
+    Unavailable,
     Forbidden,
     Unauthorized,
     BadRequest,
@@ -27,6 +31,9 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Triggered => "triggered",
+            Outcome::Queued => "queued",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Unavailable => "unavailable",
             Outcome::Filtered => "filtered",
             Outcome::DryRun => "dry_run",
             Outcome::Failed => "failed",
@@ -56,6 +63,16 @@ struct TargetLabels {
     jenkins: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    outcome: &'static str,
+}
+
 type HistogramFamily = Family<TargetLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -63,6 +80,10 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     jenkins_calls: Family<JenkinsLabels, Counter>,
     jenkins_seconds: HistogramFamily,
+    queue_depth: Family<StateLabels, Gauge>,
+    attempts: Family<AttemptLabels, Counter>,
+    delivery_seconds: Histogram,
+    oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -90,11 +111,64 @@ impl Metrics {
         let rules = Gauge::<i64>::default();
         rules.set(i64::try_from(rules_loaded).unwrap_or(i64::MAX));
         registry.register("rules_loaded", "Rules compiled at start-up", rules);
+        let queue_depth = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "queue_deliveries",
+            "Deliveries in the store by state (queue mode)",
+            queue_depth.clone(),
+        );
+        let attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome: done, retry or dead (queue mode)",
+            attempts.clone(),
+        );
+        let delivery_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 20));
+        registry.register(
+            "delivery_latency_seconds",
+            "From accepting a call to Jenkins accepting it (queue mode)",
+            delivery_seconds.clone(),
+        );
+        let oldest_pending_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "queue_oldest_pending_age_seconds",
+            "Age of the oldest queued or retrying delivery, 0 when none (queue mode)",
+            oldest_pending_seconds.clone(),
+        );
         Self {
             registry,
             requests,
             jenkins_calls,
             jenkins_seconds,
+            queue_depth,
+            attempts,
+            delivery_seconds,
+            oldest_pending_seconds,
+        }
+    }
+
+    /// Sets the queue gauges from a store scan.
+    pub fn queue(&self, stats: &crate::store::Stats) {
+        for (state, count) in &stats.by_state {
+            self.queue_depth
+                .get_or_create(&StateLabels {
+                    state: state.as_str(),
+                })
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
+        let age_ms = stats.oldest_pending_age_ms.unwrap_or(0);
+        #[allow(clippy::cast_precision_loss)] // ages in ms are far below 2^52
+        self.oldest_pending_seconds.set(age_ms as f64 / 1000.0);
+    }
+
+    /// Records one delivery attempt; `outcome` is `done`, `retry` or `dead`. `accepted_for` is
+    /// the time since acceptance, observed when Jenkins accepted the delivery.
+    pub fn attempt(&self, outcome: &'static str, accepted_for: Option<Duration>) {
+        self.attempts
+            .get_or_create(&AttemptLabels { outcome })
+            .inc();
+        if let Some(latency) = accepted_for {
+            self.delivery_seconds.observe(latency.as_secs_f64());
         }
     }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Env, Problem, Problems};
-use crate::extract::{BodyVariable, RequestVariable};
+use crate::extract::{BodyVariable, IdempotencySpec, RequestVariable};
 use crate::filter::Filter;
 use crate::secret::Secret;
 use crate::verify::ip::AllowList;
@@ -40,12 +40,18 @@ pub struct Rule {
     pub query_variables: Vec<RequestVariable>,
     pub filter: Filter,
     pub dispatch: DispatchSpec,
+    /// Queue mode: how repeats of one call are recognised.
+    pub idempotency: Option<IdempotencySpec>,
 }
 
 impl Rule {
     /// Whether the body must be JSON for this rule (it has JSONPath variables).
     pub fn needs_json(&self) -> bool {
         !self.body_variables.is_empty()
+            || self
+                .idempotency
+                .as_ref()
+                .is_some_and(IdempotencySpec::needs_json)
     }
 }
 

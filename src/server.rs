@@ -5,6 +5,7 @@ mod context;
 mod routes;
 mod trigger;
 
+use std::error::Error as _;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
@@ -12,26 +13,37 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
+
+use crate::config::DeliveryMode;
 use crate::dispatch::Dispatcher;
+use crate::dispatch::worker::Worker;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
+use crate::store::Store;
 use crate::verify::ip::{AllowList, TrustedProxies};
 
 /// Everything a request handler reads; shared by every worker.
 pub struct AppState {
-    pub rules: RuleSet,
+    pub rules: Arc<RuleSet>,
     pub global_allow: AllowList,
     pub trusted_proxies: TrustedProxies,
     pub max_body_bytes: usize,
     pub dispatcher: Dispatcher,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
     server: Server,
     local_addr: SocketAddr,
+    /// Queue mode: the worker, started by `run_until_stopped`.
+    worker: Option<Worker>,
+    /// How long the worker may finish attempts in progress at shutdown.
+    drain: Duration,
 }
 
 impl Application {
@@ -48,13 +60,40 @@ impl Application {
             .max()
             .unwrap_or(0)
             + 5;
+        let rules = Arc::new(gateway.rules);
+        let metrics = Arc::new(Metrics::new(rules.len()));
+        let jenkins = Arc::new(gateway.jenkins);
+        let delivery = &gateway.settings.delivery;
+        let (dispatcher, worker) = match delivery.mode {
+            DeliveryMode::Direct => (Dispatcher::Direct(jenkins), None),
+            DeliveryMode::Queue => {
+                let store =
+                    Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
+                        let cause = e.source().map(|c| format!(": {c}")).unwrap_or_default();
+                        std::io::Error::other(format!(
+                            "cannot open the delivery store in {}: {e}{cause}",
+                            delivery.store.display()
+                        ))
+                    })?;
+                let wake = Arc::new(Notify::new());
+                let worker = Worker::new(
+                    store.clone(),
+                    jenkins,
+                    Arc::clone(&rules),
+                    Arc::clone(&metrics),
+                    delivery,
+                    Arc::clone(&wake),
+                );
+                (Dispatcher::Queue { store, wake }, Some(worker))
+            }
+        };
         let state = web::Data::new(AppState {
-            metrics: Metrics::new(gateway.rules.len()),
-            rules: gateway.rules,
+            metrics,
+            rules,
             global_allow: gateway.global_allow,
             trusted_proxies: gateway.trusted_proxies,
             max_body_bytes: gateway.settings.server.max_body_bytes,
-            dispatcher: Dispatcher::direct(gateway.jenkins),
+            dispatcher,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -69,13 +108,19 @@ impl Application {
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
                 .route("/metrics", web::get().to(routes::metrics))
+                .route("/deliveries/{id}", web::get().to(routes::delivery))
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(drain_secs)
         .client_request_timeout(Duration::from_secs(10))
         .listen(listener)?
         .run();
-        Ok(Self { server, local_addr })
+        Ok(Self {
+            server,
+            local_addr,
+            worker,
+            drain: Duration::from_secs(drain_secs),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -88,7 +133,19 @@ impl Application {
 
     /// Serves until the process is asked to stop (SIGINT/SIGTERM), then drains in-flight
     /// requests within the Jenkins deadline.
+    /// Serves until the server stops (SIGINT/SIGTERM: it stops accepting and finishes requests
+    /// in progress); then the queue worker finishes its attempts in progress, within the drain
+    /// bound, and leaves the rest in the store for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let (stop, stopped) = watch::channel(false);
+        let worker = self
+            .worker
+            .map(|worker| actix_web::rt::spawn(worker.run(stopped, self.drain)));
+        let result = self.server.await;
+        let _ = stop.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        result
     }
 }

@@ -131,7 +131,11 @@ pub fn test(
         println!("would send: nothing (filtered; answered 200 with triggered: false)");
         return Ok(ExitCode::from(2));
     }
-    let delivery = Delivery::prepare(&verified, &variables);
+    let key = rule
+        .idempotency
+        .as_ref()
+        .and_then(|spec| spec.key(&verified, parsed.as_ref()));
+    let delivery = Delivery::prepare(&verified, &variables, key.as_deref(), None);
     let url = gateway
         .jenkins
         .describe(&rule.dispatch.jenkins)

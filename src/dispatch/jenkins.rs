@@ -26,6 +26,8 @@ pub const RULE_HEADER: &str = "X-Hookgate-Rule";
 /// What Jenkins said about a call it accepted (2xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JenkinsAnswer {
+    /// The HTTP status Jenkins answered with (2xx).
+    pub status: u16,
     /// Whether GWT scheduled a build (false when Jenkins' own filter skipped it).
     pub triggered: bool,
     /// Jenkins queue item id, 0 when unknown.
@@ -43,18 +45,36 @@ pub enum DispatchError {
     Unreachable(#[source] reqwest::Error),
     #[error("Jenkins did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("Jenkins answered {0}")]
-    Status(u16),
+    #[error("Jenkins answered {code}")]
+    Status {
+        code: u16,
+        /// `Retry-After` in seconds, when Jenkins (or a proxy before it) sent one.
+        retry_after: Option<Duration>,
+    },
+    #[error("the delivery store is unavailable")]
+    Store(#[source] crate::store::StoreError),
 }
 
 impl DispatchError {
+    /// The `result` label of `hookgate_jenkins_calls`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DispatchError::Timeout(_) => "timeout",
+            DispatchError::Status { code, .. } if *code >= 500 => "5xx",
+            DispatchError::Status { .. } => "4xx",
+            DispatchError::Unreachable(_) | DispatchError::UnknownTarget(_) => "unreachable",
+            DispatchError::Store(_) => "store",
+        }
+    }
+
     /// A short, fixed text for responses; the cause chain stays in the log.
     pub fn client_message(&self) -> String {
         match self {
             DispatchError::UnknownTarget(_) => "Jenkins target is not configured.".to_owned(),
             DispatchError::Unreachable(_) => "Jenkins is unreachable.".to_owned(),
             DispatchError::Timeout(_) => "Jenkins did not answer in time.".to_owned(),
-            DispatchError::Status(code) => format!("Jenkins answered {code}."),
+            DispatchError::Status { code, .. } => format!("Jenkins answered {code}."),
+            DispatchError::Store(_) => "The delivery store is unavailable.".to_owned(),
         }
     }
 }
@@ -65,6 +85,7 @@ struct Target {
     user: Option<String>,
     api_token: Option<Secret>,
     timeout: Duration,
+    max_in_flight: usize,
     slots: Arc<Semaphore>,
 }
 
@@ -140,6 +161,7 @@ impl JenkinsClient {
                         user: jenkins.user.clone(),
                         api_token,
                         timeout: Duration::from_secs(jenkins.timeout_secs),
+                        max_in_flight: jenkins.max_in_flight.max(1),
                         slots: Arc::new(Semaphore::new(jenkins.max_in_flight.max(1))),
                     },
                 );
@@ -172,6 +194,12 @@ impl JenkinsClient {
 
     pub fn has_target(&self, name: &str) -> bool {
         self.targets.contains_key(name)
+    }
+
+    /// The target's `max_in_flight`, which the queue worker keeps to on its own so that a
+    /// delivery's deadline never includes a wait for a slot.
+    pub fn max_in_flight(&self, name: &str) -> usize {
+        self.targets.get(name).map_or(1, |t| t.max_in_flight)
     }
 
     /// The URL a delivery goes to, with the token shown as `[redacted]`.
@@ -220,12 +248,24 @@ impl JenkinsClient {
             .map_err(|e| classify(e, target.timeout))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(DispatchError::Status(status.as_u16()));
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(DispatchError::Status {
+                code: status.as_u16(),
+                retry_after,
+            });
         }
         let answer = read_capped(response)
             .await
             .map_err(|e| classify(e, target.timeout))?;
-        Ok(parse_answer(&answer))
+        Ok(JenkinsAnswer {
+            status: status.as_u16(),
+            ..parse_answer(&answer)
+        })
     }
 }
 
@@ -288,6 +328,7 @@ struct GwtJob {
 /// counts as accepted with no queue item known.
 fn parse_answer(body: &[u8]) -> JenkinsAnswer {
     let accepted = JenkinsAnswer {
+        status: 200,
         triggered: true,
         id: 0,
         url: String::new(),
@@ -305,6 +346,7 @@ fn parse_answer(body: &[u8]) -> JenkinsAnswer {
         .or_else(|| parsed.first());
     match chosen {
         Some(job) => JenkinsAnswer {
+            status: 200,
             triggered: job.triggered,
             id: job.id,
             url: job.url.clone(),
@@ -323,6 +365,7 @@ mod tests {
         assert_eq!(
             parse_answer(body),
             JenkinsAnswer {
+                status: 200,
                 triggered: true,
                 id: 42,
                 url: "queue/item/42/".into()

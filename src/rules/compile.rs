@@ -7,7 +7,7 @@ use std::path::Path;
 use super::model::{RuleFile, SchemeName};
 use super::{DispatchSpec, Rule};
 use crate::config::{Env, Problem};
-use crate::extract::{BodyVariable, CompileError, RequestVariable};
+use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariable};
 use crate::filter::Filter;
 use crate::secret::{Secret, SecretSource};
 use crate::verify::ip::AllowList;
@@ -161,6 +161,13 @@ pub(super) fn compile(
         None
     });
 
+    let idempotency = match &file.idempotency {
+        None => None,
+        Some(section) => IdempotencySpec::compile(section)
+            .map_err(|errors| report(&mut problem, "idempotency", errors))
+            .ok(),
+    };
+
     // Every `None` above was reported as a problem, so this only proceeds when all is well.
     let (Some(signature), Some(filter), true) = (signature, filter, problems.is_empty()) else {
         return Err(problems);
@@ -181,6 +188,7 @@ pub(super) fn compile(
             token: dispatch_token,
             body: file.dispatch.body,
         },
+        idempotency,
     })
 }
 

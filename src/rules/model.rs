@@ -38,6 +38,8 @@ pub struct RuleFile {
     pub filter: Option<FilterSection>,
     /// Where and how the call goes to Jenkins.
     pub dispatch: DispatchSection,
+    /// Queue mode: a repeat of the same call within the TTL is answered, not dispatched again.
+    pub idempotency: Option<IdempotencySection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,4 +154,19 @@ pub struct DispatchSection {
 
 fn default_jenkins() -> String {
     "main".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySection {
+    /// JSONPath into the body whose value identifies one call, e.g. Port's `$.context.runId`.
+    pub key: Option<String>,
+    /// Or a header that does, e.g. `X-GitHub-Delivery`.
+    pub header: Option<String>,
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_idempotency_ttl() -> u64 {
+    86_400
 }

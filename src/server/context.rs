@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -11,6 +12,10 @@ use tracing::Instrument;
 use ulid::Ulid;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, for handlers that keep it (a stored delivery records it).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
 
 /// A caller's `X-Request-Id` is kept when it is short and plain, so ids can be followed across a
 /// proxy; anything else is replaced, so the header cannot carry log injection.
@@ -40,6 +45,7 @@ pub async fn request_context(
         client = tracing::field::Empty,
     );
     let started = Instant::now();
+    req.extensions_mut().insert(RequestId(id.clone()));
     // The request must not be cloned before routing (the router needs it unshared), so an
     // error that escapes every handler is logged here and left to actix to answer.
     let mut res = match next.call(req).instrument(span.clone()).await {

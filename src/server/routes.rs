@@ -2,11 +2,12 @@
 
 use actix_web::http::Method;
 use actix_web::http::header::{CONTENT_TYPE, HeaderMap};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
 use super::body::read_capped;
+use super::context::RequestId;
 use super::trigger;
 use crate::error::ApiError;
 use crate::metrics::Outcome;
@@ -31,7 +32,9 @@ pub async fn invoke(
         state.metrics.request("", Outcome::NotFound);
         return Err(ApiError::NoRule);
     }
-    Ok(trigger::run(&state, &inbound, candidates, is_dry_run(req.headers())).await)
+    let request_id = request_id(&req);
+    let dry_run = is_dry_run(req.headers());
+    Ok(trigger::run(&state, &inbound, candidates, dry_run, request_id.as_deref()).await)
 }
 
 /// `POST /hooks/{rule}`: one rule by name; its token is still required when it has one.
@@ -47,7 +50,41 @@ pub async fn hook(
         state.metrics.request("", Outcome::NotFound);
         return Err(ApiError::NoRule);
     };
-    Ok(trigger::run(&state, &inbound, vec![candidate], is_dry_run(req.headers())).await)
+    let request_id = request_id(&req);
+    let dry_run = is_dry_run(req.headers());
+    Ok(trigger::run(
+        &state,
+        &inbound,
+        vec![candidate],
+        dry_run,
+        request_id.as_deref(),
+    )
+    .await)
+}
+
+fn request_id(req: &HttpRequest) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|id| id.0.clone())
+}
+
+/// `GET /deliveries/{id}`: a stored delivery's state and attempts (queue mode). Never its body.
+pub async fn delivery(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(store) = state.dispatcher.store() else {
+        return Err(ApiError::DeliveryNotFound);
+    };
+    let store = store.clone();
+    let id = id.into_inner();
+    // SQLite reads block; keep them off the request threads.
+    let view = web::block(move || store.get(&id))
+        .await
+        .map_err(|_| ApiError::DeliveryNotFound)?
+        .map_err(ApiError::StoreUnavailable)?;
+    match view {
+        Some(view) => Ok(HttpResponse::Ok().json(view)),
+        None => Err(ApiError::DeliveryNotFound),
+    }
 }
 
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
@@ -62,9 +99,27 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Rules are compiled before the listener opens, so a serving process is ready.
+/// Rules are compiled before the listener opens; in queue mode the store must also be
+/// writable, which a failed write turns off until a probe write succeeds.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ready", "rules": state.rules.len() }))
+    let store_ok = match state.dispatcher.store() {
+        None => None,
+        Some(store) if store.is_healthy() => Some(true),
+        Some(store) => Some(store.probe().await),
+    };
+    match store_ok {
+        Some(false) => HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "rules": state.rules.len(),
+            "store": "unwritable",
+        })),
+        Some(true) => HttpResponse::Ok().json(json!({
+            "status": "ready",
+            "rules": state.rules.len(),
+            "store": "ok",
+        })),
+        None => HttpResponse::Ok().json(json!({ "status": "ready", "rules": state.rules.len() })),
+    }
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

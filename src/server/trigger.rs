@@ -15,7 +15,7 @@ use serde::Serialize;
 use ulid::Ulid;
 
 use super::AppState;
-use crate::dispatch::{Delivery, DispatchError, JenkinsAnswer};
+use crate::dispatch::{Delivery, DispatchError, Dispatched};
 use crate::error::{ApiError, error_body};
 use crate::extract::{self, Body, BodyError, Variables};
 use crate::metrics::Outcome;
@@ -52,7 +52,7 @@ enum Entry {
     Dispatched {
         evaluation: Evaluation,
         delivery: Ulid,
-        result: Result<JenkinsAnswer, DispatchError>,
+        result: Result<Dispatched, DispatchError>,
     },
 }
 
@@ -61,6 +61,7 @@ pub async fn run(
     inbound: &Inbound<'_>,
     candidates: Vec<Candidate<'_>>,
     dry_run: bool,
+    request_id: Option<&str>,
 ) -> HttpResponse {
     let now = SystemTime::now();
     let mut stages: Vec<(&Arc<Rule>, Stage)> = Vec::with_capacity(candidates.len());
@@ -126,7 +127,18 @@ pub async fn run(
             state.metrics.request(name, Outcome::DryRun);
             stages.push((rule, Stage::Done(Entry::DryRun(evaluation))));
         } else {
-            let delivery = Delivery::prepare(&verified, &evaluation.variables);
+            let key = rule
+                .idempotency
+                .as_ref()
+                .and_then(|spec| spec.key(&verified, parsed));
+            if rule.idempotency.is_some() && key.is_none() {
+                tracing::warn!(
+                    rule = name,
+                    "Call carries no idempotency key; it is not de-duplicated."
+                );
+            }
+            let delivery =
+                Delivery::prepare(&verified, &evaluation.variables, key.as_deref(), request_id);
             stages.push((rule, Stage::Matched(evaluation, delivery)));
         }
     }
@@ -157,14 +169,14 @@ fn record_dispatch(
     state: &AppState,
     rule: &Rule,
     delivery: Ulid,
-    result: &Result<JenkinsAnswer, DispatchError>,
+    result: &Result<Dispatched, DispatchError>,
     elapsed: std::time::Duration,
 ) {
     let delivery = delivery.to_string();
     let jenkins = rule.dispatch.jenkins.as_str();
     let rule = rule.name.as_str();
     match result {
-        Ok(answer) => {
+        Ok(Dispatched::Delivered(answer)) => {
             state.metrics.jenkins_call(jenkins, "ok", elapsed);
             let outcome = if answer.triggered {
                 Outcome::Triggered
@@ -181,14 +193,28 @@ fn record_dispatch(
                 "Jenkins accepted the call."
             );
         }
+        Ok(Dispatched::Queued) => {
+            state.metrics.request(rule, Outcome::Queued);
+            tracing::info!(rule, delivery, "Call stored for delivery.");
+        }
+        Ok(Dispatched::Duplicate { first }) => {
+            state.metrics.request(rule, Outcome::Duplicate);
+            tracing::info!(rule, first = %first, "Repeat of an accepted call; not dispatched again.");
+        }
+        Err(error @ DispatchError::Store(_)) => {
+            state.metrics.request(rule, Outcome::Unavailable);
+            tracing::error!(
+                rule,
+                delivery,
+                error = %error,
+                cause = %cause_chain(error),
+                "Call could not be stored; not acknowledged."
+            );
+        }
         Err(error) => {
-            let result = match error {
-                DispatchError::Timeout(_) => "timeout",
-                DispatchError::Status(code) if *code >= 500 => "5xx",
-                DispatchError::Status(_) => "4xx",
-                DispatchError::Unreachable(_) | DispatchError::UnknownTarget(_) => "unreachable",
-            };
-            state.metrics.jenkins_call(jenkins, result, elapsed);
+            state
+                .metrics
+                .jenkins_call(jenkins, error.metric_label(), elapsed);
             state.metrics.request(rule, Outcome::Failed);
             tracing::warn!(
                 rule,
@@ -217,6 +243,8 @@ fn cause_chain(error: &DispatchError) -> String {
 #[serde(rename_all = "lowercase")]
 enum Status {
     Triggered,
+    Queued,
+    Duplicate,
     Filtered,
     Failed,
     Rejected,
@@ -281,7 +309,7 @@ fn respond(entries: Vec<(&Arc<Rule>, Entry)>, dry_run: bool) -> HttpResponse {
         worst = worst.max(severity);
         jobs.insert(rule.name.as_str(), job);
     }
-    let message = if worst == Severity::Fine {
+    let message = if worst <= Severity::Accepted {
         "Triggered jobs."
     } else {
         "There were errors when triggering jobs."
@@ -297,8 +325,11 @@ fn respond(entries: Vec<(&Arc<Rule>, Entry)>, dry_run: bool) -> HttpResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Severity {
     Fine,
+    /// Stored for delivery (queue mode): 202.
+    Accepted,
     Timeout,
     BadGateway,
+    Unavailable,
     Internal,
 }
 
@@ -306,8 +337,10 @@ impl Severity {
     fn status(self) -> StatusCode {
         match self {
             Severity::Fine => StatusCode::OK,
+            Severity::Accepted => StatusCode::ACCEPTED,
             Severity::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Severity::BadGateway => StatusCode::BAD_GATEWAY,
+            Severity::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Severity::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -354,9 +387,14 @@ fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
             result,
         } => {
             let (status, triggered, severity) = match result {
-                Ok(answer) if answer.triggered => (Status::Triggered, true, Severity::Fine),
-                Ok(_) => (Status::Filtered, false, Severity::Fine),
+                Ok(Dispatched::Delivered(answer)) if answer.triggered => {
+                    (Status::Triggered, true, Severity::Fine)
+                }
+                Ok(Dispatched::Delivered(_)) => (Status::Filtered, false, Severity::Fine),
+                Ok(Dispatched::Queued) => (Status::Queued, true, Severity::Accepted),
+                Ok(Dispatched::Duplicate { .. }) => (Status::Duplicate, true, Severity::Accepted),
                 Err(DispatchError::Timeout(_)) => (Status::Failed, false, Severity::Timeout),
+                Err(DispatchError::Store(_)) => (Status::Failed, false, Severity::Unavailable),
                 Err(_) => (Status::Failed, false, Severity::BadGateway),
             };
             let mut job = evaluated(evaluation, status, triggered);
@@ -370,10 +408,13 @@ fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
             {
                 *job_delivery = Some(delivery.to_string());
                 match result {
-                    Ok(answer) => {
+                    Ok(Dispatched::Delivered(answer)) => {
                         *id = answer.id;
                         *url = &answer.url;
                     }
+                    Ok(Dispatched::Queued) => {}
+                    // The sender learns the id of the delivery that is (or was) made.
+                    Ok(Dispatched::Duplicate { first }) => *job_delivery = Some(first.clone()),
                     Err(dispatch_error) => *error = Some(dispatch_error.client_message()),
                 }
             }

@@ -307,7 +307,7 @@ async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
     std::fs::write(
         dir.path().join("hookgate.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n[jenkins.main]\nurl = \"{}\"\nuser = \"hookgate\"\napi_token_env = \"LEAK_API\"\ntimeout_secs = 2\n[log]\nlevel = \"debug\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n[jenkins.main]\nurl = \"{}\"\nuser = \"hookgate\"\napi_token_env = \"LEAK_API\"\ntimeout_secs = 2\n[delivery]\nmode = \"direct\"\n[log]\nlevel = \"debug\"\n",
             jenkins.url()
         ),
     )

@@ -16,7 +16,8 @@ use sha2::Sha256;
 
 use fake_jenkins::{FakeJenkins, FakeJenkinsConfig};
 use hookgate::config::{
-    DeliverySettings, JenkinsSettings, LogSettings, RulesSettings, ServerSettings, Settings, Source,
+    DeliveryMode, DeliverySettings, JenkinsSettings, LogSettings, RulesSettings, ServerSettings,
+    Settings, Source,
 };
 use hookgate::gateway::Gateway;
 use hookgate::server::Application;
@@ -66,6 +67,9 @@ pub struct AppOptions {
     /// Point the gateway at a port where nothing listens.
     pub jenkins_unreachable: bool,
     pub fake_jenkins: FakeJenkinsConfig,
+    /// Queue mode with a store in a temporary directory (else direct mode).
+    pub queue: bool,
+    pub max_attempts: u32,
 }
 
 impl Default for AppOptions {
@@ -82,6 +86,8 @@ impl Default for AppOptions {
                 jobs: vec![(JOB_TOKEN.to_owned(), "deploy-service".to_owned())],
                 basic_auth: None,
             },
+            queue: false,
+            max_attempts: 5,
         }
     }
 }
@@ -91,6 +97,7 @@ pub struct TestApp {
     pub jenkins: FakeJenkins,
     pub client: reqwest::Client,
     pub rules_dir: tempfile::TempDir,
+    pub store_dir: tempfile::TempDir,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -103,6 +110,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("fake Jenkins starts");
     let rules_dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = tempfile::tempdir().expect("tempdir");
     for (name, text) in &options.rules {
         std::fs::write(rules_dir.path().join(name), text).expect("write rule");
     }
@@ -134,7 +142,18 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
                 max_in_flight: 8,
             },
         )]),
-        delivery: DeliverySettings::default(),
+        delivery: DeliverySettings {
+            mode: if options.queue {
+                DeliveryMode::Queue
+            } else {
+                DeliveryMode::Direct
+            },
+            store: store_dir.path().to_owned(),
+            retry_initial_ms: 20,
+            retry_max_ms: 200,
+            max_attempts: options.max_attempts,
+            ..DeliverySettings::default()
+        },
         log: LogSettings::default(),
     };
     let gateway = match Gateway::compile(settings, Source::BuiltIn, &test_env()) {
@@ -152,6 +171,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             .build()
             .expect("client"),
         rules_dir,
+        store_dir,
     }
 }
 

@@ -1,0 +1,469 @@
+//! The store's schema and every statement it runs, as plain functions over a connection or
+//! transaction, shared by the gateway's writer thread and the operator commands.
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use serde::Serialize;
+
+use super::State;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL UNIQUE,
+    rule            TEXT    NOT NULL,
+    jenkins         TEXT    NOT NULL,
+    state           TEXT    NOT NULL,
+    body            BLOB    NOT NULL,
+    request_id      TEXT,
+    accepted_at     INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    budget_used     INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    finished_at     INTEGER,
+    queue_id        INTEGER,
+    queue_url       TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending_seq ON deliveries (seq)
+    WHERE state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_pending_due ON deliveries (next_attempt_at)
+    WHERE state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (finished_at) WHERE state = 'done';
+CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
+    n            INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    status       INTEGER,
+    error        TEXT,
+    PRIMARY KEY (delivery_seq, n)
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    rule        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    delivery_id TEXT    NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (rule, key)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Creates the schema, or checks that an existing store is one this version understands.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the store was written by a newer hookgate (schema {version}, this one knows {SCHEMA_VERSION})"
+            )),
+        ));
+    }
+    let tx = conn.transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// The idempotency key of a delivery: its digest, never the raw value.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// Hex SHA-256 of the key's value.
+    pub digest: String,
+    pub ttl_ms: i64,
+}
+
+/// A delivery about to be accepted.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub rule: String,
+    pub jenkins: String,
+    pub body: Vec<u8>,
+    pub request_id: Option<String>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// What `accept` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    Stored,
+    /// A delivery with the same idempotency key was accepted within its TTL.
+    Duplicate {
+        first: String,
+    },
+}
+
+pub(super) fn accept(
+    tx: &Transaction<'_>,
+    delivery: &NewDelivery,
+    now_ms: i64,
+) -> Result<Accepted, rusqlite::Error> {
+    if let Some(key) = &delivery.idempotency {
+        let first: Option<String> = tx
+            .query_row(
+                "SELECT delivery_id FROM idempotency WHERE rule = ?1 AND key = ?2 AND expires_at > ?3",
+                params![delivery.rule, key.digest, now_ms],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(first) = first {
+            return Ok(Accepted::Duplicate { first });
+        }
+        tx.execute(
+            "INSERT INTO idempotency (rule, key, delivery_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (rule, key) DO UPDATE SET delivery_id = excluded.delivery_id,
+                                                   expires_at = excluded.expires_at",
+            params![
+                delivery.rule,
+                key.digest,
+                delivery.id,
+                now_ms.saturating_add(key.ttl_ms)
+            ],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO deliveries (id, rule, jenkins, state, body, request_id, accepted_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6)",
+        params![
+            delivery.id,
+            delivery.rule,
+            delivery.jenkins,
+            delivery.body,
+            delivery.request_id,
+            now_ms
+        ],
+    )?;
+    Ok(Accepted::Stored)
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Done { queue_id: u64, url: String },
+    Retry { at_ms: i64 },
+    Dead { reason: String },
+}
+
+/// One attempt to deliver, as kept for operators.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub at_ms: i64,
+    pub duration_ms: i64,
+    /// Jenkins' HTTP status, when it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub next: Next,
+}
+
+pub(super) fn record(
+    tx: &Transaction<'_>,
+    id: &str,
+    attempt: &AttemptRecord,
+) -> Result<(), rusqlite::Error> {
+    let found: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT seq, attempts FROM deliveries WHERE id = ?1 AND state IN ('queued', 'retrying')",
+            [id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    // Purged or changed by an operator meanwhile: the attempt has nothing left to update.
+    let Some((seq, attempts)) = found else {
+        return Ok(());
+    };
+    let n = attempts + 1;
+    tx.execute(
+        "INSERT INTO attempts (delivery_seq, n, at, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![seq, n, attempt.at_ms, attempt.duration_ms, attempt.status, attempt.error],
+    )?;
+    match &attempt.next {
+        Next::Done { queue_id, url } => tx.execute(
+            "UPDATE deliveries SET state = 'done', attempts = ?2, budget_used = budget_used + 1,
+                    finished_at = ?3, queue_id = ?4, queue_url = ?5, last_error = NULL
+             WHERE seq = ?1",
+            params![
+                seq,
+                n,
+                attempt.at_ms + attempt.duration_ms,
+                i64::try_from(*queue_id).unwrap_or(i64::MAX),
+                url
+            ],
+        )?,
+        Next::Retry { at_ms } => tx.execute(
+            "UPDATE deliveries SET state = 'retrying', attempts = ?2, budget_used = budget_used + 1,
+                    next_attempt_at = ?3, last_error = ?4
+             WHERE seq = ?1",
+            params![seq, n, at_ms, attempt.error],
+        )?,
+        Next::Dead { reason } => tx.execute(
+            "UPDATE deliveries SET state = 'dead', attempts = ?2, budget_used = budget_used + 1,
+                    finished_at = ?3, last_error = ?4
+             WHERE seq = ?1",
+            params![seq, n, attempt.at_ms + attempt.duration_ms, reason],
+        )?,
+    };
+    Ok(())
+}
+
+pub(super) fn probe(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('probe', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [super::now_ms()],
+    )?;
+    Ok(())
+}
+
+/// A delivery the worker should attempt.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: String,
+    pub rule: String,
+    pub jenkins: String,
+    pub body: Vec<u8>,
+    pub accepted_at: i64,
+    /// Attempts since it was accepted or last requeued by an operator.
+    pub budget_used: u32,
+}
+
+pub(super) fn due(
+    conn: &Connection,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<Pending>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, rule, jenkins, body, accepted_at, budget_used FROM deliveries
+         WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1
+         ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = statement.query_map(
+        params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            Ok(Pending {
+                id: row.get(0)?,
+                rule: row.get(1)?,
+                jenkins: row.get(2)?,
+                body: row.get(3)?,
+                accepted_at: row.get(4)?,
+                budget_used: row.get(5)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
+    conn.query_row(
+        "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('queued', 'retrying')",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Puts deliveries back in the queue, due at `now_ms`: one (dead or retrying) by id, or every
+/// dead one.
+pub(super) fn requeue(
+    tx: &Transaction<'_>,
+    id: Option<&str>,
+    now_ms: i64,
+) -> Result<usize, rusqlite::Error> {
+    match id {
+        Some(id) => tx.execute(
+            "UPDATE deliveries SET state = 'queued', next_attempt_at = ?2, budget_used = 0, finished_at = NULL
+             WHERE id = ?1 AND state IN ('dead', 'retrying')",
+            params![id, now_ms],
+        ),
+        None => tx.execute(
+            "UPDATE deliveries SET state = 'queued', next_attempt_at = ?1, budget_used = 0, finished_at = NULL
+             WHERE state = 'dead'",
+            [now_ms],
+        ),
+    }
+}
+
+pub(super) fn purge_done(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, rusqlite::Error> {
+    tx.execute(
+        "DELETE FROM deliveries WHERE state = 'done' AND finished_at < ?1",
+        [before_ms],
+    )
+}
+
+pub(super) fn purge_expired_keys(
+    tx: &Transaction<'_>,
+    now_ms: i64,
+) -> Result<usize, rusqlite::Error> {
+    tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])
+}
+
+/// One line of `hookgate deliveries list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySummary {
+    pub id: String,
+    pub rule: String,
+    pub state: State,
+    pub attempts: u32,
+    pub accepted_at: i64,
+    pub last_error: Option<String>,
+}
+
+fn state(row: &Row<'_>, index: usize) -> Result<State, rusqlite::Error> {
+    let text: String = row.get(index)?;
+    State::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown delivery state `{text}`").into(),
+        )
+    })
+}
+
+pub(super) fn list(
+    conn: &Connection,
+    state_filter: Option<State>,
+    rule: Option<&str>,
+    limit: usize,
+) -> Result<Vec<DeliverySummary>, rusqlite::Error> {
+    let mut statement = conn.prepare(
+        "SELECT id, rule, state, attempts, accepted_at, last_error FROM deliveries
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2)
+         ORDER BY seq DESC LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        params![
+            state_filter.map(State::as_str),
+            rule,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |row| {
+            Ok(DeliverySummary {
+                id: row.get(0)?,
+                rule: row.get(1)?,
+                state: state(row, 2)?,
+                attempts: row.get(3)?,
+                accepted_at: row.get(4)?,
+                last_error: row.get(5)?,
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+/// One attempt, as `deliveries show` and `GET /deliveries/{id}` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub n: u32,
+    pub at: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// A delivery's state and history. Never the body, which may hold the sender's data.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: String,
+    pub rule: String,
+    pub jenkins: String,
+    pub state: State,
+    pub request_id: Option<String>,
+    pub accepted_at: i64,
+    pub next_attempt_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// Jenkins' queue item, once delivered.
+    pub queue_id: Option<u64>,
+    pub queue_url: Option<String>,
+    pub body_bytes: usize,
+    pub attempts: Vec<AttemptView>,
+}
+
+pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryView>, rusqlite::Error> {
+    let found = conn
+        .query_row(
+            "SELECT seq, id, rule, jenkins, state, request_id, accepted_at, next_attempt_at,
+                    finished_at, last_error, queue_id, queue_url, length(body)
+             FROM deliveries WHERE id = ?1",
+            [id],
+            |row| {
+                let state = state(row, 4)?;
+                let pending = matches!(state, State::Queued | State::Retrying);
+                let next: i64 = row.get(7)?;
+                let seq: i64 = row.get(0)?;
+                let queue_id: Option<i64> = row.get(10)?;
+                let body_bytes: i64 = row.get(12)?;
+                Ok((
+                    seq,
+                    DeliveryView {
+                        id: row.get(1)?,
+                        rule: row.get(2)?,
+                        jenkins: row.get(3)?,
+                        state,
+                        request_id: row.get(5)?,
+                        accepted_at: row.get(6)?,
+                        next_attempt_at: pending.then_some(next),
+                        finished_at: row.get(8)?,
+                        last_error: row.get(9)?,
+                        queue_id: queue_id.and_then(|q| u64::try_from(q).ok()),
+                        queue_url: row.get(11)?,
+                        body_bytes: usize::try_from(body_bytes).unwrap_or(0),
+                        attempts: Vec::new(),
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((seq, mut view)) = found else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT n, at, duration_ms, status, error FROM attempts WHERE delivery_seq = ?1 ORDER BY n",
+    )?;
+    view.attempts = statement
+        .query_map([seq], |row| {
+            Ok(AttemptView {
+                n: row.get(0)?,
+                at: row.get(1)?,
+                duration_ms: row.get(2)?,
+                status: row.get(3)?,
+                error: row.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(view))
+}
+
+/// Queue depth by state and the age of the oldest undelivered call, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub by_state: Vec<(State, u64)>,
+    pub oldest_pending_age_ms: Option<i64>,
+}
+
+pub(super) fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, rusqlite::Error> {
+    let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+    let mut statement =
+        conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let rows = statement.query_map([], |row| Ok((state(row, 0)?, row.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, count) = row?;
+        if let Some(slot) = by_state.iter_mut().find(|(s, _)| *s == state) {
+            slot.1 = u64::try_from(count).unwrap_or(0);
+        }
+    }
+    let oldest: Option<i64> = conn.query_row(
+        "SELECT MIN(accepted_at) FROM deliveries WHERE state IN ('queued', 'retrying')",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(Stats {
+        by_state,
+        oldest_pending_age_ms: oldest.map(|t| (now_ms - t).max(0)),
+    })
+}

@@ -1,0 +1,359 @@
+//! Store tests: the delivery lifecycle, idempotency, group commit under concurrency, reopening,
+//! a full store, and a property test over accepts, outcomes and restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn delivery(id: &str, rule: &str, key: Option<&str>) -> NewDelivery {
+    NewDelivery {
+        id: id.to_owned(),
+        rule: rule.to_owned(),
+        jenkins: "main".to_owned(),
+        body: br#"{"action":"deploy"}"#.to_vec(),
+        request_id: Some("req-1".to_owned()),
+        idempotency: key.map(|k| IdempotencyKey {
+            digest: k.to_owned(),
+            ttl_ms: 60_000,
+        }),
+    }
+}
+
+fn attempt(next: Next) -> AttemptRecord {
+    AttemptRecord {
+        at_ms: now_ms(),
+        duration_ms: 3,
+        status: match next {
+            Next::Done { .. } => Some(200),
+            _ => Some(503),
+        },
+        error: match next {
+            Next::Done { .. } => None,
+            _ => Some("Jenkins answered 503".to_owned()),
+        },
+        next,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        assert_eq!(
+            store.accept(delivery("d1", "r", None)).await.unwrap(),
+            Accepted::Stored
+        );
+        let due = store.due(now_ms(), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].body, br#"{"action":"deploy"}"#);
+        assert_eq!(due[0].budget_used, 0);
+
+        let later = now_ms() + 60_000;
+        store
+            .record("d1".into(), attempt(Next::Retry { at_ms: later }))
+            .await
+            .unwrap();
+        assert!(
+            store.due(now_ms(), 10).unwrap().is_empty(),
+            "not due before its time"
+        );
+        assert_eq!(store.next_due_at().unwrap(), Some(later));
+        let retried = store.get("d1").unwrap().unwrap();
+        assert_eq!(retried.state, State::Retrying);
+
+        store
+            .record(
+                "d1".into(),
+                attempt(Next::Done {
+                    queue_id: 42,
+                    url: "queue/item/42/".into(),
+                }),
+            )
+            .await
+            .unwrap();
+        let done = store.get("d1").unwrap().unwrap();
+        assert_eq!(done.state, State::Done);
+        assert_eq!(done.queue_id, Some(42));
+        assert_eq!(done.attempts.len(), 2);
+        assert_eq!(done.attempts[0].status, Some(503));
+        assert_eq!(done.attempts[1].status, Some(200));
+        assert_eq!(done.request_id.as_deref(), Some("req-1"));
+        assert_eq!(store.next_due_at().unwrap(), None);
+    });
+}
+
+#[test]
+fn a_repeat_within_the_ttl_is_a_duplicate_and_after_it_a_new_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        assert_eq!(
+            store.accept(delivery("a", "r", Some("k"))).await.unwrap(),
+            Accepted::Stored
+        );
+        assert_eq!(
+            store.accept(delivery("b", "r", Some("k"))).await.unwrap(),
+            Accepted::Duplicate { first: "a".into() }
+        );
+        // The same key on another rule is another call.
+        assert_eq!(
+            store
+                .accept(delivery("c", "other", Some("k")))
+                .await
+                .unwrap(),
+            Accepted::Stored
+        );
+        let mut short = delivery("d", "r", Some("short"));
+        short.idempotency.as_mut().unwrap().ttl_ms = 1;
+        assert_eq!(store.accept(short).await.unwrap(), Accepted::Stored);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            store
+                .accept(delivery("e", "r", Some("short")))
+                .await
+                .unwrap(),
+            Accepted::Stored
+        );
+        let ids: Vec<String> = store
+            .due(now_ms(), 10)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, ["a", "c", "d", "e"]);
+    });
+}
+
+#[test]
+fn concurrent_accepts_are_committed_together_and_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        let accepts = (0..500).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .accept(delivery(
+                        &format!("d{i:03}"),
+                        "r",
+                        Some(&format!("k{}", i % 250)),
+                    ))
+                    .await
+            }
+        });
+        let results = futures_util::future::join_all(accepts).await;
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Accepted::Stored)))
+            .count();
+        let duplicates = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Accepted::Duplicate { .. })))
+            .count();
+        assert_eq!((stored, duplicates), (250, 250));
+    });
+    drop(store);
+    let reopened = Store::open(dir.path(), 0).unwrap();
+    assert_eq!(reopened.due(now_ms(), 1000).unwrap().len(), 250);
+}
+
+#[test]
+fn a_full_store_refuses_and_reports_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 64 * 1024).unwrap();
+    runtime().block_on(async {
+        let mut big = delivery("big-0", "r", None);
+        big.body = vec![b'x'; 16 * 1024];
+        let mut refused = None;
+        for i in 0..64 {
+            big.id = format!("big-{i}");
+            if let Err(error) = store.accept(big.clone()).await {
+                refused = Some((i, error));
+                break;
+            }
+        }
+        let (i, error) = refused.expect("a 64 KiB store fills up");
+        assert!(matches!(error, StoreError::Sqlite(_)), "{error:?}");
+        assert!(!store.is_healthy());
+        assert!(
+            store.get(&format!("big-{i}")).unwrap().is_none(),
+            "nothing half-written"
+        );
+        // Health follows the last write, whichever way it went.
+        let small = store.accept(delivery("small", "r", None)).await;
+        assert_eq!(store.is_healthy(), small.is_ok());
+    });
+}
+
+#[test]
+fn operators_requeue_dead_deliveries_and_purge_done_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        for id in ["a", "b", "c"] {
+            store.accept(delivery(id, "r", None)).await.unwrap();
+        }
+        store
+            .record(
+                "a".into(),
+                attempt(Next::Dead {
+                    reason: "Jenkins answered 404".into(),
+                }),
+            )
+            .await
+            .unwrap();
+        store
+            .record(
+                "b".into(),
+                attempt(Next::Dead {
+                    reason: "Jenkins answered 401".into(),
+                }),
+            )
+            .await
+            .unwrap();
+        store
+            .record(
+                "c".into(),
+                attempt(Next::Done {
+                    queue_id: 1,
+                    url: String::new(),
+                }),
+            )
+            .await
+            .unwrap();
+    });
+    let mut admin = Admin::open(dir.path()).unwrap();
+    let dead = admin.list(Some(State::Dead), None, 10).unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].last_error.as_deref(), Some("Jenkins answered 401"));
+    admin.retry("a").unwrap();
+    assert!(
+        matches!(admin.retry("c"), Err(StoreError::NotFound(_))),
+        "done is not retryable"
+    );
+    assert_eq!(admin.retry_dead().unwrap(), 1);
+    let due: Vec<String> = store
+        .due(now_ms(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(due, ["a", "b"]);
+    assert_eq!(
+        store.due(now_ms(), 10).unwrap()[0].budget_used,
+        0,
+        "a fresh budget"
+    );
+    // Done deliveries are purged once older than the cut-off, with their attempts.
+    assert_eq!(admin.purge_done(Duration::from_secs(3600)).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(admin.purge_done(Duration::from_millis(1)).unwrap(), 1);
+    assert!(admin.get("c").unwrap().is_none());
+}
+
+#[test]
+fn a_store_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path(), 0).unwrap());
+    let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(Store::open(dir.path(), 0).is_err());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Accept `n` deliveries concurrently; some share idempotency keys.
+    Accept { n: usize, key_space: u8 },
+    /// Attempt the oldest due delivery with this outcome (0 done, 1 retry now, 2 dead).
+    Attempt(u8),
+    /// Close and reopen the store, as after a crash or restart.
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1usize..20, 1u8..8).prop_map(|(n, key_space)| Op::Accept { n, key_space }),
+        (0u8..3).prop_map(Op::Attempt),
+        Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Whatever interleaving of accepts, outcomes and restarts: every delivery answered
+    /// `Stored` is in the store exactly once, in its expected state; no `Duplicate` ever
+    /// created a row; and ids are never duplicated.
+    #[test]
+    fn accepts_outcomes_and_restarts_never_lose_or_duplicate(ops in prop::collection::vec(op(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let mut store = Store::open(dir.path(), 0).unwrap();
+        let mut expected: BTreeMap<String, State> = BTreeMap::new();
+        let mut keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut next_id = 0usize;
+        for op in ops {
+            match op {
+                Op::Accept { n, key_space } => {
+                    let batch: Vec<NewDelivery> = (0..n)
+                        .map(|i| {
+                            next_id += 1;
+                            let key = format!("k{}", (next_id + i) % usize::from(key_space));
+                            delivery(&format!("d{next_id:05}"), "r", Some(&key))
+                        })
+                        .collect();
+                    let results = rt.block_on(futures_util::future::join_all(
+                        batch.iter().cloned().map(|d| { let s = store.clone(); async move { s.accept(d).await } }),
+                    ));
+                    for (d, result) in batch.iter().zip(results) {
+                        let key = d.idempotency.as_ref().unwrap().digest.clone();
+                        match result.unwrap() {
+                            Accepted::Stored => {
+                                prop_assert!(!keys.contains_key(&key), "key {key} accepted twice");
+                                keys.insert(key, d.id.clone());
+                                expected.insert(d.id.clone(), State::Queued);
+                            }
+                            Accepted::Duplicate { first } => {
+                                prop_assert_eq!(keys.get(&key), Some(&first));
+                            }
+                        }
+                    }
+                }
+                Op::Attempt(kind) => {
+                    if let Some(p) = store.due(now_ms(), 1).unwrap().into_iter().next() {
+                        let (next, state) = match kind {
+                            0 => (Next::Done { queue_id: 1, url: String::new() }, State::Done),
+                            1 => (Next::Retry { at_ms: 0 }, State::Retrying),
+                            _ => (Next::Dead { reason: "404".into() }, State::Dead),
+                        };
+                        rt.block_on(store.record(p.id.clone(), attempt(next))).unwrap();
+                        expected.insert(p.id, state);
+                    }
+                }
+                Op::Restart => {
+                    drop(store);
+                    store = Store::open(dir.path(), 0).unwrap();
+                }
+            }
+        }
+        drop(store);
+        let admin = Admin::open(dir.path()).unwrap();
+        let rows = admin.list(None, None, 100_000).unwrap();
+        let ids: BTreeSet<&String> = rows.iter().map(|r| &r.id).collect();
+        prop_assert_eq!(ids.len(), rows.len(), "an id appears twice");
+        let found: BTreeMap<String, State> = rows.iter().map(|r| (r.id.clone(), r.state)).collect();
+        prop_assert_eq!(found, expected);
+    }
+}

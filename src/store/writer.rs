@@ -1,0 +1,114 @@
+//! The store's single writer: a thread that owns the write connection and commits every waiting
+//! piece of work in one transaction (group commit).
+//!
+//! Under load many requests wait on the same fsync instead of each paying for its own. If a
+//! batch fails (a full disk, a constraint), each piece is retried alone so one bad write cannot
+//! fail its neighbours.
+
+use std::any::Any;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// Most pieces of work committed together; bounds the latency one commit adds.
+const MAX_BATCH: usize = 1024;
+
+type Output = Box<dyn Any + Send>;
+type Work = Box<dyn Fn(&Transaction<'_>) -> Result<Output, rusqlite::Error> + Send>;
+
+struct Task {
+    work: Work,
+    reply: oneshot::Sender<Result<Output, StoreError>>,
+}
+
+/// Sends work to the writer thread.
+pub(super) struct Handle {
+    tasks: mpsc::Sender<Task>,
+}
+
+impl Handle {
+    pub(super) fn spawn(conn: Connection) -> Self {
+        let (tasks, receiver) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("hookgate-store".to_owned())
+            .spawn(move || writer_loop(conn, &receiver))
+            .map(|_| ())
+            .unwrap_or_else(|error| {
+                // Without a writer every write answers WriterGone, which the gateway reports
+                // as an unavailable store (503) rather than crashing.
+                tracing::error!(%error, "Cannot start the store writer thread.");
+            });
+        Self { tasks }
+    }
+
+    /// Runs `work` inside the next committed batch and returns its result after the commit.
+    /// `work` may run twice (once in a batch that failed, once alone), so it must only write
+    /// through the transaction it is given.
+    pub(super) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&Transaction<'_>) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let task = Task {
+            work: Box::new(move |tx| work(tx).map(|value| Box::new(value) as Output)),
+            reply,
+        };
+        self.tasks.send(task).map_err(|_| StoreError::WriterGone)?;
+        let output = answer.await.map_err(|_| StoreError::WriterGone)??;
+        output
+            .downcast::<T>()
+            .map(|value| *value)
+            .map_err(|_| StoreError::WriterGone)
+    }
+}
+
+fn writer_loop(mut conn: Connection, receiver: &mpsc::Receiver<Task>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(task) => batch.push(task),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut conn, batch);
+    }
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<Task>) {
+    match commit(conn, &batch) {
+        Ok(outputs) => {
+            for (task, output) in batch.into_iter().zip(outputs) {
+                let _ = task.reply.send(Ok(output));
+            }
+        }
+        Err(error) if batch.len() == 1 => {
+            if let Some(task) = batch.into_iter().next() {
+                let _ = task.reply.send(Err(StoreError::Sqlite(error)));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, size = batch.len(), "Store batch failed; committing its writes one by one.");
+            for task in batch {
+                let result = commit(conn, std::slice::from_ref(&task))
+                    .map(|mut outputs| outputs.remove(0))
+                    .map_err(StoreError::Sqlite);
+                let _ = task.reply.send(result);
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Task]) -> Result<Vec<Output>, rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outputs = Vec::with_capacity(batch.len());
+    for task in batch {
+        outputs.push((task.work)(&tx)?);
+    }
+    tx.commit()?;
+    Ok(outputs)
+}
