@@ -21,6 +21,31 @@ use crate::store::{Accepted, IdempotencyKey, NewDelivery, Store};
 use crate::verify::Verified;
 pub use jenkins::{DispatchError, JenkinsAnswer, JenkinsClient};
 
+/// The media type of what Jenkins receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    Json,
+    /// A form post forwarded as a form (GWT then builds its JSON from the fields itself).
+    Form,
+}
+
+impl ContentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentType::Json => "application/json",
+            ContentType::Form => "application/x-www-form-urlencoded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        if text == ContentType::Form.as_str() {
+            ContentType::Form
+        } else {
+            ContentType::Json
+        }
+    }
+}
+
 /// One call to deliver to Jenkins. Built only from a [`Verified`] request.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -28,6 +53,7 @@ pub struct Delivery {
     pub rule: Arc<Rule>,
     /// What Jenkins receives, chosen by the rule's `dispatch.body`.
     pub body: Bytes,
+    pub content_type: ContentType,
     /// Digest of the rule's idempotency key for this call, when it has one.
     pub idempotency: Option<IdempotencyKey>,
     pub request_id: Option<String>,
@@ -43,12 +69,25 @@ impl Delivery {
         request_id: Option<&str>,
     ) -> Self {
         let rule = verified.rule();
-        let body = match rule.dispatch.body {
-            BodyMode::Original => verified.inbound().body.clone(),
-            // A map of strings always serialises.
-            BodyMode::Variables => {
-                Bytes::from(serde_json::to_vec(variables).unwrap_or_else(|_| b"{}".to_vec()))
+        let inbound = verified.inbound();
+        let (body, content_type) = match rule.dispatch.body {
+            // The sender's token may be a form field; it is never forwarded, so a form body is
+            // re-encoded without it.
+            BodyMode::Original if inbound.form => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                for (name, value) in form_urlencoded::parse(&inbound.body) {
+                    if name != "token" {
+                        form.append_pair(&name, &value);
+                    }
+                }
+                (Bytes::from(form.finish()), ContentType::Form)
             }
+            BodyMode::Original => (inbound.body.clone(), ContentType::Json),
+            // A map of strings always serialises.
+            BodyMode::Variables => (
+                Bytes::from(serde_json::to_vec(variables).unwrap_or_else(|_| b"{}".to_vec())),
+                ContentType::Json,
+            ),
         };
         let idempotency = rule
             .idempotency
@@ -62,6 +101,7 @@ impl Delivery {
             id: Ulid::generate(),
             rule: Arc::clone(rule),
             body,
+            content_type,
             idempotency,
             request_id: request_id.map(str::to_owned),
         }
@@ -98,6 +138,7 @@ impl Dispatcher {
                         rule: delivery.rule.name.clone(),
                         jenkins: delivery.rule.dispatch.jenkins.clone(),
                         body: delivery.body.to_vec(),
+                        content_type: delivery.content_type.as_str().to_owned(),
                         request_id: delivery.request_id.clone(),
                         idempotency: delivery.idempotency.clone(),
                     })

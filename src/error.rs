@@ -23,6 +23,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body")]
     BodyRead(#[source] actix_web::error::PayloadError),
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("no rule matches the given token or name")]
     NoRule,
     #[error("signature check failed")]
@@ -50,6 +52,7 @@ impl ApiError {
                 format!("Request body is larger than {limit} bytes.")
             }
             ApiError::BodyRead(_) => "Could not read the request body.".to_owned(),
+            ApiError::BodyTimeout => "The request body did not arrive in time.".to_owned(),
             ApiError::NoRule => NO_RULE_MESSAGE.to_owned(),
             ApiError::Unauthorized => "Signature verification failed.".to_owned(),
             ApiError::InvalidJson { line, column } => {
@@ -83,6 +86,7 @@ impl ResponseError for ApiError {
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -30,6 +30,57 @@ pub type Variables = BTreeMap<String, String>;
 /// unresolved rather than tying up a worker.
 const REGEX_BACKTRACK_LIMIT: usize = 100_000;
 
+/// Most variables one request may produce, over all of a rule's variables.
+pub const MAX_VARIABLES: usize = 10_000;
+/// Most bytes (names and values) one request's variables may take. Flattening repeats each
+/// path in every name below it, so a small hostile body could otherwise expand a
+/// thousandfold; the excess leaves the variable unresolved instead.
+pub const MAX_VARIABLE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What is left of [`MAX_VARIABLES`] and [`MAX_VARIABLE_BYTES`] for one request.
+#[derive(Debug)]
+pub struct Budget {
+    entries: usize,
+    bytes: usize,
+}
+
+/// A variable would have gone over the request's [`Budget`].
+#[derive(Debug)]
+struct OverBudget;
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            entries: MAX_VARIABLES,
+            bytes: MAX_VARIABLE_BYTES,
+        }
+    }
+}
+
+impl Budget {
+    fn take(&mut self, name: &str, value: &str) -> Result<(), OverBudget> {
+        let bytes = name.len() + value.len();
+        if self.entries == 0 || bytes > self.bytes {
+            return Err(OverBudget);
+        }
+        self.entries -= 1;
+        self.bytes -= bytes;
+        Ok(())
+    }
+}
+
+/// Inserts one entry if the budget allows it.
+fn put(
+    out: &mut Variables,
+    budget: &mut Budget,
+    name: String,
+    value: String,
+) -> Result<(), OverBudget> {
+    budget.take(&name, &value)?;
+    out.insert(name, value);
+    Ok(())
+}
+
 /// A problem in one field of a variable or filter definition, found at start-up.
 #[derive(Debug)]
 pub struct CompileError {
@@ -72,15 +123,13 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
         .map_err(|e| format!("invalid regex: {e}"))
 }
 
-/// GWT's `toVariableName`: whitespace and `-` become `_`; nothing else changes.
+/// GWT's `toVariableName`: whitespace and `-` become `_`; nothing else changes. Whitespace is
+/// Java's `\s`, which is ASCII only.
 pub fn to_variable_name(raw: &str) -> String {
     raw.chars()
-        .map(|c| {
-            if c.is_whitespace() || c == '-' {
-                '_'
-            } else {
-                c
-            }
+        .map(|c| match c {
+            ' ' | '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | '-' => '_',
+            c => c,
         })
         .collect()
 }
@@ -157,24 +206,24 @@ impl BodyVariable {
     }
 
     /// Adds this variable's entries for `document` (None: empty or unparsed body) to `out`.
-    fn resolve(&self, document: Option<&Value>, raw_body: &str, out: &mut Variables) {
+    fn resolve(
+        &self,
+        document: Option<&Value>,
+        raw_body: &str,
+        out: &mut Variables,
+        budget: &mut Budget,
+    ) {
         let mut produced = Variables::new();
-        if let Some(document) = document {
-            if self.path.is_root() {
-                if self.flatten {
-                    flatten(&self.name, document, &self.filter, &mut produced);
-                }
-                // GWT answers `$` with the body exactly as received, unfiltered.
-                produced.insert(self.name.clone(), raw_body.to_owned());
-            } else if let Resolved::Value(value) = self.path.evaluate(document) {
-                if self.flatten {
-                    flatten(&self.name, &value, &self.filter, &mut produced);
-                } else if let Some(rendered) = gson::scalar(&value)
-                    && let Some(filtered) = self.filter.apply(&rendered)
-                {
-                    produced.insert(self.name.clone(), filtered.into_owned());
-                }
-            }
+        if let Some(document) = document
+            && self
+                .produce(document, raw_body, &mut produced, budget)
+                .is_err()
+        {
+            tracing::warn!(
+                variable = %self.name,
+                "Variable expands beyond the per-request limit; left unresolved."
+            );
+            produced.clear();
         }
         // GWT §6.5: the default replaces the bare name when nothing resolved or it resolved to "".
         if let Some(default) = &self.default {
@@ -185,40 +234,82 @@ impl BodyVariable {
         }
         out.extend(produced);
     }
-}
 
-/// GWT's `JsonFlattener.flattenJson`: every leaf under `key_<index|member>`, then the root as
-/// compact Gson JSON when it is not a string. JSON null yields nothing.
-fn flatten(key: &str, value: &Value, filter: &DeletionFilter, out: &mut Variables) {
-    flatten_leaves(key, value, filter, out);
-    if matches!(value, Value::Array(_) | Value::Object(_)) {
-        let rendered = gson::compact(value);
-        if let Some(filtered) = filter.apply(&rendered) {
-            out.insert(to_variable_name(key), filtered.into_owned());
+    fn produce(
+        &self,
+        document: &Value,
+        raw_body: &str,
+        produced: &mut Variables,
+        budget: &mut Budget,
+    ) -> Result<(), OverBudget> {
+        if self.path.is_root() {
+            if self.flatten {
+                flatten(&self.name, document, &self.filter, produced, budget)?;
+            }
+            // GWT answers `$` with the body exactly as received, unfiltered.
+            return put(produced, budget, self.name.clone(), raw_body.to_owned());
+        }
+        let Resolved::Value(value) = self.path.evaluate(document) else {
+            return Ok(());
+        };
+        if self.flatten {
+            flatten(&self.name, &value, &self.filter, produced, budget)
+        } else if let Some(rendered) = gson::scalar(&value)
+            && let Some(filtered) = self.filter.apply(&rendered)
+        {
+            put(produced, budget, self.name.clone(), filtered.into_owned())
+        } else {
+            Ok(())
         }
     }
 }
 
-fn flatten_leaves(key: &str, value: &Value, filter: &DeletionFilter, out: &mut Variables) {
+/// GWT's `JsonFlattener.flattenJson`: every leaf under `key_<index|member>`, then the root as
+/// compact Gson JSON when it is not a string. JSON null yields nothing.
+fn flatten(
+    key: &str,
+    value: &Value,
+    filter: &DeletionFilter,
+    out: &mut Variables,
+    budget: &mut Budget,
+) -> Result<(), OverBudget> {
+    flatten_leaves(key, value, filter, out, budget)?;
+    if matches!(value, Value::Array(_) | Value::Object(_)) {
+        let rendered = gson::compact(value);
+        if let Some(filtered) = filter.apply(&rendered) {
+            put(out, budget, to_variable_name(key), filtered.into_owned())?;
+        }
+    }
+    Ok(())
+}
+
+fn flatten_leaves(
+    key: &str,
+    value: &Value,
+    filter: &DeletionFilter,
+    out: &mut Variables,
+    budget: &mut Budget,
+) -> Result<(), OverBudget> {
     match value {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                flatten_leaves(&format!("{key}_{i}"), item, filter, out);
+                flatten_leaves(&format!("{key}_{i}"), item, filter, out, budget)?;
             }
         }
         Value::Object(members) => {
             for (member, item) in members {
-                flatten_leaves(&format!("{key}_{member}"), item, filter, out);
+                flatten_leaves(&format!("{key}_{member}"), item, filter, out, budget)?;
             }
         }
         scalar => {
             if let Some(rendered) = gson::scalar(scalar)
                 && let Some(filtered) = filter.apply(&rendered)
             {
-                out.insert(to_variable_name(key), filtered.into_owned());
+                put(out, budget, to_variable_name(key), filtered.into_owned())?;
             }
         }
     }
+    Ok(())
 }
 
 /// A header (GWT `genericHeaderVariables`) or query/form parameter (`genericRequestVariables`)
@@ -320,9 +411,10 @@ pub fn resolve_body(
     document: Option<&Value>,
     raw_body: &str,
     out: &mut Variables,
+    budget: &mut Budget,
 ) {
     for variable in variables {
-        variable.resolve(document, raw_body, out);
+        variable.resolve(document, raw_body, out, budget);
     }
 }
 
@@ -395,7 +487,8 @@ pub fn resolve(verified: &Verified<'_>, body: Option<&Body<'_>>) -> Variables {
         Some(body) => (body.doc.as_ref(), body.raw.as_ref()),
         None => (None, ""),
     };
-    resolve_body(&rule.body_variables, document, raw, &mut out);
+    let mut budget = Budget::default();
+    resolve_body(&rule.body_variables, document, raw, &mut out, &mut budget);
     out
 }
 

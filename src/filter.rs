@@ -21,10 +21,18 @@ pub struct FilterOutcome {
     pub matched: bool,
 }
 
-/// The expression could not be evaluated on this text (fancy-regex's backtrack limit).
+/// Longest rendered text evaluated. Rendering re-substitutes values, so a small body could
+/// otherwise render to gigabytes.
+pub const MAX_RENDERED_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why a filter could not be evaluated for one call.
 #[derive(Debug, thiserror::Error)]
-#[error("filter expression could not be evaluated: {0}")]
-pub struct FilterError(#[source] fancy_regex::Error);
+pub enum FilterError {
+    #[error("filter expression could not be evaluated")]
+    Regex(#[source] fancy_regex::Error),
+    #[error("filter text renders to more than {MAX_RENDERED_BYTES} bytes")]
+    TooLong,
+}
 
 impl Filter {
     pub fn compile(section: Option<&FilterSection>) -> Result<Self, Vec<CompileError>> {
@@ -61,10 +69,11 @@ impl Filter {
     /// anything; a non-empty one is searched even in an empty text. The expression itself is
     /// never rendered, as in GWT.
     pub fn evaluate(&self, variables: &Variables) -> Result<FilterOutcome, FilterError> {
-        let rendered_text = render_text(&self.text, variables);
+        let rendered_text =
+            render_text(&self.text, variables, MAX_RENDERED_BYTES).ok_or(FilterError::TooLong)?;
         let matched = match &self.regex {
             None => true,
-            Some(regex) => regex.is_match(&rendered_text).map_err(FilterError)?,
+            Some(regex) => regex.is_match(&rendered_text).map_err(FilterError::Regex)?,
         };
         Ok(FilterOutcome {
             rendered_text,
@@ -76,19 +85,31 @@ impl Filter {
 /// GWT's `Renderer.renderText`: longest variable name first (ties in name order), each a
 /// literal replace-all of `$NAME` and then `${NAME}`. Unknown `$X` stays as written, and a
 /// substituted value can itself be rewritten by a later, shorter name, exactly as in GWT.
-pub fn render_text(text: &str, variables: &Variables) -> String {
+/// Lengths and order are Java's (UTF-16 code units). `None` once the text passes `limit` bytes.
+pub fn render_text(text: &str, variables: &Variables, limit: usize) -> Option<String> {
     if text.is_empty() {
-        return String::new();
+        return Some(String::new());
     }
     let mut names: Vec<(&String, &String)> = variables.iter().collect();
-    names.sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    names.sort_by(|(a, _), (b, _)| {
+        let utf16 = |s: &str| s.encode_utf16().count();
+        utf16(b)
+            .cmp(&utf16(a))
+            .then_with(|| a.encode_utf16().cmp(b.encode_utf16()))
+    });
     let mut rendered = text.to_owned();
     for (name, value) in names {
         if !rendered.contains('$') {
             break;
         }
-        rendered = rendered.replace(&format!("${name}"), value);
-        rendered = rendered.replace(&format!("${{{name}}}"), value);
+        for pattern in [format!("${name}"), format!("${{{name}}}")] {
+            if rendered.contains(&pattern) {
+                rendered = rendered.replace(&pattern, value);
+                if rendered.len() > limit {
+                    return None;
+                }
+            }
+        }
     }
-    rendered
+    Some(rendered)
 }

@@ -23,7 +23,8 @@ pub const TOKEN_404: &str =
 /// Which jobs exist and whether Jenkins wants basic auth.
 #[derive(Debug, Clone, Default)]
 pub struct FakeJenkinsConfig {
-    /// (GWT token, job full name). Several jobs may share a token, as in GWT.
+    /// (GWT token, job full name); an empty token is a tokenless job. Several jobs may share a
+    /// token, as in GWT.
     pub jobs: Vec<(String, String)>,
     /// When set, every request must carry these credentials or gets Jenkins' 401.
     pub basic_auth: Option<(String, String)>,
@@ -38,6 +39,8 @@ pub enum Behaviour {
     Status(u16),
     /// Wait this long, then answer as GWT does.
     Delay(Duration),
+    /// Answer this status with a `Retry-After` of this many seconds (429, 503).
+    RetryAfter(u16, u64),
 }
 
 /// One request as the fake received it.
@@ -50,6 +53,8 @@ pub struct RecordedRequest {
     /// Header names in lower case, in order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status the fake answered with.
+    pub answered: u16,
 }
 
 impl RecordedRequest {
@@ -65,6 +70,8 @@ impl RecordedRequest {
 struct State {
     config: FakeJenkinsConfig,
     behaviour: Mutex<Behaviour>,
+    /// Behaviours used one per request, before `behaviour`.
+    script: Mutex<std::collections::VecDeque<Behaviour>>,
     requests: Mutex<Vec<RecordedRequest>>,
     next_queue_id: AtomicU64,
     base_url: String,
@@ -96,6 +103,7 @@ impl FakeJenkins {
         let state = Arc::new(State {
             config,
             behaviour: Mutex::new(Behaviour::Normal),
+            script: Mutex::new(std::collections::VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             next_queue_id: AtomicU64::new(1),
             base_url: format!("http://{addr}"),
@@ -139,6 +147,20 @@ impl FakeJenkins {
         *lock(&self.state.behaviour) = behaviour;
     }
 
+    /// The next requests get these behaviours, one each, before the standing one applies again.
+    pub fn script(&self, behaviours: impl IntoIterator<Item = Behaviour>) {
+        lock(&self.state.script).extend(behaviours);
+    }
+
+    /// `X-Hookgate-Delivery` of every request answered 2xx, in order.
+    pub fn delivered_ids(&self) -> Vec<String> {
+        lock(&self.state.requests)
+            .iter()
+            .filter(|r| (200..300).contains(&r.answered))
+            .filter_map(|r| r.header("x-hookgate-delivery").map(str::to_owned))
+            .collect()
+    }
+
     /// Stops listening; later connections are refused, as when Jenkins goes down.
     pub async fn stop(self) {
         self.handle.stop(false).await;
@@ -149,6 +171,7 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
     let query: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
         .into_owned()
         .collect();
+    let response = respond(&request, &query, &state).await;
     let recorded = RecordedRequest {
         method: request.method().to_string(),
         path: request.path().to_owned(),
@@ -164,17 +187,26 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
             })
             .collect(),
         body: body.to_vec(),
+        answered: response.status().as_u16(),
     };
     lock(&state.requests).push(recorded);
+    response
+}
 
-    let behaviour = *lock(&state.behaviour);
+async fn respond(request: &HttpRequest, query: &[(String, String)], state: &State) -> HttpResponse {
+    let scripted = lock(&state.script).pop_front();
+    let behaviour = scripted.unwrap_or_else(|| *lock(&state.behaviour));
     match behaviour {
         Behaviour::Normal => {}
-        Behaviour::Status(code) => {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return HttpResponse::build(status)
-                .content_type("text/html;charset=utf-8")
-                .body(format!("<html><body><h1>Error {code}</h1></body></html>"));
+        Behaviour::Status(code) => return error_page(code),
+        Behaviour::RetryAfter(code, secs) => {
+            let mut response = error_page(code);
+            if let Ok(value) = secs.to_string().parse() {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, value);
+            }
+            return response;
         }
         Behaviour::Delay(delay) => actix_web::rt::time::sleep(delay).await,
     }
@@ -201,12 +233,16 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
         return HttpResponse::Ok().finish();
     }
 
-    let token = given_token(&request, &query);
+    let token = given_token(request, query);
     let jobs: Vec<&String> = state
         .config
         .jobs
         .iter()
-        .filter(|(job_token, _)| token.is_some_and(|t| t == job_token))
+        // A job matches its own token, or no token when it has none (JobFinder).
+        .filter(|(job_token, _)| match token {
+            Some(given) => !job_token.is_empty() && given == job_token,
+            None => job_token.is_empty(),
+        })
         .map(|(_, name)| name)
         .collect();
     if jobs.is_empty() {
@@ -253,20 +289,33 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
     )
 }
 
-/// GWT's token order: `token` parameter, `token` header, `Authorization: Bearer`,
-/// `X-Gitlab-Token`. An empty parameter counts as "no token" and stops the search.
+/// GWT's token order (`getGivenToken`, reference §4): `token` parameter (present but empty
+/// means "no token" and stops the search), `token` header, the first `Authorization` value
+/// starting with exactly `Bearer ` (rest verbatim), `X-Gitlab-Token`. The first source present
+/// decides; an empty value counts as no token.
 fn given_token<'a>(request: &'a HttpRequest, query: &'a [(String, String)]) -> Option<&'a str> {
-    if let Some((_, value)) = query.iter().find(|(k, _)| k == "token") {
-        return (!value.is_empty()).then_some(value.as_str());
-    }
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Some(token) = header("token").filter(|t| !t.is_empty()) {
-        return Some(token);
-    }
-    if let Some(bearer) = header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
-        return Some(bearer.trim());
-    }
-    header("x-gitlab-token").filter(|t| !t.is_empty())
+    let headers = request.headers();
+    let found = if let Some((_, value)) = query.iter().find(|(k, _)| k == "token") {
+        Some(value.as_str())
+    } else if let Some(value) = headers.get("token") {
+        value.to_str().ok()
+    } else if let Some(value) = headers
+        .get_all("authorization")
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("Bearer "))
+    {
+        Some(value)
+    } else {
+        headers.get("x-gitlab-token").and_then(|v| v.to_str().ok())
+    };
+    found.filter(|t| !t.is_empty())
+}
+
+fn error_page(code: u16) -> HttpResponse {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(status)
+        .content_type("text/html;charset=utf-8")
+        .body(format!("<html><body><h1>Error {code}</h1></body></html>"))
 }
 
 fn gwt_json(status: StatusCode, body: Value) -> HttpResponse {

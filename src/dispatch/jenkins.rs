@@ -53,6 +53,8 @@ pub enum DispatchError {
     },
     #[error("the delivery store is unavailable")]
     Store(#[source] crate::store::StoreError),
+    #[error("Jenkins answered {code} with a body that is not GWT's answer")]
+    UnexpectedAnswer { code: u16 },
 }
 
 impl DispatchError {
@@ -64,6 +66,7 @@ impl DispatchError {
             DispatchError::Status { .. } => "4xx",
             DispatchError::Unreachable(_) | DispatchError::UnknownTarget(_) => "unreachable",
             DispatchError::Store(_) => "store",
+            DispatchError::UnexpectedAnswer { .. } => "unexpected",
         }
     }
 
@@ -75,6 +78,9 @@ impl DispatchError {
             DispatchError::Timeout(_) => "Jenkins did not answer in time.".to_owned(),
             DispatchError::Status { code, .. } => format!("Jenkins answered {code}."),
             DispatchError::Store(_) => "The delivery store is unavailable.".to_owned(),
+            DispatchError::UnexpectedAnswer { code } => {
+                format!("Jenkins answered {code} with something other than GWT's answer.")
+            }
         }
     }
 }
@@ -232,7 +238,10 @@ impl JenkinsClient {
             .http
             .post(url)
             .timeout(deadline.saturating_duration_since(Instant::now()))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                delivery.content_type.as_str(),
+            )
             .header(DELIVERY_HEADER, delivery.id.to_string())
             .header(RULE_HEADER, rule.name.as_str())
             .body(delivery.body.clone());
@@ -262,9 +271,12 @@ impl JenkinsClient {
         let answer = read_capped(response)
             .await
             .map_err(|e| classify(e, target.timeout))?;
+        let parsed = parse_answer(&answer).ok_or(DispatchError::UnexpectedAnswer {
+            code: status.as_u16(),
+        })?;
         Ok(JenkinsAnswer {
             status: status.as_u16(),
-            ..parse_answer(&answer)
+            ..parsed
         })
     }
 }
@@ -326,15 +338,21 @@ struct GwtJob {
 /// Maps GWT's `{"jobs": {name: {triggered, id, url}}, "message"}` to one answer: the first
 /// triggered job, else the first job. An empty or non-JSON 2xx body (GWT's silent response)
 /// counts as accepted with no queue item known.
-fn parse_answer(body: &[u8]) -> JenkinsAnswer {
+fn parse_answer(body: &[u8]) -> Option<JenkinsAnswer> {
     let accepted = JenkinsAnswer {
         status: 200,
         triggered: true,
         id: 0,
         url: String::new(),
     };
-    let Ok(GwtAnswer { jobs: Some(jobs) }) = serde_json::from_slice::<GwtAnswer>(body) else {
-        return accepted;
+    // GWT's silent response is an empty 200; any other body must be GWT's JSON, or it came
+    // from something else answering in Jenkins' place (a login page, a proxy).
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(accepted);
+    }
+    let GwtAnswer { jobs } = serde_json::from_slice::<GwtAnswer>(body).ok()?;
+    let Some(jobs) = jobs else {
+        return Some(accepted);
     };
     let parsed: Vec<GwtJob> = jobs
         .into_iter()
@@ -344,7 +362,7 @@ fn parse_answer(body: &[u8]) -> JenkinsAnswer {
         .iter()
         .find(|job| job.triggered)
         .or_else(|| parsed.first());
-    match chosen {
+    Some(match chosen {
         Some(job) => JenkinsAnswer {
             status: 200,
             triggered: job.triggered,
@@ -352,7 +370,7 @@ fn parse_answer(body: &[u8]) -> JenkinsAnswer {
             url: job.url.clone(),
         },
         None => accepted,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -363,7 +381,7 @@ mod tests {
     fn gwt_answers_map_to_the_triggered_job() {
         let body = br#"{"jobs":{"a":{"triggered":false,"id":0,"url":""},"b":{"regexpFilterExpression":"","triggered":true,"resolvedVariables":{},"regexpFilterText":"","id":42,"url":"queue/item/42/"}},"message":"Triggered jobs."}"#;
         assert_eq!(
-            parse_answer(body),
+            parse_answer(body).expect("GWT answer"),
             JenkinsAnswer {
                 status: 200,
                 triggered: true,
@@ -373,10 +391,13 @@ mod tests {
         );
         let filtered =
             br#"{"jobs":{"a":{"triggered":false,"id":0,"url":""}},"message":"Triggered jobs."}"#;
-        assert!(!parse_answer(filtered).triggered);
+        assert!(!parse_answer(filtered).expect("GWT answer").triggered);
         // GWT's silent response: 200 with an empty body.
-        assert_eq!(parse_answer(b"").id, 0);
-        assert!(parse_answer(b"").triggered);
+        let silent = parse_answer(b"").expect("silent answer");
+        assert!(silent.triggered);
+        assert_eq!(silent.id, 0);
+        // A login page or proxy page answering 200 is not a success.
+        assert_eq!(parse_answer(b"<html><body>Sign in</body></html>"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, watch};
 use ulid::Ulid;
 
-use super::{Delivery, DispatchError, JenkinsAnswer, JenkinsClient};
+use super::{ContentType, Delivery, DispatchError, JenkinsAnswer, JenkinsClient};
 use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
@@ -91,7 +91,12 @@ pub fn classify(result: &Result<JenkinsAnswer, DispatchError>) -> Verdict {
                 retry_after: *retry_after,
             }
         }
-        Err(DispatchError::Status { .. } | DispatchError::UnknownTarget(_)) => Verdict::Permanent,
+        // A page that is not GWT's (a login form, a wrong URL behind a proxy) needs a person.
+        Err(
+            DispatchError::Status { .. }
+            | DispatchError::UnknownTarget(_)
+            | DispatchError::UnexpectedAnswer { .. },
+        ) => Verdict::Permanent,
     }
 }
 
@@ -262,6 +267,7 @@ async fn attempt(shared: &Shared, pending: Pending) {
                 id,
                 rule,
                 body: Bytes::from(pending.body),
+                content_type: ContentType::parse(&pending.content_type),
                 idempotency: None,
                 request_id: None,
             };

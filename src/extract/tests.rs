@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    BodyVariable, RequestVariable, Variables, resolve_body, resolve_headers, resolve_query,
+    BodyVariable, Budget, MAX_VARIABLE_BYTES, RequestVariable, Variables, resolve_body,
+    resolve_headers, resolve_query,
 };
-use crate::filter::{Filter, render_text};
+use crate::filter::{Filter, FilterError, MAX_RENDERED_BYTES};
 use crate::rules::model::{FilterSection, HeaderEntry, QueryEntry, VariableEntry};
 
 /// The variable and filter sections of a rule file.
@@ -92,7 +93,13 @@ fn run(rule: &str, request: &Request<'_>) -> Outcome {
     let mut variables = Variables::new();
     resolve_headers(&headers, &header_map, &mut variables);
     resolve_query(&query, &params, &mut variables);
-    resolve_body(&bodies, document.as_ref(), request.body, &mut variables);
+    resolve_body(
+        &bodies,
+        document.as_ref(),
+        request.body,
+        &mut variables,
+        &mut Budget::default(),
+    );
     let outcome = filter.evaluate(&variables).expect("filter evaluates");
     Outcome {
         variables,
@@ -559,6 +566,10 @@ fn length_filter_ignores_zero_commits() {
     check_filter(&rule, body(r#"{"commits": [{"id": 1}]}"#), "1", true);
 }
 
+fn render(text: &str, variables: &Variables) -> String {
+    crate::filter::render_text(text, variables, usize::MAX).expect("no limit")
+}
+
 fn vars(pairs: &[(&str, &str)]) -> Variables {
     pairs
         .iter()
@@ -578,7 +589,7 @@ fn renderer_substitutes_longest_names_first() {
         ("var3b", "B"),
     ]);
     assert_eq!(
-        render_text(
+        render(
             "$var2andmore ${var31} $var3a $var3b ${var1} $var2 $var3",
             &variables
         ),
@@ -589,14 +600,11 @@ fn renderer_substitutes_longest_names_first() {
 #[test]
 fn renderer_quirks_match_gwt() {
     // No word boundaries, unknown names stay, values with `$` or `(` are copied literally.
-    assert_eq!(render_text("$refs", &vars(&[("ref", "main")])), "mains");
-    assert_eq!(
-        render_text("$unknown", &vars(&[("ref", "main")])),
-        "$unknown"
-    );
-    assert_eq!(render_text("$a", &vars(&[("a", "(x$1")])), "(x$1");
+    assert_eq!(render("$refs", &vars(&[("ref", "main")])), "mains");
+    assert_eq!(render("$unknown", &vars(&[("ref", "main")])), "$unknown");
+    assert_eq!(render("$a", &vars(&[("a", "(x$1")])), "(x$1");
     // A substituted value is rewritten again by a later, shorter name.
-    assert_eq!(render_text("$aa", &vars(&[("aa", "$b"), ("b", "x")])), "x");
+    assert_eq!(render("$aa", &vars(&[("aa", "$b"), ("b", "x")])), "x");
 }
 
 #[test]
@@ -625,6 +633,66 @@ fn invalid_definitions_are_reported_by_field() {
         toml::from_str("[filter]\ntext = \"$a\"\nexpression = \"[z-a]\"").unwrap();
     let errors = Filter::compile(filter.filter.as_ref()).expect_err("must not compile");
     assert_eq!(errors[0].field, "expression");
+}
+
+#[test]
+fn java_whitespace_only_is_normalised_in_names() {
+    check(
+        &var("V", "$.o"),
+        body("{\"o\": {\"a b\": 1, \"c\\td\": 2, \"e\\u00a0f\": 3}}"),
+        &[
+            ("V", "{\"a b\":1,\"c\\td\":2,\"e\u{a0}f\":3}"),
+            ("V_a_b", "1"),
+            ("V_c_d", "2"),
+            ("V_e\u{a0}f", "3"),
+        ],
+    );
+}
+
+// --- limits on hostile input ----------------------------------------------------------------
+
+#[test]
+fn a_body_that_would_flatten_beyond_the_limit_leaves_the_variable_unresolved() {
+    // A long member name above a long list: every flattened name repeats the long name.
+    let long = "k".repeat(20_000);
+    let list = vec!["0"; 5_000].join(",");
+    let payload = format!("{{\"{long}\": [{list}]}}");
+    let rule = format!(
+        "{}default = \"too-big\"\n{}",
+        var("V", "$"),
+        var("small", "$.missing")
+    );
+    let got = run(&rule, &body(&payload)).variables;
+    assert_eq!(got.get("V").map(String::as_str), Some("too-big"));
+    let total: usize = got.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(total <= MAX_VARIABLE_BYTES, "{total}");
+}
+
+#[test]
+fn rendering_that_would_explode_is_an_error_not_an_allocation() {
+    // `$aa` renders to 20 000 copies of `$b`, each then replaced by 20 000 bytes.
+    let variables = vars(&[("aa", &"$b".repeat(20_000)), ("b", &"x".repeat(20_000))]);
+    assert_eq!(
+        crate::filter::render_text("$aa", &variables, MAX_RENDERED_BYTES),
+        None
+    );
+    let filter = Filter::compile(Some(&FilterSection {
+        text: "$aa".to_owned(),
+        expression: "x".to_owned(),
+    }))
+    .unwrap_or_else(compile_error);
+    assert!(matches!(
+        filter.evaluate(&variables),
+        Err(FilterError::TooLong)
+    ));
+}
+
+#[test]
+fn names_sort_by_java_utf16_length() {
+    // `é` is two UTF-8 bytes but one UTF-16 unit: `$xé` is as long as `$xy` for Java, and
+    // `xy` < `xé`, so `xy` is substituted first.
+    let variables = vars(&[("x\u{e9}", "E"), ("xy", "Y"), ("x", "X")]);
+    assert_eq!(render("$xy $x\u{e9} $x", &variables), "Y E X");
 }
 
 // --- properties ---------------------------------------------------------------------------
@@ -663,7 +731,13 @@ proptest! {
             flatten: None,
         }).unwrap();
         let wrapped = serde_json::json!({"doc": doc});
-        resolve_body(std::slice::from_ref(&variable), Some(&wrapped), &raw, &mut out);
+        resolve_body(
+            std::slice::from_ref(&variable),
+            Some(&wrapped),
+            &raw,
+            &mut out,
+            &mut Budget::default(),
+        );
         for name in out.keys() {
             prop_assert!(name == "V" || name.starts_with("V_"), "{name}");
             prop_assert!(!name.contains('-') && !name.chars().any(char::is_whitespace), "{name}");

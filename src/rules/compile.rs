@@ -161,6 +161,16 @@ pub(super) fn compile(
         None
     });
 
+    if let Some(header) = file.idempotency.as_ref().and_then(|i| i.header.as_deref())
+        && carries_credential(header, &file)
+    {
+        problem(
+            "idempotency.header".to_owned(),
+            format!(
+                "`{header}` carries a credential; it cannot be an idempotency key (the key is stored)"
+            ),
+        );
+    }
     let idempotency = match &file.idempotency {
         None => None,
         Some(section) => IdempotencySpec::compile(section)

@@ -1,11 +1,18 @@
 //! Reading the request body under `server.max_body_bytes`: a declared length over the limit is
-//! refused before a byte is read, and a chunked body is cut off as soon as it passes the limit.
+//! refused before a byte is read, a chunked body is cut off as soon as it passes the limit, and
+//! a body that does not arrive within the deadline is refused (a stalled sender cannot hold a
+//! buffer forever).
 
 use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
 use actix_web::web::{self, Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::error::ApiError;
+
+/// The whole body must arrive within this long after the headers.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Memory reserved up front from a declared length; the rest grows as bytes really arrive.
+const MAX_RESERVE: usize = 64 * 1024;
 
 pub async fn read_capped(
     mut payload: web::Payload,
@@ -19,14 +26,24 @@ pub async fn read_capped(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let capacity = declared.map_or(0, |len| usize::try_from(len).unwrap_or(limit).min(limit));
-    let mut body = BytesMut::with_capacity(capacity);
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(ApiError::BodyRead)?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+    let capacity = declared.map_or(0, |len| {
+        usize::try_from(len)
+            .unwrap_or(limit)
+            .min(limit)
+            .min(MAX_RESERVE)
+    });
+    let read = async {
+        let mut body = BytesMut::with_capacity(capacity);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(ApiError::BodyRead)?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?
 }

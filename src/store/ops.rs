@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     jenkins         TEXT    NOT NULL,
     state           TEXT    NOT NULL,
     body            BLOB    NOT NULL,
+    content_type    TEXT    NOT NULL,
     request_id      TEXT,
     accepted_at     INTEGER NOT NULL,
     next_attempt_at INTEGER NOT NULL,
@@ -86,6 +87,7 @@ pub struct NewDelivery {
     pub rule: String,
     pub jenkins: String,
     pub body: Vec<u8>,
+    pub content_type: String,
     pub request_id: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
 }
@@ -129,13 +131,14 @@ pub(super) fn accept(
         )?;
     }
     tx.execute(
-        "INSERT INTO deliveries (id, rule, jenkins, state, body, request_id, accepted_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6)",
+        "INSERT INTO deliveries (id, rule, jenkins, state, body, content_type, request_id, accepted_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
         params![
             delivery.id,
             delivery.rule,
             delivery.jenkins,
             delivery.body,
+            delivery.content_type,
             delivery.request_id,
             now_ms
         ],
@@ -228,6 +231,7 @@ pub struct Pending {
     pub rule: String,
     pub jenkins: String,
     pub body: Vec<u8>,
+    pub content_type: String,
     pub accepted_at: i64,
     /// Attempts since it was accepted or last requeued by an operator.
     pub budget_used: u32,
@@ -239,7 +243,7 @@ pub(super) fn due(
     limit: usize,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, rule, jenkins, body, accepted_at, budget_used FROM deliveries
+        "SELECT id, rule, jenkins, body, content_type, accepted_at, budget_used FROM deliveries
          WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1
          ORDER BY seq LIMIT ?2",
     )?;
@@ -251,8 +255,9 @@ pub(super) fn due(
                 rule: row.get(1)?,
                 jenkins: row.get(2)?,
                 body: row.get(3)?,
-                accepted_at: row.get(4)?,
-                budget_used: row.get(5)?,
+                content_type: row.get(4)?,
+                accepted_at: row.get(5)?,
+                budget_used: row.get(6)?,
             })
         },
     )?;

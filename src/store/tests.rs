@@ -14,6 +14,7 @@ fn delivery(id: &str, rule: &str, key: Option<&str>) -> NewDelivery {
         rule: rule.to_owned(),
         jenkins: "main".to_owned(),
         body: br#"{"action":"deploy"}"#.to_vec(),
+        content_type: "application/json".to_owned(),
         request_id: Some("req-1".to_owned()),
         idempotency: key.map(|k| IdempotencyKey {
             digest: k.to_owned(),

@@ -183,6 +183,34 @@ body = "variables"
 }
 
 #[actix_web::test]
+async fn a_form_post_is_forwarded_as_a_form_without_the_senders_token() {
+    let rule = "token_env = \"SENDER_TOKEN\"\n[verify]\nscheme = \"none\"\n[dispatch]\ntoken_env = \"JOB_TOKEN\"\n";
+    let app = spawn_app_with(AppOptions {
+        rules: vec![("form.toml", rule.to_owned())],
+        ..AppOptions::default()
+    })
+    .await;
+    let response = app
+        .client
+        .post(app.invoke_url())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "payload=%7B%22a%22%3A1%7D&token={SENDER_TOKEN}&env=prod"
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent = &app.jenkins.requests()[0];
+    assert_eq!(sent.body, b"payload=%7B%22a%22%3A1%7D&env=prod");
+    assert_eq!(
+        sent.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert!(!String::from_utf8_lossy(&sent.body).contains(SENDER_TOKEN));
+}
+
+#[actix_web::test]
 async fn an_empty_token_parameter_hides_header_tokens_as_in_gwt() {
     let app = spawn_app().await;
     let response = app

@@ -237,11 +237,18 @@ name = "X-Request-Source"
 [[query]]
 name = "token"
 [dispatch]
+[idempotency]
+header = "X-Gitlab-Token"
 "#;
     let got = problems(&[("a.toml", rule)]);
     let fields: Vec<&str> = got.iter().map(|(_, f, _)| f.as_str()).collect();
     assert_eq!(
         fields,
-        vec!["headers[0].name", "headers[1].name", "query[0].name"]
+        vec![
+            "headers[0].name",
+            "headers[1].name",
+            "query[0].name",
+            "idempotency.header"
+        ]
     );
 }
