@@ -53,7 +53,7 @@ pub struct RecordedRequest {
     /// Header names in lower case, in order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// The status the fake answered with.
+    /// The status the fake answered with; 0 while (or if never) answered.
     pub answered: u16,
 }
 
@@ -108,20 +108,7 @@ impl FakeJenkins {
             next_queue_id: AtomicU64::new(1),
             base_url: format!("http://{addr}"),
         });
-        let shared = web::Data::from(Arc::clone(&state));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(shared.clone())
-                .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-                .default_service(web::to(answer))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .listen(listener)?
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let handle = serve(listener, Arc::clone(&state))?;
         Ok(Self {
             state,
             addr,
@@ -165,13 +152,45 @@ impl FakeJenkins {
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }
+
+    /// Goes down (connections refused) but keeps what it recorded, to come back with [`up`].
+    ///
+    /// [`up`]: FakeJenkins::up
+    pub async fn down(&mut self) {
+        self.handle.stop(false).await;
+    }
+
+    /// Listens again on the same address after [`down`](FakeJenkins::down).
+    pub fn up(&mut self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr)?;
+        self.handle = serve(listener, Arc::clone(&self.state))?;
+        Ok(())
+    }
+}
+
+fn serve(listener: TcpListener, state: Arc<State>) -> std::io::Result<ServerHandle> {
+    let shared = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(shared.clone())
+            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+            .default_service(web::to(answer))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
 }
 
 async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
     let query: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
         .into_owned()
         .collect();
-    let response = respond(&request, &query, &state).await;
+    // Recorded on arrival, so a request whose sender gave up (a timeout) is still seen.
     let recorded = RecordedRequest {
         method: request.method().to_string(),
         path: request.path().to_owned(),
@@ -187,9 +206,17 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
             })
             .collect(),
         body: body.to_vec(),
-        answered: response.status().as_u16(),
+        answered: 0,
     };
-    lock(&state.requests).push(recorded);
+    let index = {
+        let mut requests = lock(&state.requests);
+        requests.push(recorded);
+        requests.len() - 1
+    };
+    let response = respond(&request, &query, &state).await;
+    if let Some(entry) = lock(&state.requests).get_mut(index) {
+        entry.answered = response.status().as_u16();
+    }
     response
 }
 

@@ -215,12 +215,16 @@ pub(super) fn record(
     Ok(())
 }
 
+/// Room a probe asks for: ready means a typical call still fits, not merely a tiny write.
+const PROBE_BYTES: i64 = 64 * 1024;
+
+/// Writes (and removes, in the same transaction) a row the size of a typical call.
 pub(super) fn probe(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('probe', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [super::now_ms()],
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', zeroblob(?1))",
+        [PROBE_BYTES],
     )?;
+    tx.execute("DELETE FROM meta WHERE key = 'probe'", [])?;
     Ok(())
 }
 

@@ -233,10 +233,10 @@ async fn sign_prints_headers_that_the_gateway_accepts() {
 }
 
 /// A running `hookgate serve` whose stderr is collected.
-struct Served {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    address: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) log: Arc<Mutex<String>>,
+    pub(crate) address: String,
 }
 
 impl Drop for Served {
@@ -246,7 +246,7 @@ impl Drop for Served {
     }
 }
 
-fn serve(dir: &Path, env: &[(&str, &str)]) -> Served {
+pub(crate) fn serve(dir: &Path, env: &[(&str, &str)]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--config", "hookgate.toml"])
         .current_dir(dir)

@@ -70,6 +70,7 @@ pub struct AppOptions {
     /// Queue mode with a store in a temporary directory (else direct mode).
     pub queue: bool,
     pub max_attempts: u32,
+    pub max_store_bytes: u64,
 }
 
 impl Default for AppOptions {
@@ -88,6 +89,7 @@ impl Default for AppOptions {
             },
             queue: false,
             max_attempts: 5,
+            max_store_bytes: 0,
         }
     }
 }
@@ -152,6 +154,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             retry_initial_ms: 20,
             retry_max_ms: 200,
             max_attempts: options.max_attempts,
+            max_store_bytes: options.max_store_bytes,
             ..DeliverySettings::default()
         },
         log: LogSettings::default(),

@@ -2,7 +2,9 @@
 
 mod allowlist;
 mod binary;
+mod crash;
 mod dispatch;
 mod helpers;
 mod invoke;
+mod queue;
 mod signatures;

@@ -1,0 +1,212 @@
+//! Restart safety of the real binary in queue mode: `kill -9` at several moments under load,
+//! then a restart, delivers every call that was answered 202; SIGTERM drains and exits.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::binary::{Served, serve};
+use crate::helpers::fake_jenkins::{Behaviour, FakeJenkins, FakeJenkinsConfig};
+use crate::helpers::{PORT_BODY, json, now, port_headers};
+
+const SECRET: &str = "crash-port-secret";
+const SENDER: &str = "crash-sender-token";
+const JOB: &str = "crash-job-token";
+
+fn env() -> [(&'static str, &'static str); 3] {
+    [
+        ("CRASH_PORT", SECRET),
+        ("CRASH_SENDER", SENDER),
+        ("CRASH_JOB", JOB),
+    ]
+}
+
+/// A config and one Port rule in `dir`, queue mode, store in `dir/store`.
+fn write_config(dir: &Path, jenkins_url: &str) {
+    std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.join("hookgate.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[jenkins.main]\nurl = \"{jenkins_url}\"\ntimeout_secs = 2\nmax_in_flight = 4\n\
+             [delivery]\nmode = \"queue\"\nstore = \"store\"\nretry_initial_ms = 50\nretry_max_ms = 200\n"
+        ),
+    )
+    .expect("write config");
+    std::fs::write(
+        dir.join("rules/port.toml"),
+        "token_env = \"CRASH_SENDER\"\n[verify]\nscheme = \"port\"\nsecret_env = \"CRASH_PORT\"\n\
+         [[variables]]\nname = \"RUN_ID\"\njsonpath = \"$.context.runId\"\n[dispatch]\ntoken_env = \"CRASH_JOB\"\n",
+    )
+    .expect("write rule");
+}
+
+/// Sends calls from `senders` concurrent loops until the gateway stops answering; returns the
+/// delivery ids of the calls answered 202.
+async fn load(served_address: String, senders: usize, acknowledged: Arc<Mutex<Vec<String>>>) {
+    let client = reqwest::Client::new();
+    let loops = (0..senders).map(|s| {
+        let client = client.clone();
+        let address = served_address.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        async move {
+            for i in 0.. {
+                let body = PORT_BODY.replace("r_QOz6WoOB1Q2lmhZZ", &format!("r_{s}_{i}"));
+                let sent = client
+                    .post(format!(
+                        "{address}/generic-webhook-trigger/invoke?token={SENDER}"
+                    ))
+                    .headers(port_headers(SECRET, now(), &body))
+                    .body(body)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != StatusCode::ACCEPTED {
+                    break;
+                }
+                let Ok(text) = response.text().await else {
+                    break;
+                };
+                let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    break;
+                };
+                if let Some(id) = answer["jobs"]["port"]["delivery"].as_str() {
+                    acknowledged.lock().expect("lock").push(id.to_owned());
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(loops).await;
+}
+
+async fn wait_for_all(jenkins: &FakeJenkins, expected: &BTreeSet<String>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let delivered: BTreeSet<String> = jenkins.delivered_ids().into_iter().collect();
+        let missing: Vec<&String> = expected.difference(&delivered).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged calls never reached Jenkins, e.g. {:?}",
+            missing.len(),
+            missing.iter().take(3).collect::<Vec<_>>()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn kill_9_at_any_moment_loses_no_acknowledged_call() {
+    let jenkins = FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: None,
+    })
+    .await
+    .expect("fake Jenkins");
+    // A slow Jenkins keeps a backlog in the store, so kills land with deliveries pending,
+    // in flight and half-recorded.
+    jenkins.set_behaviour(Behaviour::Delay(Duration::from_millis(20)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), &jenkins.url());
+
+    let mut acknowledged_total = BTreeSet::new();
+    for kill_after_ms in [30u64, 150, 400, 900] {
+        let mut served: Served = serve(dir.path(), &env());
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let load = actix_web::rt::spawn(load(served.address.clone(), 8, Arc::clone(&acknowledged)));
+        actix_web::rt::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        served.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+        let _ = served.child.wait();
+        let _ = load.await;
+        let round: Vec<String> = acknowledged.lock().expect("lock").clone();
+        assert!(
+            !round.is_empty(),
+            "no call was accepted before the kill at {kill_after_ms} ms"
+        );
+        acknowledged_total.extend(round);
+    }
+
+    // Restart with a prompt Jenkins: everything acknowledged in any round is delivered.
+    jenkins.set_behaviour(Behaviour::Normal);
+    let served = serve(dir.path(), &env());
+    wait_for_all(&jenkins, &acknowledged_total, Duration::from_secs(60)).await;
+    let delivered = jenkins.delivered_ids();
+    let distinct: BTreeSet<&String> = delivered.iter().collect();
+    eprintln!(
+        "acknowledged {}, delivered {} ({} distinct; repeats are attempts cut short by a kill)",
+        acknowledged_total.len(),
+        delivered.len(),
+        distinct.len()
+    );
+    drop(served);
+}
+
+#[actix_web::test]
+async fn sigterm_drains_in_flight_attempts_and_keeps_the_rest_for_the_next_start() {
+    let mut jenkins = FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: None,
+    })
+    .await
+    .expect("fake Jenkins");
+    jenkins.down().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), &jenkins.url());
+    let mut served = serve(dir.path(), &env());
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    // Five calls, stored while Jenkins is down.
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let body = PORT_BODY.replace("r_QOz6WoOB1Q2lmhZZ", &format!("r_term_{i}"));
+        let response = client
+            .post(format!(
+                "{}/generic-webhook-trigger/invoke?token={SENDER}",
+                served.address
+            ))
+            .headers(port_headers(SECRET, now(), &body))
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let answer = json(response).await;
+        acknowledged.lock().expect("lock").push(
+            answer["jobs"]["port"]["delivery"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    let pid = served.child.id().to_string();
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = served.child.wait().expect("exits");
+    assert!(exit.success(), "graceful exit, got {exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "drained within the bound"
+    );
+    assert!(
+        served
+            .log
+            .lock()
+            .expect("lock")
+            .contains("hookgate stopped."),
+        "{}",
+        served.log.lock().expect("lock")
+    );
+
+    jenkins.up().expect("Jenkins back");
+    let _served = serve(dir.path(), &env());
+    let expected: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
+    wait_for_all(&jenkins, &expected, Duration::from_secs(20)).await;
+}
