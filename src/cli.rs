@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check`, `test`, `sign`, each taking `--config`.
+//! The command line: `serve`, `check`, `test`, `sign` and `deliveries`, each taking `--config`.
 
+mod deliveries;
 mod offline;
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, ProcessEnv, Settings, Source};
+use crate::config::{self, DeliveryMode, ProcessEnv, Settings, Source};
 use crate::gateway::Gateway;
 use crate::server::Application;
 use crate::telemetry;
@@ -57,6 +58,11 @@ enum Command {
         /// File holding the request body.
         payload: PathBuf,
     },
+    /// Inspect and manage the delivery queue (queue mode), also while the gateway runs.
+    Deliveries {
+        #[command(subcommand)]
+        command: deliveries::DeliveriesCommand,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -82,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Sign { rule, payload } => with_gateway(settings, source, |gateway| {
             offline::sign(gateway, &rule, &payload)
         }),
+        Command::Deliveries { command } => deliveries::run(&settings, command),
     }
 }
 
@@ -161,7 +168,7 @@ fn check(settings: Settings, source: Source) -> ExitCode {
         Err(problems) => return report_problems(&problems),
     };
     println!(
-        "config: {} (listen {}, {} Jenkins target{}, rules from {})",
+        "config: {} (listen {}, {} Jenkins target{}, rules from {}, delivery {})",
         gateway.source,
         gateway.listen,
         gateway.settings.jenkins.len(),
@@ -170,7 +177,12 @@ fn check(settings: Settings, source: Source) -> ExitCode {
         } else {
             "s"
         },
-        gateway.settings.rules.dir.display()
+        gateway.settings.rules.dir.display(),
+        match gateway.settings.delivery.mode {
+            DeliveryMode::Queue =>
+                format!("queue in {}", gateway.settings.delivery.store.display()),
+            DeliveryMode::Direct => "direct".to_owned(),
+        }
     );
     for rule in gateway.rules.iter() {
         println!("{}", offline::summary(rule));

@@ -210,3 +210,103 @@ async fn sigterm_drains_in_flight_attempts_and_keeps_the_rest_for_the_next_start
     let expected: BTreeSet<String> = acknowledged.lock().expect("lock").iter().cloned().collect();
     wait_for_all(&jenkins, &expected, Duration::from_secs(20)).await;
 }
+
+fn hookgate(dir: &Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("hookgate runs");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[actix_web::test]
+async fn operators_list_show_retry_and_purge_while_the_gateway_runs() {
+    let jenkins = FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: None,
+    })
+    .await
+    .expect("fake Jenkins");
+    // Jenkins refuses the job token: the delivery is dead-lettered at once.
+    jenkins.set_behaviour(Behaviour::Status(404));
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), &jenkins.url());
+    let served = serve(dir.path(), &env());
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!(
+            "{}/generic-webhook-trigger/invoke?token={SENDER}",
+            served.address
+        ))
+        .headers(port_headers(SECRET, now(), PORT_BODY))
+        .body(PORT_BODY)
+        .send()
+        .await
+        .expect("request");
+    let id = json(response).await["jobs"]["port"]["delivery"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = hookgate(dir.path(), &["deliveries", "list", "--state", "dead"]);
+        assert!(ok, "{out}");
+        if out.contains(&id) {
+            assert!(out.contains("last_error=Jenkins answered 404"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered: {out}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, shown) = hookgate(dir.path(), &["deliveries", "show", &id]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("state:       dead"), "{shown}");
+    assert!(shown.contains("status=404"), "{shown}");
+    for secret in [SECRET, SENDER, JOB] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+
+    // Fixed in Jenkins; the operator requeues every dead delivery.
+    jenkins.set_behaviour(Behaviour::Normal);
+    let (ok, out) = hookgate(dir.path(), &["deliveries", "retry", "--dead"]);
+    assert!(ok && out.contains("1 dead delivery requeued"), "{out}");
+    wait_for_all(
+        &jenkins,
+        &BTreeSet::from([id.clone()]),
+        Duration::from_secs(10),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, shown) = hookgate(dir.path(), &["deliveries", "show", &id]);
+        if shown.contains("state:       done") {
+            assert!(shown.contains("jenkins:     queue item"), "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never done: {shown}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, out) = hookgate(
+        dir.path(),
+        &["deliveries", "purge", "--done", "--older-than", "7d"],
+    );
+    assert!(
+        ok && out.contains("0 delivered calls older than 7days purged"),
+        "{out}"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    let (ok, out) = hookgate(
+        dir.path(),
+        &["deliveries", "purge", "--done", "--older-than", "1ms"],
+    );
+    assert!(ok && out.contains("1 delivered call older than"), "{out}");
+    let (ok, out) = hookgate(dir.path(), &["deliveries", "show", &id]);
+    assert!(!ok && out.contains("no delivery"), "{out}");
+    let (ok, out) = hookgate(dir.path(), &["deliveries", "retry"]);
+    assert!(!ok, "an id or --dead is required: {out}");
+    drop(served);
+}

@@ -1,0 +1,151 @@
+//! `hookgate deliveries …`: the operator's view of the queue. Each command opens the store on
+//! its own connection, so it works beside a running gateway.
+
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::Subcommand;
+
+use crate::config::Settings;
+use crate::store::{Admin, DeliveryView, State, StoreError};
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        #[arg(long, value_enum)]
+        state: Option<State>,
+        #[arg(long)]
+        rule: Option<String>,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show one delivery with every attempt (statuses and errors; never secrets or the body).
+    Show { id: String },
+    /// Put a dead (or retrying) delivery back in the queue now, with a fresh attempt budget.
+    Retry {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<String>,
+        /// Requeue every dead delivery.
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Delete delivered calls older than a duration (`7d`, `12h`).
+    Purge {
+        /// Only delivered (`done`) calls are ever purged; the flag says so explicitly.
+        #[arg(long, required = true)]
+        done: bool,
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        older_than: Duration,
+    },
+}
+
+pub fn run(settings: &Settings, command: DeliveriesCommand) -> ExitCode {
+    match execute(settings, command) {
+        Ok(code) => code,
+        Err(error) => {
+            let cause = std::error::Error::source(&error)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            eprintln!(
+                "hookgate: delivery store {}: {error}{cause}",
+                settings.delivery.store.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, StoreError> {
+    let mut admin = Admin::open(&settings.delivery.store)?;
+    match command {
+        DeliveriesCommand::List { state, rule, limit } => {
+            let rows = admin.list(state, rule.as_deref(), limit)?;
+            if rows.is_empty() {
+                println!("no deliveries");
+            }
+            for row in rows {
+                println!(
+                    "{}  {:<8}  {:<24}  attempts={:<3} accepted={}{}",
+                    row.id,
+                    row.state.as_str(),
+                    row.rule,
+                    row.attempts,
+                    time(row.accepted_at),
+                    row.last_error
+                        .map(|e| format!("  last_error={e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        DeliveriesCommand::Show { id } => match admin.get(&id)? {
+            Some(view) => print_view(&view),
+            None => {
+                eprintln!("hookgate: no delivery {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        DeliveriesCommand::Retry { id: Some(id), .. } => {
+            admin.retry(&id)?;
+            println!("{id} requeued");
+        }
+        DeliveriesCommand::Retry { id: None, .. } => {
+            let n = admin.retry_dead()?;
+            println!(
+                "{n} dead deliver{} requeued",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+        DeliveriesCommand::Purge { older_than, .. } => {
+            let n = admin.purge_done(older_than)?;
+            println!(
+                "{n} delivered call{} older than {} purged",
+                if n == 1 { "" } else { "s" },
+                humantime::format_duration(older_than)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+fn print_view(view: &DeliveryView) {
+    println!("delivery:    {}", view.id);
+    println!("rule:        {} -> jenkins {}", view.rule, view.jenkins);
+    println!("state:       {}", view.state.as_str());
+    println!("accepted:    {}", time(view.accepted_at));
+    if let Some(request_id) = &view.request_id {
+        println!("request id:  {request_id}");
+    }
+    if let Some(next) = view.next_attempt_at {
+        println!("next try:    {}", time(next));
+    }
+    if let Some(finished) = view.finished_at {
+        println!("finished:    {}", time(finished));
+    }
+    if let (Some(id), Some(url)) = (view.queue_id, &view.queue_url) {
+        println!("jenkins:     queue item {id} ({url})");
+    }
+    if let Some(error) = &view.last_error {
+        println!("last error:  {error}");
+    }
+    println!("body:        {} bytes", view.body_bytes);
+    println!("attempts:    {}", view.attempts.len());
+    for attempt in &view.attempts {
+        println!(
+            "  #{:<3} {}  {:>6} ms  status={}  {}",
+            attempt.n,
+            time(attempt.at),
+            attempt.duration_ms,
+            attempt
+                .status
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            attempt.error.as_deref().unwrap_or("")
+        );
+    }
+}
