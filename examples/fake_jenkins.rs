@@ -31,6 +31,9 @@ struct Args {
     /// Require basic auth as USER:API_TOKEN.
     #[arg(long, value_name = "USER:API_TOKEN")]
     basic_auth: Option<String>,
+    /// Print only a count of requests per second (for benchmarks).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[actix_web::main]
@@ -60,14 +63,22 @@ async fn main() -> std::io::Result<()> {
         println!("  job {name}");
     }
 
-    let mut printed = 0;
+    let quiet = args.quiet;
+    let mut total = 0usize;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = tokio::time::sleep(Duration::from_millis(if quiet { 1000 } else { 100 })) => {}
         }
-        let requests = jenkins.requests();
-        for request in &requests[printed..] {
+        let requests = jenkins.take_requests();
+        if quiet {
+            total += requests.len();
+            if !requests.is_empty() {
+                println!("{} requests ({total} in all)", requests.len());
+            }
+            continue;
+        }
+        for request in &requests {
             let query: Vec<String> = request
                 .query
                 .iter()
@@ -90,7 +101,6 @@ async fn main() -> std::io::Result<()> {
                 String::from_utf8_lossy(&request.body)
             );
         }
-        printed = requests.len();
     }
     jenkins.stop().await;
     Ok(())

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
 pub use ops::{
@@ -267,7 +267,9 @@ impl Admin {
 
     /// Puts a dead or retrying delivery back in the queue, due now, with a fresh attempt budget.
     pub fn retry(&mut self, id: &str) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = ops::requeue(&tx, Some(id), now_ms())?;
         tx.commit()?;
         if changed == 0 {
@@ -278,7 +280,9 @@ impl Admin {
 
     /// Requeues every dead delivery; returns how many.
     pub fn retry_dead(&mut self) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = ops::requeue(&tx, None, now_ms())?;
         tx.commit()?;
         Ok(changed)
@@ -287,7 +291,9 @@ impl Admin {
     /// Deletes done deliveries older than `older_than`; returns how many.
     pub fn purge_done(&mut self, older_than: Duration) -> Result<usize, StoreError> {
         let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let purged = ops::purge_done(&tx, cutoff)?;
         ops::purge_expired_keys(&tx, now_ms())?;
         tx.commit()?;

@@ -125,6 +125,11 @@ impl FakeJenkins {
         self.addr
     }
 
+    /// Removes and returns every request received so far (long runs keep memory flat).
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        std::mem::take(&mut *lock(&self.state.requests))
+    }
+
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state.requests).clone()

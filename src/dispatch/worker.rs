@@ -28,6 +28,7 @@ const SCAN_BATCH: usize = 256;
 /// Longest sleep between scans; bounds how long an operator's `deliveries retry` waits.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often delivered calls past retention are purged (sooner when retention is shorter).
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Backoff and attempt budget (`[delivery]`).
@@ -146,7 +147,11 @@ impl Worker {
         let mut ids: HashSet<String> = HashSet::new();
         let mut busy: HashMap<String, usize> = HashMap::new();
         let mut stats_at = Instant::now();
-        let mut purge_at = Instant::now();
+        let purge_every = PURGE_EVERY
+            .min(self.retention)
+            .max(Duration::from_millis(100));
+        // The first purge runs at start-up, clearing what expired while the gateway was down.
+        let mut purge_at: Option<Instant> = None;
         let store = self.shared.store.clone();
         loop {
             if *stop.borrow() {
@@ -159,8 +164,8 @@ impl Worker {
                 }
                 stats_at = Instant::now();
             }
-            if purge_at.elapsed() >= PURGE_EVERY {
-                purge_at = Instant::now();
+            if purge_at.is_none_or(|at| at.elapsed() >= purge_every) {
+                purge_at = Some(Instant::now());
                 let cutoff =
                     now_ms() - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
                 match store.purge(cutoff).await {

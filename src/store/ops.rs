@@ -1,7 +1,7 @@
 //! The store's schema and every statement it runs, as plain functions over a connection or
 //! transaction, shared by the gateway's writer thread and the operator commands.
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use super::State;
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-/// Creates the schema, or checks that an existing store is one this version understands.
+/// Creates the schema, or checks that an existing store is one this version understands. An
+/// existing store is only read, so an operator command never waits on a busy gateway here.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
@@ -66,7 +67,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
             )),
         ));
     }
-    let tx = conn.transaction()?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // IMMEDIATE takes the write lock up front, waiting through the busy timeout, instead of
+    // failing when a read lock cannot be upgraded.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()

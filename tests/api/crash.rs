@@ -310,3 +310,56 @@ async fn operators_list_show_retry_and_purge_while_the_gateway_runs() {
     assert!(!ok, "an id or --dead is required: {out}");
     drop(served);
 }
+
+#[actix_web::test]
+async fn a_crash_between_accept_and_delivery_keeps_idempotency_and_delivers_once() {
+    let mut jenkins = FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: None,
+    })
+    .await
+    .expect("fake Jenkins");
+    jenkins.down().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_config(dir.path(), &jenkins.url());
+    let rule = std::fs::read_to_string(dir.path().join("rules/port.toml")).expect("rule");
+    std::fs::write(
+        dir.path().join("rules/port.toml"),
+        format!("{rule}[idempotency]\nkey = \"$.context.runId\"\n"),
+    )
+    .expect("write rule");
+    let client = reqwest::Client::new();
+    let send = |address: String| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(format!(
+                    "{address}/generic-webhook-trigger/invoke?token={SENDER}"
+                ))
+                .headers(port_headers(SECRET, now(), PORT_BODY))
+                .body(PORT_BODY)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(response.status(), StatusCode::ACCEPTED);
+            json(response).await["jobs"]["port"].clone()
+        }
+    };
+
+    let mut served = serve(dir.path(), &env());
+    let first = send(served.address.clone()).await;
+    assert_eq!(first["status"], "queued");
+    served.child.kill().expect("SIGKILL");
+    let _ = served.child.wait();
+    drop(served);
+
+    let served = serve(dir.path(), &env());
+    let repeat = send(served.address.clone()).await;
+    assert_eq!(repeat["status"], "duplicate", "{repeat}");
+    assert_eq!(repeat["delivery"], first["delivery"]);
+    jenkins.up().expect("Jenkins back");
+    let id = first["delivery"].as_str().expect("id").to_owned();
+    wait_for_all(&jenkins, &BTreeSet::from([id]), Duration::from_secs(10)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(jenkins.delivered_ids().len(), 1, "delivered exactly once");
+}

@@ -71,6 +71,7 @@ pub struct AppOptions {
     pub queue: bool,
     pub max_attempts: u32,
     pub max_store_bytes: u64,
+    pub done_retention_secs: u64,
 }
 
 impl Default for AppOptions {
@@ -90,6 +91,7 @@ impl Default for AppOptions {
             queue: false,
             max_attempts: 5,
             max_store_bytes: 0,
+            done_retention_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -155,7 +157,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             retry_max_ms: 200,
             max_attempts: options.max_attempts,
             max_store_bytes: options.max_store_bytes,
-            ..DeliverySettings::default()
+            done_retention_secs: options.done_retention_secs,
         },
         log: LogSettings::default(),
     };

@@ -377,3 +377,25 @@ async fn queue_metrics_report_depth_attempts_and_latency() {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
 }
+
+#[actix_web::test]
+async fn delivered_calls_are_purged_after_their_retention() {
+    let app = spawn_app_with(AppOptions {
+        done_retention_secs: 1,
+        ..queue()
+    })
+    .await;
+    let (_, job) = post(&app, "r_retention").await;
+    let id = job["delivery"].as_str().expect("id").to_owned();
+    let view = app.settled(&id, Duration::from_secs(5)).await;
+    assert_eq!(view["state"], "done");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, _) = app.delivery(&id).await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never purged");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
