@@ -105,7 +105,12 @@ async fn an_accepted_call_is_answered_202_then_delivered_with_its_queue_item() {
 
 #[actix_web::test]
 async fn calls_accepted_while_jenkins_is_down_are_each_delivered_once_it_is_back() {
-    let mut app = spawn_app_with(queue()).await;
+    // A budget that outlasts the outage, however slow the machine.
+    let mut app = spawn_app_with(AppOptions {
+        max_attempts: 10_000,
+        ..queue()
+    })
+    .await;
     app.jenkins.down().await;
 
     const N: usize = 40;
