@@ -70,6 +70,9 @@ impl RecordedRequest {
 struct State {
     config: FakeJenkinsConfig,
     behaviour: Mutex<Behaviour>,
+    /// Set by `down`/`stop`: a keep-alive connection the server has not dropped yet still
+    /// gets an error, so "down" never serves a request.
+    down: std::sync::atomic::AtomicBool,
     /// Behaviours used one per request, before `behaviour`.
     script: Mutex<std::collections::VecDeque<Behaviour>>,
     requests: Mutex<Vec<RecordedRequest>>,
@@ -103,6 +106,7 @@ impl FakeJenkins {
         let state = Arc::new(State {
             config,
             behaviour: Mutex::new(Behaviour::Normal),
+            down: std::sync::atomic::AtomicBool::new(false),
             script: Mutex::new(std::collections::VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             next_queue_id: AtomicU64::new(1),
@@ -155,6 +159,7 @@ impl FakeJenkins {
 
     /// Stops listening; later connections are refused, as when Jenkins goes down.
     pub async fn stop(self) {
+        self.state.down.store(true, Ordering::SeqCst);
         self.handle.stop(false).await;
     }
 
@@ -162,6 +167,7 @@ impl FakeJenkins {
     ///
     /// [`up`]: FakeJenkins::up
     pub async fn down(&mut self) {
+        self.state.down.store(true, Ordering::SeqCst);
         self.handle.stop(false).await;
     }
 
@@ -169,6 +175,7 @@ impl FakeJenkins {
     pub fn up(&mut self) -> std::io::Result<()> {
         let listener = TcpListener::bind(self.addr)?;
         self.handle = serve(listener, Arc::clone(&self.state))?;
+        self.state.down.store(false, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -226,6 +233,9 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
 }
 
 async fn respond(request: &HttpRequest, query: &[(String, String)], state: &State) -> HttpResponse {
+    if state.down.load(Ordering::SeqCst) {
+        return error_page(503);
+    }
     let scripted = lock(&state.script).pop_front();
     let behaviour = scripted.unwrap_or_else(|| *lock(&state.behaviour));
     match behaviour {

@@ -115,19 +115,21 @@ async fn kill_9_at_any_moment_loses_no_acknowledged_call() {
     write_config(dir.path(), &jenkins.url());
 
     let mut acknowledged_total = BTreeSet::new();
-    for kill_after_ms in [30u64, 150, 400, 900] {
+    // Kill points, counted from the first acknowledged call of each run.
+    for kill_after_ms in [0u64, 50, 200, 600] {
         let mut served: Served = serve(dir.path(), &env());
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let load = actix_web::rt::spawn(load(served.address.clone(), 8, Arc::clone(&acknowledged)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while acknowledged.lock().expect("lock").is_empty() {
+            assert!(Instant::now() < deadline, "no call was accepted");
+            actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+        }
         actix_web::rt::time::sleep(Duration::from_millis(kill_after_ms)).await;
         served.child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
         let _ = served.child.wait();
         let _ = load.await;
         let round: Vec<String> = acknowledged.lock().expect("lock").clone();
-        assert!(
-            !round.is_empty(),
-            "no call was accepted before the kill at {kill_after_ms} ms"
-        );
         acknowledged_total.extend(round);
     }
 
@@ -195,15 +197,19 @@ async fn sigterm_drains_in_flight_attempts_and_keeps_the_rest_for_the_next_start
         started.elapsed() < Duration::from_secs(15),
         "drained within the bound"
     );
-    assert!(
-        served
-            .log
-            .lock()
-            .expect("lock")
-            .contains("hookgate stopped."),
-        "{}",
-        served.log.lock().expect("lock")
-    );
+    // The stderr reader thread may still be catching up with the last lines.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = served.log.lock().expect("lock").clone();
+        if log.contains("hookgate stopped.") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clean stop in the log:\n{log}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
 
     jenkins.up().expect("Jenkins back");
     let _served = serve(dir.path(), &env());
