@@ -82,6 +82,15 @@ async fn load(served_address: String, senders: usize, acknowledged: Arc<Mutex<Ve
     futures_util::future::join_all(loops).await;
 }
 
+async fn fake_jenkins() -> FakeJenkins {
+    FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: None,
+    })
+    .await
+    .expect("fake Jenkins")
+}
+
 async fn wait_for_all(jenkins: &FakeJenkins, expected: &BTreeSet<String>, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -102,12 +111,7 @@ async fn wait_for_all(jenkins: &FakeJenkins, expected: &BTreeSet<String>, timeou
 
 #[actix_web::test]
 async fn kill_9_at_any_moment_loses_no_acknowledged_call() {
-    let jenkins = FakeJenkins::start(FakeJenkinsConfig {
-        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
-        basic_auth: None,
-    })
-    .await
-    .expect("fake Jenkins");
+    let jenkins = fake_jenkins().await;
     // A slow Jenkins keeps a backlog in the store, so kills land with deliveries pending,
     // in flight and half-recorded.
     jenkins.set_behaviour(Behaviour::Delay(Duration::from_millis(20)));
@@ -150,12 +154,7 @@ async fn kill_9_at_any_moment_loses_no_acknowledged_call() {
 
 #[actix_web::test]
 async fn sigterm_drains_in_flight_attempts_and_keeps_the_rest_for_the_next_start() {
-    let mut jenkins = FakeJenkins::start(FakeJenkinsConfig {
-        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
-        basic_auth: None,
-    })
-    .await
-    .expect("fake Jenkins");
+    let mut jenkins = fake_jenkins().await;
     jenkins.down().await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(dir.path(), &jenkins.url());
@@ -230,12 +229,7 @@ fn hookgate(dir: &Path, args: &[&str]) -> (bool, String) {
 
 #[actix_web::test]
 async fn operators_list_show_retry_and_purge_while_the_gateway_runs() {
-    let jenkins = FakeJenkins::start(FakeJenkinsConfig {
-        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
-        basic_auth: None,
-    })
-    .await
-    .expect("fake Jenkins");
+    let jenkins = fake_jenkins().await;
     // Jenkins refuses the job token: the delivery is dead-lettered at once.
     jenkins.set_behaviour(Behaviour::Status(404));
     let dir = tempfile::tempdir().expect("tempdir");
@@ -319,12 +313,7 @@ async fn operators_list_show_retry_and_purge_while_the_gateway_runs() {
 
 #[actix_web::test]
 async fn a_crash_between_accept_and_delivery_keeps_idempotency_and_delivers_once() {
-    let mut jenkins = FakeJenkins::start(FakeJenkinsConfig {
-        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
-        basic_auth: None,
-    })
-    .await
-    .expect("fake Jenkins");
+    let mut jenkins = fake_jenkins().await;
     jenkins.down().await;
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(dir.path(), &jenkins.url());

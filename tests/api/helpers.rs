@@ -189,6 +189,18 @@ impl TestApp {
         format!("{}/hooks/{rule}", self.address)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// POSTs `body` to `/invoke?token=SENDER_TOKEN` with Port headers signed at `now`.
     pub async fn post_port(&self, body: &str) -> reqwest::Response {
         self.client

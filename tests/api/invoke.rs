@@ -538,15 +538,7 @@ async fn health_readiness_metrics_and_unknown_paths() {
         .send()
         .await
         .expect("request");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"hookgate_requests_total{rule="port-deploy",outcome="triggered"} 1"#),
         "{metrics}"

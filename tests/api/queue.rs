@@ -361,15 +361,7 @@ async fn queue_metrics_report_depth_attempts_and_latency() {
     let id = job["delivery"].as_str().expect("id").to_owned();
     app.settled(&id, Duration::from_secs(5)).await;
     actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("body");
+    let text = app.metrics().await;
     for line in [
         "hookgate_requests_total{rule=\"port-deploy\",outcome=\"queued\"} 1",
         "hookgate_delivery_attempts_total{outcome=\"retry\"} 1",
