@@ -117,6 +117,18 @@ impl RuleSet {
 }
 
 /// Loads and compiles every rule file in `dir`. `jenkins` holds the configured target names.
+/// Compiles one rule from text, as if read from `path` (whose extension picks the format and
+/// whose directory anchors relative secret files). Used by `load_dir` and the fuzz targets.
+pub fn compile_text(
+    text: &str,
+    path: &Path,
+    jenkins: &BTreeSet<String>,
+    env: &dyn Env,
+) -> Result<Rule, Vec<Problem>> {
+    let file = compile::parse_text(text, path).map_err(|problem| vec![problem])?;
+    compile::compile(file, path, jenkins, env)
+}
+
 pub fn load_dir(
     dir: &Path,
     jenkins: &BTreeSet<String>,

@@ -24,15 +24,20 @@ pub(super) fn compile_file(
 }
 
 fn parse_file(path: &Path) -> Result<RuleFile, Problem> {
-    let shown = path.display();
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Problem::new(&shown, "", format!("cannot read: {e}")))?;
+        .map_err(|e| Problem::new(path.display(), "", format!("cannot read: {e}")))?;
+    parse_text(&text, path)
+}
+
+/// Parses rule text in the format `path`'s extension names (JSON for anything unknown).
+pub(super) fn parse_text(text: &str, path: &Path) -> Result<RuleFile, Problem> {
+    let shown = path.display();
     // Every format is first read into one generic tree so that one deserialiser, with field
     // paths in its errors, serves all three.
     let tree: serde_json::Value = match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str(&text).map_err(|e| e.to_string()),
-        Some("yaml" | "yml") => serde_saphyr::from_str(&text).map_err(|e| e.to_string()),
-        _ => serde_json::from_str(&text).map_err(|e| e.to_string()),
+        Some("toml") => toml::from_str(text).map_err(|e| e.to_string()),
+        Some("yaml" | "yml") => serde_saphyr::from_str(text).map_err(|e| e.to_string()),
+        _ => serde_json::from_str(text).map_err(|e| e.to_string()),
     }
     .map_err(|reason| Problem::new(&shown, "", format!("syntax error: {}", reason.trim())))?;
     serde_path_to_error::deserialize(tree).map_err(|e| {
