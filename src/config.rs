@@ -46,6 +46,32 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<String>,
     /// Global allowlist checked before anything else; empty means any address.
     pub allow_ips: Vec<String>,
+    /// Requests with more header lines get 431 (the HTTP parser itself refuses more than 96
+    /// with 400).
+    pub max_header_count: usize,
+    /// Requests whose header names and values add up to more get 431.
+    pub max_header_bytes: usize,
+    /// The request head must arrive within this long after the connection is ready
+    /// (slow-header clients are cut off with 408).
+    pub header_timeout_ms: u64,
+    /// The body must arrive within this long after the head (else 408).
+    pub body_timeout_secs: u64,
+    /// Idle keep-alive connections are closed after this long.
+    pub keep_alive_secs: u64,
+    /// Concurrent connections across all workers; past it new connections wait in the backlog.
+    pub max_connections: usize,
+    /// HTTP worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Requests per second per client address, checked before any signature work (0 = off).
+    pub rate_per_client: u32,
+    /// Burst allowed per client address above the steady rate.
+    pub burst_per_client: u32,
+    /// Default per-rule rate of calls that pass verification (0 = off); a rule's `[rate]`
+    /// overrides it.
+    pub rate_per_rule: u32,
+    pub burst_per_rule: u32,
+    /// Signatures remembered per rule to refuse replays inside the timestamp window.
+    pub replay_cache_entries: usize,
 }
 
 impl Default for ServerSettings {
@@ -55,6 +81,18 @@ impl Default for ServerSettings {
             max_body_bytes: 1024 * 1024,
             trusted_proxies: Vec::new(),
             allow_ips: Vec::new(),
+            max_header_count: 64,
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 5000,
+            body_timeout_secs: 30,
+            keep_alive_secs: 15,
+            max_connections: 4096,
+            workers: 0,
+            rate_per_client: 100,
+            burst_per_client: 200,
+            rate_per_rule: 200,
+            burst_per_rule: 400,
+            replay_cache_entries: 100_000,
         }
     }
 }

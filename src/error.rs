@@ -37,6 +37,10 @@ pub enum ApiError {
     NotFound,
     #[error("no delivery with this id")]
     DeliveryNotFound,
+    #[error("{count} header lines, {bytes} bytes: over the configured limits")]
+    HeadersTooLarge { count: usize, bytes: usize },
+    #[error("rate limit exceeded; retry in {retry_after:?}")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("the delivery store cannot be read")]
     StoreUnavailable(#[source] crate::store::StoreError),
 }
@@ -61,6 +65,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed.".to_owned(),
             ApiError::NotFound => "Not found.".to_owned(),
             ApiError::DeliveryNotFound => "No such delivery.".to_owned(),
+            ApiError::HeadersTooLarge { .. } => "Request headers are too large.".to_owned(),
+            ApiError::RateLimited { .. } => "Too many requests; retry later.".to_owned(),
             ApiError::StoreUnavailable(_) => "The delivery store is unavailable.".to_owned(),
         }
     }
@@ -84,6 +90,8 @@ impl ResponseError for ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -92,8 +100,21 @@ impl ResponseError for ApiError {
 
     // Overridden because the default writes `Display`, which is meant for the log.
     fn error_response(&self) -> HttpResponse {
-        error_body(self.status_code(), self.client_message(), false)
+        let mut response = error_body(self.status_code(), self.client_message(), false);
+        if let ApiError::RateLimited { retry_after } = self {
+            insert_retry_after(&mut response, *retry_after);
+        }
+        response
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up so a client that obeys it is not refused again.
+pub fn insert_retry_after(response: &mut HttpResponse, wait: std::time::Duration) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        actix_web::http::header::HeaderValue::from(secs.max(1)),
+    );
 }
 
 /// A GWT-shaped error answer.

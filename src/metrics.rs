@@ -25,6 +25,8 @@ pub enum Outcome {
     BadRequest,
     NotFound,
     PayloadTooLarge,
+    HeadersTooLarge,
+    RateLimited,
 }
 
 impl Outcome {
@@ -42,6 +44,8 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::NotFound => "not_found",
             Outcome::PayloadTooLarge => "payload_too_large",
+            Outcome::HeadersTooLarge => "headers_too_large",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Rule {
     pub dispatch: DispatchSpec,
     /// Queue mode: how repeats of one call are recognised.
     pub idempotency: Option<IdempotencySpec>,
+    /// `(per_sec, burst)` from `[rate]`; `None` uses the server's default.
+    pub rate: Option<(u32, u32)>,
 }
 
 impl Rule {

@@ -2,6 +2,7 @@
 
 mod body;
 mod context;
+pub mod limits;
 mod routes;
 mod trigger;
 
@@ -34,6 +35,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
+    pub limits: limits::Limits,
 }
 
 /// A bound, ready-to-run gateway.
@@ -87,7 +89,18 @@ impl Application {
                 (Dispatcher::Queue { store, wake }, Some(worker))
             }
         };
+        let server_settings = &gateway.settings.server;
+        let limits = limits::Limits::new(server_settings, &rules);
+        let workers = if server_settings.workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            server_settings.workers
+        };
+        let per_worker_connections = server_settings.max_connections.div_ceil(workers).max(1);
+        let header_timeout = Duration::from_millis(server_settings.header_timeout_ms.max(1));
+        let keep_alive = Duration::from_secs(server_settings.keep_alive_secs);
         let state = web::Data::new(AppState {
+            limits,
             metrics,
             rules,
             global_allow: gateway.global_allow,
@@ -111,8 +124,12 @@ impl Application {
                 .route("/deliveries/{id}", web::get().to(routes::delivery))
                 .default_service(web::to(routes::not_found))
         })
+        .workers(workers)
+        .max_connections(per_worker_connections)
+        .client_request_timeout(header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .keep_alive(keep_alive)
         .shutdown_timeout(drain_secs)
-        .client_request_timeout(Duration::from_secs(10))
         .listen(listener)?
         .run();
         Ok(Self {

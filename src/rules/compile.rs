@@ -204,6 +204,10 @@ pub(super) fn compile(
             body: file.dispatch.body,
         },
         idempotency,
+        rate: file
+            .rate
+            .as_ref()
+            .map(|r| (r.per_sec, r.burst.unwrap_or(r.per_sec.saturating_mul(2)))),
     })
 }
 

@@ -40,6 +40,17 @@ pub struct RuleFile {
     pub dispatch: DispatchSection,
     /// Queue mode: a repeat of the same call within the TTL is answered, not dispatched again.
     pub idempotency: Option<IdempotencySection>,
+    /// This rule's rate of verified calls (overrides `server.rate_per_rule`).
+    pub rate: Option<RateSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    /// Calls per second that pass verification; 0 turns the rule's limit off.
+    pub per_sec: u32,
+    /// Burst above the steady rate (default: twice `per_sec`).
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,8 +9,6 @@ use futures_util::StreamExt;
 
 use crate::error::ApiError;
 
-/// The whole body must arrive within this long after the headers.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Memory reserved up front from a declared length; the rest grows as bytes really arrive.
 const MAX_RESERVE: usize = 64 * 1024;
 
@@ -18,6 +16,7 @@ pub async fn read_capped(
     mut payload: web::Payload,
     headers: &HeaderMap,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -43,7 +42,7 @@ pub async fn read_capped(
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(BODY_READ_TIMEOUT, read)
+    tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| ApiError::BodyTimeout)?
 }

@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use actix_web::HttpMessage;
+use actix_web::{HttpMessage, ResponseError, web};
+
+use super::AppState;
+use crate::metrics::Outcome;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -46,6 +49,21 @@ pub async fn request_context(
     );
     let started = Instant::now();
     req.extensions_mut().insert(RequestId(id.clone()));
+    // Header limits apply to every path, before any handler runs.
+    let too_large = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.limits.check_headers(req.headers()).err());
+    if let Some(error) = too_large {
+        span.in_scope(|| tracing::warn!(status = 431, error = %error, "Request refused."));
+        if let Some(state) = req.app_data::<web::Data<AppState>>() {
+            state.metrics.request("", Outcome::HeadersTooLarge);
+        }
+        let mut res = req.into_response(error.error_response()).map_into_boxed_body();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(REQUEST_ID, value);
+        }
+        return Ok(res);
+    }
     // The request must not be cloned before routing (the router needs it unshared), so an
     // error that escapes every handler is logged here and left to actix to answer.
     let mut res = match next.call(req).instrument(span.clone()).await {

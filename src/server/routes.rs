@@ -159,7 +159,19 @@ async fn receive<'r>(
         state.metrics.request("", Outcome::Forbidden);
         return Err(ApiError::ForbiddenGlobal(client));
     }
-    let body = match read_capped(payload, req.headers(), state.max_body_bytes).await {
+    // Before the body is read or any MAC computed: a flood costs the gateway almost nothing.
+    if let Err(error) = state.limits.check_client(client) {
+        state.metrics.request("", Outcome::RateLimited);
+        return Err(error);
+    }
+    let body = match read_capped(
+        payload,
+        req.headers(),
+        state.max_body_bytes,
+        state.limits.body_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(error) => {
             let outcome = match error {

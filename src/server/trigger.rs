@@ -16,7 +16,7 @@ use ulid::Ulid;
 
 use super::AppState;
 use crate::dispatch::{Delivery, DispatchError, Dispatched};
-use crate::error::{ApiError, error_body};
+use crate::error::{ApiError, error_body, insert_retry_after};
 use crate::extract::{self, Body, BodyError, Variables};
 use crate::metrics::Outcome;
 use crate::rules::Rule;
@@ -49,6 +49,8 @@ enum Entry {
     Filtered(Evaluation),
     FilterFailed(Evaluation),
     DryRun(Evaluation),
+    /// The rule's rate is used up; the wait until it accepts another call.
+    RateLimited(Evaluation, std::time::Duration),
     Dispatched {
         evaluation: Evaluation,
         delivery: Ulid,
@@ -126,6 +128,10 @@ pub async fn run(
             tracing::info!(rule = name, "Dry run; nothing dispatched.");
             state.metrics.request(name, Outcome::DryRun);
             stages.push((rule, Stage::Done(Entry::DryRun(evaluation))));
+        } else if let Err(wait) = state.limits.check_rule(name) {
+            tracing::warn!(rule = name, retry_in_ms = wait.as_millis(), "Rule rate limit reached; not dispatched.");
+            state.metrics.request(name, Outcome::RateLimited);
+            stages.push((rule, Stage::Done(Entry::RateLimited(evaluation, wait))));
         } else {
             let key = rule
                 .idempotency
@@ -314,11 +320,23 @@ fn respond(entries: Vec<(&Arc<Rule>, Entry)>, dry_run: bool) -> HttpResponse {
     } else {
         "There were errors when triggering jobs."
     };
-    HttpResponse::build(worst.status()).json(TriggerBody {
+    let mut response = HttpResponse::build(worst.status()).json(TriggerBody {
         message,
         jobs,
         dry_run: dry_run.then_some(true),
-    })
+    });
+    if worst == Severity::RateLimited {
+        let wait = entries
+            .iter()
+            .filter_map(|(_, entry)| match entry {
+                Entry::RateLimited(_, wait) => Some(*wait),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        insert_retry_after(&mut response, wait);
+    }
+    response
 }
 
 /// How bad one rule's outcome is; the answer's status is that of the worst.
@@ -327,6 +345,7 @@ enum Severity {
     Fine,
     /// Stored for delivery (queue mode): 202.
     Accepted,
+    RateLimited,
     Timeout,
     BadGateway,
     Unavailable,
@@ -338,6 +357,7 @@ impl Severity {
         match self {
             Severity::Fine => StatusCode::OK,
             Severity::Accepted => StatusCode::ACCEPTED,
+            Severity::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Severity::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Severity::BadGateway => StatusCode::BAD_GATEWAY,
             Severity::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -374,6 +394,13 @@ fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
             evaluated(evaluation, Status::Triggered, true),
             Severity::Fine,
         ),
+        Entry::RateLimited(evaluation, _) => {
+            let mut job = evaluated(evaluation, Status::Failed, false);
+            if let JobEntry::Evaluated { error, .. } = &mut job {
+                *error = Some("This rule's rate limit is reached; retry later.".to_owned());
+            }
+            (job, Severity::RateLimited)
+        }
         Entry::FilterFailed(evaluation) => {
             let mut job = evaluated(evaluation, Status::Failed, false);
             if let JobEntry::Evaluated { error, .. } = &mut job {

@@ -72,6 +72,11 @@ pub struct AppOptions {
     pub max_attempts: u32,
     pub max_store_bytes: u64,
     pub done_retention_secs: u64,
+    /// Rate limits are off in tests unless a test sets them.
+    pub rate_per_client: u32,
+    pub rate_per_rule: u32,
+    /// Replaces the defaults of the server section's other limits.
+    pub server: ServerSettings,
 }
 
 impl Default for AppOptions {
@@ -92,6 +97,9 @@ impl Default for AppOptions {
             max_attempts: 5,
             max_store_bytes: 0,
             done_retention_secs: 7 * 24 * 3600,
+            rate_per_client: 0,
+            rate_per_rule: 0,
+            server: ServerSettings::default(),
         }
     }
 }
@@ -131,6 +139,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             max_body_bytes: options.max_body_bytes,
             trusted_proxies: options.trusted_proxies,
             allow_ips: options.allow_ips,
+            rate_per_client: options.rate_per_client,
+            burst_per_client: options.rate_per_client,
+            rate_per_rule: options.rate_per_rule,
+            burst_per_rule: options.rate_per_rule,
+            ..options.server
         },
         rules: RulesSettings {
             dir: rules_dir.path().to_owned(),
