@@ -58,7 +58,9 @@ pub async fn request_context(
         if let Some(state) = req.app_data::<web::Data<AppState>>() {
             state.metrics.request("", Outcome::HeadersTooLarge);
         }
-        let mut res = req.into_response(error.error_response()).map_into_boxed_body();
+        let mut res = req
+            .into_response(error.error_response())
+            .map_into_boxed_body();
         if let Ok(value) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(REQUEST_ID, value);
         }

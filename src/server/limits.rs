@@ -130,8 +130,14 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(client_key(ClientAddr::Known(a)), client_key(ClientAddr::Known(b)));
-        assert_ne!(client_key(ClientAddr::Known(a)), client_key(ClientAddr::Known(c)));
+        assert_eq!(
+            client_key(ClientAddr::Known(a)),
+            client_key(ClientAddr::Known(b))
+        );
+        assert_ne!(
+            client_key(ClientAddr::Known(a)),
+            client_key(ClientAddr::Known(c))
+        );
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(
             client_key(ClientAddr::Known(mapped)),
@@ -158,7 +164,11 @@ mod tests {
             other => panic!("expected 429, got {other:?}"),
         }
         // Another client is not affected.
-        assert!(limits.check_client(ClientAddr::Known("192.0.2.2".parse().unwrap())).is_ok());
+        assert!(
+            limits
+                .check_client(ClientAddr::Known("192.0.2.2".parse().unwrap()))
+                .is_ok()
+        );
     }
 
     #[test]

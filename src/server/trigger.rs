@@ -129,7 +129,11 @@ pub async fn run(
             state.metrics.request(name, Outcome::DryRun);
             stages.push((rule, Stage::Done(Entry::DryRun(evaluation))));
         } else if let Err(wait) = state.limits.check_rule(name) {
-            tracing::warn!(rule = name, retry_in_ms = wait.as_millis(), "Rule rate limit reached; not dispatched.");
+            tracing::warn!(
+                rule = name,
+                retry_in_ms = wait.as_millis(),
+                "Rule rate limit reached; not dispatched."
+            );
             state.metrics.request(name, Outcome::RateLimited);
             stages.push((rule, Stage::Done(Entry::RateLimited(evaluation, wait))));
         } else {

@@ -1,5 +1,6 @@
 //! hookgate's integration tests: one binary, real HTTP on port 0, an in-process fake Jenkins.
 
+mod abuse;
 mod allowlist;
 mod binary;
 mod crash;
