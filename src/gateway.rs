@@ -77,6 +77,12 @@ impl Gateway {
             .map_err(|mut errors| problems.append(&mut errors.0))
             .ok();
         check_delivery(&settings.delivery, &file, &mut problems);
+        if let Some(rules) = &rules {
+            for rule in rules.iter() {
+                rule.replays
+                    .set_capacity(settings.server.replay_cache_entries);
+            }
+        }
         if let Some(rules) = &rules
             && settings.delivery.mode == DeliveryMode::Direct
         {

@@ -17,6 +17,7 @@ use crate::extract::{BodyVariable, IdempotencySpec, RequestVariable};
 use crate::filter::Filter;
 use crate::secret::Secret;
 use crate::verify::ip::AllowList;
+use crate::verify::replay::ReplayGuard;
 use crate::verify::signature::SignatureCheck;
 use crate::verify::token::{self, Candidate, TokenIndex};
 use model::BodyMode;
@@ -44,6 +45,9 @@ pub struct Rule {
     pub idempotency: Option<IdempotencySpec>,
     /// `(per_sec, burst)` from `[rate]`; `None` uses the server's default.
     pub rate: Option<(u32, u32)>,
+    /// `verify.reject_replays`: refuse a signature seen before inside its window.
+    pub reject_replays: bool,
+    pub replays: ReplayGuard,
 }
 
 impl Rule {

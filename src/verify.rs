@@ -6,6 +6,7 @@
 //! see a request that did not pass.
 
 pub mod ip;
+pub mod replay;
 pub mod signature;
 pub mod token;
 
@@ -106,6 +107,18 @@ pub fn check<'a>(
     rule.signature
         .verify(inbound.headers, &inbound.body, now)
         .map_err(Rejection::Unauthorized)?;
+    // Only a verified signature is remembered, so nobody can block a sender's future
+    // signatures by sending forged ones first.
+    if rule.reject_replays
+        && let Some((signature, window)) = rule.signature.replay_key(inbound.headers)
+    {
+        let now_secs = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if !rule.replays.first_sight(signature, now_secs, window) {
+            return Err(Rejection::Unauthorized(SignatureError::Replayed));
+        }
+    }
     Ok(Verified { rule, inbound })
 }
 

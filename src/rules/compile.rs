@@ -11,6 +11,7 @@ use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariabl
 use crate::filter::Filter;
 use crate::secret::{Secret, SecretSource};
 use crate::verify::ip::AllowList;
+use crate::verify::replay::ReplayGuard;
 use crate::verify::signature::{Scheme, SignatureCheck};
 
 /// Reads, parses and compiles one rule file.
@@ -204,6 +205,8 @@ pub(super) fn compile(
             body: file.dispatch.body,
         },
         idempotency,
+        reject_replays: file.verify.reject_replays.unwrap_or(true),
+        replays: ReplayGuard::default(),
         rate: file
             .rate
             .as_ref()
@@ -233,6 +236,14 @@ fn compile_verify(
             }
         })
         .ok();
+    let timestamped = matches!(section.scheme, SchemeName::Port)
+        || (section.scheme == SchemeName::Hmac && section.timestamp_header.is_some());
+    if section.reject_replays == Some(true) && !timestamped {
+        problem(
+            "verify.reject_replays".to_owned(),
+            "this scheme signs no timestamp, so replays cannot be bounded; use [idempotency] on a delivery id instead".to_owned(),
+        );
+    }
     let sources = usize::from(section.secret.is_some())
         + usize::from(section.secret_env.is_some())
         + usize::from(section.secrets_env.is_some())

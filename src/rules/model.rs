@@ -99,6 +99,8 @@ pub struct VerifySection {
     pub timestamp_header: Option<String>,
     /// `hmac` only: template of the signed bytes, with `{timestamp}` and `{body}`.
     pub signed: Option<String>,
+    /// Timestamped schemes: refuse a signature already used inside its window (default true).
+    pub reject_replays: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,8 @@ pub enum SignatureError {
     StaleTimestamp(u64),
     #[error("signature does not match")]
     Mismatch,
+    #[error("signature was already used inside its window (replay)")]
+    Replayed,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +223,20 @@ impl SignatureCheck {
 
     pub fn secret_count(&self) -> usize {
         self.secrets.len()
+    }
+
+    /// For schemes that sign a timestamp: the signature as sent and the window, which together
+    /// identify one signed request for replay detection. `None` for schemes without one.
+    pub fn replay_key<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h [u8], u64)> {
+        match &self.scheme {
+            Scheme::Port { tolerance_secs } => headers
+                .get(PORT_SIGNATURE)
+                .map(|v| (v.as_bytes(), *tolerance_secs)),
+            Scheme::Hmac(hmac) if hmac.timestamp_header.is_some() => headers
+                .get(&hmac.header)
+                .map(|v| (v.as_bytes(), hmac.tolerance_secs)),
+            _ => None,
+        }
     }
 
     /// Checks the signature of `body` as received with `headers`.

@@ -280,3 +280,66 @@ async fn none_scheme_accepts_unsigned_calls_only_because_it_says_so() {
     );
     assert_eq!(app.jenkins.requests().len(), 1);
 }
+
+#[actix_web::test]
+async fn a_captured_request_replayed_inside_its_window_is_refused() {
+    let app = app_with_rule("scheme = \"port\"\nsecret_env = \"PORT_SECRET\"").await;
+    let t = now();
+    let captured = port_headers(PORT_SECRET, t, PORT_BODY);
+    assert_eq!(
+        send(&app, captured.clone(), PORT_BODY).await,
+        StatusCode::OK
+    );
+    // The same bytes again: refused with the same answer as any signature failure.
+    assert_eq!(
+        send(&app, captured.clone(), PORT_BODY).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The sender re-signing (a new timestamp) is a new request.
+    assert_eq!(
+        send(&app, port_headers(PORT_SECRET, t - 1, PORT_BODY), PORT_BODY).await,
+        StatusCode::OK
+    );
+    // A forged signature is never remembered, so it cannot block the genuine one.
+    let body = PORT_BODY.replace("r_QOz6WoOB1Q2lmhZZ", "r_next");
+    let genuine = port_headers(PORT_SECRET, t, &body);
+    let mut forged = genuine.clone();
+    forged.insert(
+        "x-port-timestamp",
+        (t + 1).to_string().parse().expect("value"),
+    );
+    assert_eq!(send(&app, forged, &body).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&app, genuine, &body).await, StatusCode::OK);
+    assert_eq!(app.jenkins.requests().len(), 3);
+
+    // The hmac scheme with a timestamp header is protected too.
+    let app = app_with_rule(
+        "scheme = \"hmac\"\nheader = \"X-Signature\"\nalgorithm = \"sha256\"\ntimestamp_header = \"X-Timestamp\"\nsigned = \"{timestamp}.{body}\"\nsecret_env = \"PORT_SECRET\"",
+    )
+    .await;
+    let ts = t.to_string();
+    let mac = hex::encode(hmac_sha256(
+        PORT_SECRET,
+        &[ts.as_bytes(), b".", PORT_BODY.as_bytes()],
+    ));
+    let signed = headers(&[("x-timestamp", ts.clone()), ("x-signature", mac)]);
+    assert_eq!(send(&app, signed.clone(), PORT_BODY).await, StatusCode::OK);
+    assert_eq!(
+        send(&app, signed, PORT_BODY).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[actix_web::test]
+async fn replay_protection_can_be_turned_off_per_rule() {
+    let app =
+        app_with_rule("scheme = \"port\"\nsecret_env = \"PORT_SECRET\"\nreject_replays = false")
+            .await;
+    let captured = port_headers(PORT_SECRET, now(), PORT_BODY);
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, captured.clone(), PORT_BODY).await,
+            StatusCode::OK
+        );
+    }
+}

@@ -252,3 +252,11 @@ header = "X-Gitlab-Token"
         ]
     );
 }
+
+#[test]
+fn replay_protection_needs_a_signed_timestamp() {
+    let rule = "[verify]\nscheme = \"github\"\nsecret = \"k\"\nreject_replays = true\n[dispatch]\n";
+    let got = problems(&[("gh.toml", rule)]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, "verify.reject_replays");
+}

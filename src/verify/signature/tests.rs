@@ -34,6 +34,7 @@ fn section(scheme: SchemeName) -> VerifySection {
         algorithm: None,
         timestamp_header: None,
         signed: None,
+        reject_replays: None,
     }
 }
 
