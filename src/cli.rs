@@ -136,6 +136,9 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
             return report_problems(&problems);
         }
     };
+    for warning in gateway.warnings() {
+        tracing::warn!(%warning, "Unsafe configuration.");
+    }
     let config = gateway.source.to_string();
     let rules = gateway.rules.len();
     let result = actix_web::rt::System::new().block_on(async move {
@@ -186,6 +189,9 @@ fn check(settings: Settings, source: Source) -> ExitCode {
     );
     for rule in gateway.rules.iter() {
         println!("{}", offline::summary(rule));
+    }
+    for warning in gateway.warnings() {
+        println!("  warning: {warning}");
     }
     println!(
         "ok: {} rule{} compiled",

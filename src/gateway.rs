@@ -110,6 +110,63 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Configurations that work but are unsafe; `check` prints them and `serve` logs them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        let file = self.source.to_string();
+        if !self.listen.ip().is_loopback() {
+            warnings.push(Problem::new(
+                &file,
+                "server.listen",
+                format!(
+                    "{} is reachable from other hosts and hookgate speaks plain HTTP: terminate TLS in front of it and list that proxy in server.trusted_proxies",
+                    self.listen
+                ),
+            ));
+        }
+        for rule in self.rules.iter() {
+            let shown = rule.file.display().to_string();
+            if rule.signature.scheme().name() == "none"
+                && rule.allow.is_empty()
+                && self.global_allow.is_empty()
+            {
+                warnings.push(Problem::new(
+                    &shown,
+                    "verify.scheme",
+                    "`none` with no IP allowlist: anyone who learns the token can trigger the job",
+                ));
+            }
+            for field in &rule.inline_secrets {
+                warnings.push(Problem::new(
+                    &shown,
+                    *field,
+                    "the secret is written in the rule file; prefer *_env or *_file on a secret mount",
+                ));
+            }
+            if !rule.inline_secrets.is_empty() && world_readable(&rule.file) {
+                warnings.push(Problem::new(
+                    &shown,
+                    "",
+                    "the file holds a secret and is readable by every user (chmod o-r)",
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+#[cfg(unix)]
+fn world_readable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn world_readable(_path: &std::path::Path) -> bool {
+    false
+}
+
 fn check_delivery(delivery: &DeliverySettings, file: &str, problems: &mut Vec<Problem>) {
     if delivery.retry_initial_ms == 0 {
         problems.push(Problem::new(

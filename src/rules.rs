@@ -45,6 +45,8 @@ pub struct Rule {
     pub idempotency: Option<IdempotencySpec>,
     /// `(per_sec, burst)` from `[rate]`; `None` uses the server's default.
     pub rate: Option<(u32, u32)>,
+    /// Fields holding a secret written inline in the rule file (for `check`'s warnings).
+    pub inline_secrets: Vec<&'static str>,
     /// `verify.reject_replays`: refuse a signature seen before inside its window.
     pub reject_replays: bool,
     pub replays: ReplayGuard,

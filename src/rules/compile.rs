@@ -205,6 +205,14 @@ pub(super) fn compile(
             body: file.dispatch.body,
         },
         idempotency,
+        inline_secrets: [
+            ("token", file.token.is_some()),
+            ("verify.secret", file.verify.secret.is_some()),
+            ("dispatch.token", file.dispatch.token.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, inline)| inline.then_some(field))
+        .collect(),
         reject_replays: file.verify.reject_replays.unwrap_or(true),
         replays: ReplayGuard::default(),
         rate: file

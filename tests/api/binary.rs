@@ -131,12 +131,24 @@ fn serve_refuses_to_start_on_a_broken_rule_with_the_same_messages() {
         "[verify]\nscheme = \"github\"\nsecret_env = \"HOOKGATE_TEST_UNSET\"\n[dispatch]\n",
     )
     .expect("write");
+    // An empty secret is refused too: an empty HMAC key would accept forged calls.
+    std::fs::write(dir.path().join("rules/empty-secret"), "\n").expect("write");
+    std::fs::write(
+        dir.path().join("rules/b.toml"),
+        "[verify]\nscheme = \"port\"\nsecret_file = \"empty-secret\"\n[dispatch]\n",
+    )
+    .expect("write");
     let check = run(&["check"], dir.path());
     let serve = run(&["serve"], dir.path());
     assert_eq!(serve.status.code(), Some(1));
-    let line = "a.toml: verify.secret_env: environment variable HOOKGATE_TEST_UNSET is not set";
-    assert!(stderr(&check).contains(line));
-    assert!(stderr(&serve).contains(line), "{}", stderr(&serve));
+    for line in [
+        "a.toml: verify.secret_env: environment variable HOOKGATE_TEST_UNSET is not set",
+        "b.toml: verify.secret_file:",
+    ] {
+        assert!(stderr(&check).contains(line), "{}", stderr(&check));
+        assert!(stderr(&serve).contains(line), "{}", stderr(&serve));
+    }
+    assert!(stderr(&serve).contains("is empty"), "{}", stderr(&serve));
 }
 
 #[test]
@@ -550,4 +562,42 @@ async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
         }
     }
     drop(served);
+}
+
+#[test]
+fn check_warns_about_unsafe_but_valid_configurations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    let open = dir.path().join("rules/open.toml");
+    std::fs::write(
+        &open,
+        "token = \"inline-sender-token\"\n[verify]\nscheme = \"none\"\n[dispatch]\ntoken = \"inline-job-token\"\n",
+    )
+    .expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let output = run(&["check"], dir.path());
+    let out = stdout(&output);
+    assert!(output.status.success(), "warnings do not fail check: {out}");
+    for expected in [
+        "warning: hookgate.toml: server.listen: 0.0.0.0:8080 is reachable from other hosts",
+        "warning: rules/open.toml: verify.scheme: `none` with no IP allowlist",
+        "warning: rules/open.toml: token: the secret is written in the rule file",
+        "warning: rules/open.toml: dispatch.token: the secret is written in the rule file",
+        "the file holds a secret and is readable by every user",
+    ] {
+        assert!(out.contains(expected), "missing `{expected}` in\n{out}");
+    }
+    assert!(
+        !out.contains("inline-sender-token") && !out.contains("inline-job-token"),
+        "{out}"
+    );
 }
