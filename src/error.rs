@@ -37,6 +37,8 @@ pub enum ApiError {
     NotFound,
     #[error("no delivery with this id")]
     DeliveryNotFound,
+    #[error("request body has a content encoding")]
+    Encoded,
     #[error("{count} header lines, {bytes} bytes: over the configured limits")]
     HeadersTooLarge { count: usize, bytes: usize },
     #[error("rate limit exceeded; retry in {retry_after:?}")]
@@ -65,6 +67,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "Method not allowed.".to_owned(),
             ApiError::NotFound => "Not found.".to_owned(),
             ApiError::DeliveryNotFound => "No such delivery.".to_owned(),
+            ApiError::Encoded => "Compressed request bodies are not accepted.".to_owned(),
             ApiError::HeadersTooLarge { .. } => "Request headers are too large.".to_owned(),
             ApiError::RateLimited { .. } => "Too many requests; retry later.".to_owned(),
             ApiError::StoreUnavailable(_) => "The delivery store is unavailable.".to_owned(),
@@ -90,6 +93,7 @@ impl ResponseError for ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Encoded => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,

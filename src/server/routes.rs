@@ -164,6 +164,16 @@ async fn receive<'r>(
         state.metrics.request("", Outcome::RateLimited);
         return Err(error);
     }
+    // Bodies are never decompressed (no zip bombs), and a compressed body could not be
+    // verified or parsed as sent, so it is refused outright.
+    let encoded = req
+        .headers()
+        .get_all(actix_web::http::header::CONTENT_ENCODING)
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        state.metrics.request("", Outcome::BadRequest);
+        return Err(ApiError::Encoded);
+    }
     let body = match read_capped(
         payload,
         req.headers(),

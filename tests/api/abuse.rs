@@ -174,6 +174,16 @@ async fn hostile_bodies_get_clear_errors() {
             .body(body)
             .send()
     };
+    // A compressed body is refused, never inflated.
+    let response = app
+        .client
+        .post(format!("{}?token={SENDER_TOKEN}", app.invoke_url()))
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     // Invalid UTF-8 (signed as its lossy text, so it fails the signature: 401, never a panic).
     let status = send(vec![0xff, 0xfe, b'{', b'}'])
         .await
