@@ -308,6 +308,8 @@ async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
     const SENDER: &str = "leak-sender-token";
     const JOB: &str = "leak-job-token";
     const API: &str = "leak-jenkins-api-token";
+    const LOCKED: &str = "leak-locked-token";
+    const LIMITED: &str = "leak-limited-token";
     let jenkins = FakeJenkins::start(FakeJenkinsConfig {
         jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
         basic_auth: Some(("hookgate".to_owned(), API.to_owned())),
@@ -340,9 +342,22 @@ async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
         "[verify]\nscheme = \"gitlab\"\nsecret_env = \"LEAK_GL\"\n[dispatch]\ntoken_env = \"LEAK_JOB\"\n",
     )
     .expect("write");
+    // A rule only 10.0.0.0/8 may call (403 from loopback), and one limited to 1 call/s (429).
+    std::fs::write(
+        dir.path().join("rules/locked.toml"),
+        "token_env = \"LEAK_LOCKED\"\n[allow]\nips = [\"10.0.0.0/8\"]\n[verify]\nscheme = \"none\"\n[dispatch]\ntoken_env = \"LEAK_JOB\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/limited.toml"),
+        "token_env = \"LEAK_LIMITED\"\n[verify]\nscheme = \"none\"\n[rate]\nper_sec = 1\nburst = 1\n[dispatch]\ntoken_env = \"LEAK_JOB\"\n",
+    )
+    .expect("write");
     let served = serve(
         dir.path(),
         &[
+            ("LEAK_LOCKED", LOCKED),
+            ("LEAK_LIMITED", LIMITED),
             ("LEAK_PORT", PORT_SECRET),
             ("LEAK_GH", GH_SECRET),
             ("LEAK_GL", GL_SECRET),
@@ -516,12 +531,39 @@ async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
         )
         .await,
     );
+    // Every other refusal: rule allowlist, rule rate, compressed body, header flood, method,
+    // unknown path, delivery lookup in direct mode; and OPTIONS and metrics.
+    jenkins.set_behaviour(Behaviour::Normal);
+    let base = served.address.clone();
+    seen.push(send(client.post(format!("{invoke}?token={LOCKED}")).body(body)).await);
+    seen.push(send(client.post(format!("{invoke}?token={LIMITED}")).body(body)).await);
+    seen.push(send(client.post(format!("{invoke}?token={LIMITED}")).body(body)).await);
+    seen.push(
+        send(
+            client
+                .post(format!("{invoke}?token={SENDER}"))
+                .header("content-encoding", "gzip")
+                .body(body),
+        )
+        .await,
+    );
+    let mut flood = client.post(format!("{invoke}?token={SENDER}"));
+    for i in 0..80 {
+        flood = flood.header(format!("x-flood-{i}"), SENDER);
+    }
+    seen.push(send(flood.body(body)).await);
+    seen.push(send(client.get(format!("{base}/hooks/port?token={SENDER}"))).await);
+    seen.push(send(client.get(format!("{base}/nope?token={SENDER}"))).await);
+    seen.push(send(client.request(reqwest::Method::OPTIONS, &invoke)).await);
+    seen.push(send(client.get(format!("{base}/deliveries/01ARZ3NDEKTSV4RRFFQ69G5FAV"))).await);
+    seen.push(send(client.get(format!("{base}/metrics"))).await);
 
     let statuses: Vec<u16> = seen.iter().map(|(s, _)| s.as_u16()).collect();
     assert_eq!(
         statuses,
         vec![
-            200, 200, 401, 401, 404, 401, 401, 401, 400, 413, 200, 200, 401, 502, 504
+            200, 200, 401, 401, 404, 401, 401, 401, 400, 413, 200, 200, 401, 502, 504, //
+            403, 200, 429, 415, 431, 405, 404, 200, 404, 200
         ]
     );
     // The three accepted calls reached Jenkins (fan-out twice, bearer once), plus GitLab.
@@ -540,6 +582,8 @@ async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
         SENDER,
         JOB,
         API,
+        LOCKED,
+        LIMITED,
         &port_raw_mac,
         &gh_raw_mac,
         &raw_hex,

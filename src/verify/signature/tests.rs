@@ -484,20 +484,38 @@ proptest! {
         flip in any::<proptest::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let scheme = Scheme::compile(&section(SchemeName::Github)).expect("valid");
-        let good = SignatureCheck::new(scheme.clone(), vec![Secret::new(secret.clone())]);
-        let signed = good.sign(&body, SystemTime::now());
-        let h = headers(&signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
-        prop_assert_eq!(good.verify(&h, &body, SystemTime::now()), Ok(()));
-        if other != secret {
-            let bad = SignatureCheck::new(scheme, vec![Secret::new(other)]);
-            prop_assert_eq!(bad.verify(&h, &body, SystemTime::now()), Err(SignatureError::Mismatch));
-        }
-        if !body.is_empty() {
-            let mut tampered = body.clone();
-            let i = flip.index(tampered.len());
-            tampered[i] ^= 1 << bit;
-            prop_assert_eq!(good.verify(&h, &tampered, SystemTime::now()), Err(SignatureError::Mismatch));
+        let mut hmac = section(SchemeName::Hmac);
+        hmac.header = Some("X-Signature".to_owned());
+        hmac.algorithm = Some(HmacAlgorithm::Sha512);
+        hmac.timestamp_header = Some("X-Timestamp".to_owned());
+        hmac.signed = Some("{timestamp}:{body}".to_owned());
+        let sections = [
+            section(SchemeName::Github),
+            section(SchemeName::Port),
+            section(SchemeName::PortSha1),
+            hmac,
+        ];
+        for section in &sections {
+            let scheme = Scheme::compile(section).expect("valid");
+            let good = SignatureCheck::new(scheme.clone(), vec![Secret::new(secret.clone())]);
+            let now = SystemTime::now();
+            let signed = good.sign(&body, now);
+            let h = headers(&signed.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>());
+            prop_assert_eq!(good.verify(&h, &body, now), Ok(()), "{}", scheme.name());
+            if other != secret {
+                let bad = SignatureCheck::new(scheme.clone(), vec![Secret::new(other.clone())]);
+                prop_assert_eq!(bad.verify(&h, &body, now), Err(SignatureError::Mismatch));
+            }
+            if !body.is_empty() {
+                let mut tampered = body.clone();
+                let i = flip.index(tampered.len());
+                tampered[i] ^= 1 << bit;
+                prop_assert_eq!(
+                    good.verify(&h, &tampered, now),
+                    Err(SignatureError::Mismatch),
+                    "{}", scheme.name()
+                );
+            }
         }
     }
 }
