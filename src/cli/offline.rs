@@ -139,6 +139,15 @@ pub fn test(
         .idempotency
         .as_ref()
         .and_then(|spec| spec.key(&verified, parsed.as_ref()));
+    if let Some(spec) = &rule.idempotency {
+        match &key {
+            Some(key) => println!(
+                "idempotency key: {key} (repeats within {} s are duplicates)",
+                spec.ttl_secs
+            ),
+            None => println!("idempotency key: none found; this call would not be de-duplicated"),
+        }
+    }
     let delivery = Delivery::prepare(&verified, &variables, key.as_deref(), None);
     let url = gateway
         .jenkins

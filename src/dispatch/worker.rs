@@ -4,6 +4,9 @@
 //! Nothing about an attempt in progress is written to the store: a delivery stays `queued` or
 //! `retrying` until its outcome is committed, so a crash at any moment leaves it to be
 //! attempted again after the restart (at-least-once).
+//!
+//! The queue gauges are not kept here: `/metrics` reads them from the store when scraped, so an
+//! idle gateway does not scan its store.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -27,7 +30,6 @@ use crate::store::{AttemptRecord, Next, Pending, Store, now_ms};
 const SCAN_BATCH: usize = 256;
 /// Longest sleep between scans; bounds how long an operator's `deliveries retry` waits.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-const STATS_EVERY: Duration = Duration::from_secs(1);
 /// How often delivered calls past retention are purged (sooner when retention is shorter).
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 
@@ -146,7 +148,6 @@ impl Worker {
         let mut in_flight: FuturesUnordered<Attempt> = FuturesUnordered::new();
         let mut ids: HashSet<String> = HashSet::new();
         let mut busy: HashMap<String, usize> = HashMap::new();
-        let mut stats_at = Instant::now();
         let purge_every = PURGE_EVERY
             .min(self.retention)
             .max(Duration::from_millis(100));
@@ -158,12 +159,6 @@ impl Worker {
                 break;
             }
             self.start_due(&mut in_flight, &mut ids, &mut busy);
-            if stats_at.elapsed() >= STATS_EVERY || in_flight.is_empty() {
-                if let Ok(stats) = store.stats(now_ms()) {
-                    self.shared.metrics.queue(&stats);
-                }
-                stats_at = Instant::now();
-            }
             if purge_at.is_none_or(|at| at.elapsed() >= purge_every) {
                 purge_at = Some(Instant::now());
                 let cutoff =

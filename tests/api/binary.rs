@@ -163,6 +163,10 @@ fn test_command_shows_variables_filter_and_what_would_be_sent() {
     assert!(out.contains("  ACTION = deploy_service"), "{out}");
     assert!(out.contains("  result:     matched"), "{out}");
     assert!(
+        out.contains("idempotency key: r_QOz6WoOB1Q2lmhZZ (repeats within 86400 s are duplicates)"),
+        "{out}"
+    );
+    assert!(
         out.contains("POST http://127.0.0.1:8081/generic-webhook-trigger/invoke?token=[redacted]"),
         "{out}"
     );

@@ -3,6 +3,7 @@
 mod abuse;
 mod allowlist;
 mod binary;
+mod corpus;
 mod crash;
 mod dispatch;
 mod helpers;

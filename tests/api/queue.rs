@@ -360,7 +360,6 @@ async fn queue_metrics_report_depth_attempts_and_latency() {
     let (_, job) = post(&app, "r_metrics").await;
     let id = job["delivery"].as_str().expect("id").to_owned();
     app.settled(&id, Duration::from_secs(5)).await;
-    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
     let text = app.metrics().await;
     for line in [
         "hookgate_requests_total{rule=\"port-deploy\",outcome=\"queued\"} 1",
