@@ -11,7 +11,8 @@ mod jsonpath;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 use fancy_regex::{Regex, RegexBuilder};
@@ -90,7 +91,7 @@ pub struct CompileError {
 
 /// GWT's `regexpFilter`: every match is deleted from the value.
 #[derive(Debug, Clone, Default)]
-struct DeletionFilter(Option<Regex>);
+struct DeletionFilter(Option<Arc<Regex>>);
 
 impl DeletionFilter {
     fn compile(pattern: Option<&str>) -> Result<Self, CompileError> {
@@ -116,11 +117,24 @@ impl DeletionFilter {
 }
 
 /// Compiles a GWT (Java) regex. fancy-regex gives the look-around Java users rely on.
-pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
+///
+/// Compiled regexes are shared by pattern: thousands of rules often repeat the same filter
+/// (`^push refs/heads/main$`), and each compiled regex costs some 17 KiB and 0.1 ms.
+pub(crate) fn compile_regex(pattern: &str) -> Result<Arc<Regex>, String> {
+    static COMPILED: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
+    let mut compiled = COMPILED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(regex) = compiled.get(pattern) {
+        return Ok(Arc::clone(regex));
+    }
+    let regex = RegexBuilder::new(pattern)
         .backtrack_limit(REGEX_BACKTRACK_LIMIT)
         .build()
-        .map_err(|e| format!("invalid regex: {e}"))
+        .map(Arc::new)
+        .map_err(|e| format!("invalid regex: {e}"))?;
+    compiled.insert(pattern.to_owned(), Arc::clone(&regex));
+    Ok(regex)
 }
 
 /// GWT's `toVariableName`: whitespace and `-` become `_`; nothing else changes. Whitespace is

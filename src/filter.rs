@@ -1,6 +1,8 @@
 //! GWT's optional filter (`regexpFilterText` / `regexpFilterExpression`, reference §7): the
 //! text is rendered with the resolved variables, then the expression is *searched* in it.
 
+use std::sync::Arc;
+
 use fancy_regex::Regex;
 
 use crate::extract::{CompileError, Variables, compile_regex};
@@ -11,7 +13,7 @@ use crate::rules::model::FilterSection;
 pub struct Filter {
     text: String,
     expression: String,
-    regex: Option<Regex>,
+    regex: Option<Arc<Regex>>,
 }
 
 /// The rendered text and whether the expression was found in it.
