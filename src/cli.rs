@@ -1,5 +1,13 @@
 //! The command line: `serve`, `check`, `test`, `sign` and `deliveries`, each taking `--config`.
 
+/// `println!` that ignores a closed stdout (`hookgate check | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod deliveries;
 mod offline;
 
@@ -170,7 +178,7 @@ fn check(settings: Settings, source: Source) -> ExitCode {
         Ok(gateway) => gateway,
         Err(problems) => return report_problems(&problems),
     };
-    println!(
+    out!(
         "config: {} (listen {}, {} Jenkins target{}, rules from {}, delivery {})",
         gateway.source,
         gateway.listen,
@@ -188,12 +196,12 @@ fn check(settings: Settings, source: Source) -> ExitCode {
         }
     );
     for rule in gateway.rules.iter() {
-        println!("{}", offline::summary(rule));
+        out!("{}", offline::summary(rule));
     }
     for warning in gateway.warnings() {
-        println!("  warning: {warning}");
+        out!("  warning: {warning}");
     }
-    println!(
+    out!(
         "ok: {} rule{} compiled",
         gateway.rules.len(),
         if gateway.rules.len() == 1 { "" } else { "s" }

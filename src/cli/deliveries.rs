@@ -63,10 +63,10 @@ fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, 
         DeliveriesCommand::List { state, rule, limit } => {
             let rows = admin.list(state, rule.as_deref(), limit)?;
             if rows.is_empty() {
-                println!("no deliveries");
+                out!("no deliveries");
             }
             for row in rows {
-                println!(
+                out!(
                     "{}  {:<8}  {:<24}  attempts={:<3} accepted={}{}",
                     row.id,
                     row.state.as_str(),
@@ -88,18 +88,18 @@ fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, 
         },
         DeliveriesCommand::Retry { id: Some(id), .. } => {
             admin.retry(&id)?;
-            println!("{id} requeued");
+            out!("{id} requeued");
         }
         DeliveriesCommand::Retry { id: None, .. } => {
             let n = admin.retry_dead()?;
-            println!(
+            out!(
                 "{n} dead deliver{} requeued",
                 if n == 1 { "y" } else { "ies" }
             );
         }
         DeliveriesCommand::Purge { older_than, .. } => {
             let n = admin.purge_done(older_than)?;
-            println!(
+            out!(
                 "{n} delivered call{} older than {} purged",
                 if n == 1 { "" } else { "s" },
                 humantime::format_duration(older_than)
@@ -115,29 +115,29 @@ fn time(ms: i64) -> String {
 }
 
 fn print_view(view: &DeliveryView) {
-    println!("delivery:    {}", view.id);
-    println!("rule:        {} -> jenkins {}", view.rule, view.jenkins);
-    println!("state:       {}", view.state.as_str());
-    println!("accepted:    {}", time(view.accepted_at));
+    out!("delivery:    {}", view.id);
+    out!("rule:        {} -> jenkins {}", view.rule, view.jenkins);
+    out!("state:       {}", view.state.as_str());
+    out!("accepted:    {}", time(view.accepted_at));
     if let Some(request_id) = &view.request_id {
-        println!("request id:  {request_id}");
+        out!("request id:  {request_id}");
     }
     if let Some(next) = view.next_attempt_at {
-        println!("next try:    {}", time(next));
+        out!("next try:    {}", time(next));
     }
     if let Some(finished) = view.finished_at {
-        println!("finished:    {}", time(finished));
+        out!("finished:    {}", time(finished));
     }
     if let (Some(id), Some(url)) = (view.queue_id, &view.queue_url) {
-        println!("jenkins:     queue item {id} ({url})");
+        out!("jenkins:     queue item {id} ({url})");
     }
     if let Some(error) = &view.last_error {
-        println!("last error:  {error}");
+        out!("last error:  {error}");
     }
-    println!("body:        {} bytes", view.body_bytes);
-    println!("attempts:    {}", view.attempts.len());
+    out!("body:        {} bytes", view.body_bytes);
+    out!("attempts:    {}", view.attempts.len());
     for attempt in &view.attempts {
-        println!(
+        out!(
             "  #{:<3} {}  {:>6} ms  status={}  {}",
             attempt.n,
             time(attempt.at),

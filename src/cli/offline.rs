@@ -91,8 +91,8 @@ pub fn test(
     let inbound = Inbound::new(&header_map, &query_string, body, ClientAddr::Unknown);
     let verified = verify::assume_verified_for_offline_test(rule, &inbound);
 
-    println!("rule: {} ({})", rule.name, rule.file.display());
-    println!(
+    out!("rule: {} ({})", rule.name, rule.file.display());
+    out!(
         "verification: skipped (hookgate test never checks allowlists, tokens or signatures; this rule uses verify={})",
         rule.signature.scheme().name()
     );
@@ -100,7 +100,7 @@ pub fn test(
         match Body::parse(&verified) {
             Ok(body) => Some(body),
             Err(error) => {
-                println!("body: {error}; a request like this is answered 400");
+                out!("body: {error}; a request like this is answered 400");
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -108,22 +108,22 @@ pub fn test(
         None
     };
     let variables = extract::resolve(&verified, parsed.as_ref());
-    println!("resolved variables:");
+    out!("resolved variables:");
     if variables.is_empty() {
-        println!("  (none)");
+        out!("  (none)");
     }
     for (name, value) in &variables {
-        println!("  {name} = {value}");
+        out!("  {name} = {value}");
     }
     let outcome = rule
         .filter
         .evaluate(&variables)
         .map_err(|e| format!("the filter could not be evaluated: {e}"))?;
-    println!("filter:");
-    println!("  text:       {:?}", rule.filter.text());
-    println!("  rendered:   {:?}", outcome.rendered_text);
-    println!("  expression: {:?}", rule.filter.expression());
-    println!(
+    out!("filter:");
+    out!("  text:       {:?}", rule.filter.text());
+    out!("  rendered:   {:?}", outcome.rendered_text);
+    out!("  expression: {:?}", rule.filter.expression());
+    out!(
         "  result:     {}",
         if outcome.matched {
             "matched"
@@ -132,7 +132,7 @@ pub fn test(
         }
     );
     if !outcome.matched {
-        println!("would send: nothing (filtered; answered 200 with triggered: false)");
+        out!("would send: nothing (filtered; answered 200 with triggered: false)");
         return Ok(ExitCode::from(2));
     }
     let key = rule
@@ -141,11 +141,11 @@ pub fn test(
         .and_then(|spec| spec.key(&verified, parsed.as_ref()));
     if let Some(spec) = &rule.idempotency {
         match &key {
-            Some(key) => println!(
+            Some(key) => out!(
                 "idempotency key: {key} (repeats within {} s are duplicates)",
                 spec.ttl_secs
             ),
-            None => println!("idempotency key: none found; this call would not be de-duplicated"),
+            None => out!("idempotency key: none found; this call would not be de-duplicated"),
         }
     }
     let delivery = Delivery::prepare(&verified, &variables, key.as_deref(), None);
@@ -158,13 +158,13 @@ pub fn test(
     } else {
         url.replace("?token=[redacted]", "")
     };
-    println!("would send:");
-    println!("  POST {url}");
-    println!("  Content-Type: application/json");
-    println!("  {DELIVERY_HEADER}: {}", delivery.id);
-    println!("  {RULE_HEADER}: {}", rule.name);
-    println!();
-    println!("{}", String::from_utf8_lossy(&delivery.body));
+    out!("would send:");
+    out!("  POST {url}");
+    out!("  Content-Type: application/json");
+    out!("  {DELIVERY_HEADER}: {}", delivery.id);
+    out!("  {RULE_HEADER}: {}", rule.name);
+    out!();
+    out!("{}", String::from_utf8_lossy(&delivery.body));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -176,13 +176,13 @@ pub fn sign(gateway: &Gateway, rule_name: &str, payload: &Path) -> Result<ExitCo
     let body = read_payload(payload)?;
     let headers = rule.signature.sign(&body, SystemTime::now());
     if headers.is_empty() {
-        println!(
+        out!(
             "# rule {} uses verify=none: no signature headers",
             rule.name
         );
     }
     for (name, value) in &headers {
-        println!("{name}: {value}");
+        out!("{name}: {value}");
     }
     let listen = gateway.listen;
     let host = if listen.ip().is_unspecified() {
@@ -193,7 +193,7 @@ pub fn sign(gateway: &Gateway, rule_name: &str, payload: &Path) -> Result<ExitCo
     } else {
         listen.to_string()
     };
-    println!();
+    out!();
     let mut curl = format!(
         "curl -sS -X POST {} \\\n  -H 'Content-Type: application/json'",
         shell_quote(&format!("http://{host}/hooks/{}", rule.name))
@@ -215,6 +215,6 @@ pub fn sign(gateway: &Gateway, rule_name: &str, payload: &Path) -> Result<ExitCo
         " \\\n  --data-binary {}",
         shell_quote(&format!("@{}", payload.display()))
     ));
-    println!("{curl}");
+    out!("{curl}");
     Ok(ExitCode::SUCCESS)
 }
