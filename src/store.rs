@@ -217,6 +217,11 @@ impl Store {
         Ok(ops::due(&self.reader(), now_ms, limit)?)
     }
 
+    /// The body of a stored delivery (`None` once purged).
+    pub fn body(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(ops::body(&self.reader(), id)?)
+    }
+
     /// When the next queued or retrying delivery falls due, if any.
     pub fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
         Ok(ops::next_due_at(&self.reader())?)

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 use ulid::Ulid;
 
@@ -182,10 +182,15 @@ impl Worker {
             }
             .min(IDLE_POLL);
             tokio::select! {
-                Some((id, target)) = in_flight.next(), if !in_flight.is_empty() => {
-                    ids.remove(&id);
-                    if let Some(count) = busy.get_mut(&target) {
-                        *count = count.saturating_sub(1);
+                Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
+                    // Collect every attempt that has finished, so one scan serves them all.
+                    let mut finished = Some(finished);
+                    while let Some((id, target)) = finished {
+                        ids.remove(&id);
+                        if let Some(count) = busy.get_mut(&target) {
+                            *count = count.saturating_sub(1);
+                        }
+                        finished = in_flight.next().now_or_never().flatten();
                     }
                 }
                 () = self.wake.notified() => {}
@@ -261,12 +266,21 @@ async fn attempt(shared: &Shared, pending: Pending) {
     let started = Instant::now();
     let rule = shared.rules.get(&pending.rule).cloned();
     let id = Ulid::from_string(&pending.id).ok();
+    let body = match shared.store.body(&pending.id) {
+        Ok(Some(body)) => body,
+        // Purged or requeued meanwhile by an operator: nothing to attempt now.
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(delivery = %pending.id, %error, "Cannot read a stored delivery.");
+            return;
+        }
+    };
     let (result, error_text) = match (rule, id) {
         (Some(rule), Some(id)) => {
             let delivery = Delivery {
                 id,
                 rule,
-                body: Bytes::from(pending.body),
+                body: Bytes::from(body),
                 content_type: ContentType::parse(&pending.content_type),
                 idempotency: None,
                 request_id: None,

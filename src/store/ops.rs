@@ -234,13 +234,13 @@ pub(super) fn probe(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// A delivery the worker should attempt.
+/// A delivery the worker should attempt. The body is read separately, only for the
+/// deliveries the worker actually starts.
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub id: String,
     pub rule: String,
     pub jenkins: String,
-    pub body: Vec<u8>,
     pub content_type: String,
     pub accepted_at: i64,
     /// Attempts since it was accepted or last requeued by an operator.
@@ -253,7 +253,7 @@ pub(super) fn due(
     limit: usize,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, rule, jenkins, body, content_type, accepted_at, budget_used FROM deliveries
+        "SELECT id, rule, jenkins, content_type, accepted_at, budget_used FROM deliveries
          WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1
          ORDER BY seq LIMIT ?2",
     )?;
@@ -264,14 +264,19 @@ pub(super) fn due(
                 id: row.get(0)?,
                 rule: row.get(1)?,
                 jenkins: row.get(2)?,
-                body: row.get(3)?,
-                content_type: row.get(4)?,
-                accepted_at: row.get(5)?,
-                budget_used: row.get(6)?,
+                content_type: row.get(3)?,
+                accepted_at: row.get(4)?,
+                budget_used: row.get(5)?,
             })
         },
     )?;
     rows.collect()
+}
+
+pub(super) fn body(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>, rusqlite::Error> {
+    conn.prepare_cached("SELECT body FROM deliveries WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
