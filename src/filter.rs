@@ -92,6 +92,9 @@ pub fn render_text(text: &str, variables: &Variables, limit: usize) -> Option<St
     if text.is_empty() {
         return Some(String::new());
     }
+    if text.len() > limit {
+        return None;
+    }
     let mut names: Vec<(&String, &String)> = variables.iter().collect();
     names.sort_by(|(a, _), (b, _)| {
         let utf16 = |s: &str| s.encode_utf16().count();
