@@ -115,7 +115,7 @@ pub fn signature(data: &[u8]) {
     let mut headers = HeaderMap::new();
     for (name, value) in SIGNATURE_HEADERS.iter().zip(&parts) {
         let (repeat, value) = match value.split_first() {
-            Some((1, rest)) => (true, rest),
+            Some((&1, rest)) => (true, rest),
             _ => (false, *value),
         };
         if value.is_empty() {
@@ -323,7 +323,11 @@ pub fn filter(data: &[u8]) {
     // The limit only decides between the rendering and None; it never changes the text.
     if let Some(small) = render_text(&text, &variables, SMALL_RENDER_LIMIT) {
         assert!(small.len() <= SMALL_RENDER_LIMIT, "rendered past the limit");
-        assert_eq!(full.as_deref(), Some(small.as_str()), "limit changed the text");
+        assert_eq!(
+            full.as_deref(),
+            Some(small.as_str()),
+            "limit changed the text"
+        );
     }
 
     let section = FilterSection {
@@ -480,7 +484,9 @@ fn gateway() -> SocketAddr {
                         hookgate::config::Source::BuiltIn,
                         &env,
                     )
-                    .unwrap_or_else(|problems| panic!("fuzz gateway does not compile:\n{problems}"));
+                    .unwrap_or_else(|problems| {
+                        panic!("fuzz gateway does not compile:\n{problems}")
+                    });
                     let app = hookgate::server::Application::build(gateway).expect("gateway binds");
                     tx.send(app.local_addr()).expect("send address");
                     let _ = app.run_until_stopped().await;
@@ -567,8 +573,10 @@ pub fn build_request(data: &[u8]) -> Option<Vec<u8>> {
         match field.iter().position(|&b| b == b':') {
             Some(_) => raw.extend_from_slice(field),
             None => {
-                let (pick, value) = field.split_first().unwrap_or((&0, b""));
-                raw.extend_from_slice(HEADER_NAMES[usize::from(*pick) % HEADER_NAMES.len()].as_bytes());
+                let (pick, value) = field.split_first().map_or((0, &b""[..]), |(p, v)| (*p, v));
+                raw.extend_from_slice(
+                    HEADER_NAMES[usize::from(pick) % HEADER_NAMES.len()].as_bytes(),
+                );
                 raw.extend_from_slice(b": ");
                 raw.extend_from_slice(value);
             }
@@ -685,6 +693,14 @@ pub fn request(data: &[u8]) {
     };
     let address = gateway();
     let answer = exchange(address, &raw);
+    // `HOOKGATE_FUZZ_DEBUG=1` shows each exchange, to see what a seed actually reaches.
+    if std::env::var_os("HOOKGATE_FUZZ_DEBUG").is_some() {
+        eprintln!(
+            "--> {:?}\n<-- {:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(300)]),
+            String::from_utf8_lossy(&answer[..answer.len().min(400)])
+        );
+    }
     if !answer.is_empty() {
         assert!(
             status_of(&answer).is_some(),
