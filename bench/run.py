@@ -4,16 +4,24 @@ scaling by rules, body size and connections. Every figure is printed beside a re
 measured in the same run; nothing is asserted. Run through `bash bench/run.sh`, which installs
 nginx, wrk and webhook first.
 
-    python3 bench/run.py [--rounds 3] [--seconds 5] [--quick]
+    python3 bench/run.py [--rounds 3] [--seconds 5] [--quick] [--no-pin] [--only side,rules,...]
+
+By default every process shares every CPU, as in ../shared/reference/peers.md §6.3. With
+`--pin` (two or more CPUs) hookgate and both nginx run on CPU 0 and wrk on CPU 1, which is less
+noisy, but webhook is left unpinned there: Go's scheduler and one curl fork per call collapse to
+a few hundred calls/s on one core, which would flatter every ratio against it. Work a target
+leaves behind (queue mode's backlog, webhook's curl processes) is drained before the next
+target runs, so it cannot slow the next measurement.
 """
 import argparse, base64, hashlib, hmac, json, os, re, shutil, socket, statistics
-import subprocess, sys, tempfile, time
+import subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 SECRET, SENDER, JOB = "bench-port-secret", "bench-sender-token", "bench-job-token"
 WEBHOOK_SECRET = "bench-webhook-secret"
 UPSTREAM, CEILING, DIRECT, QUEUE, WEBHOOK = 19000, 19001, 19002, 19003, 19004
+SECTIONS = ["side", "latency", "rules", "bodies", "connections"]
 GWT_ANSWER = ('{"jobs":{"deploy":{"regexpFilterExpression":"","triggered":true,"resolvedVariables":{},'
               '"regexpFilterText":"","id":1,"url":"queue/item/1/"}},"message":"Triggered jobs."}')
 
@@ -56,8 +64,11 @@ class Bench:
         self.work = tempfile.mkdtemp(prefix="hookgate-bench-")
         self.procs = []
 
-    def spawn(self, argv, **kw):
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    def pinned(self, argv, cpu):
+        return ["taskset", "-c", str(cpu)] + argv if self.args.pin else argv
+
+    def spawn(self, argv, pin=True, **kw):
+        p = subprocess.Popen(self.pinned(argv, 0) if pin else argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
         self.procs.append(p)
         return p
 
@@ -95,6 +106,9 @@ http {{
 """)
         return self.spawn(["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf")])
 
+    def server_workers(self):
+        return 1 if self.args.pin else 2
+
     def start_peers(self):
         # The upstream: answers exactly what GWT answers for one triggered job.
         self.nginx("upstream", f"""server {{ listen 127.0.0.1:{UPSTREAM};
@@ -102,7 +116,8 @@ http {{
         # The ceiling: forwarding with no checks at all.
         self.nginx("ceiling", f"""upstream gwt {{ server 127.0.0.1:{UPSTREAM}; keepalive 256; }}
   server {{ listen 127.0.0.1:{CEILING};
-    location / {{ proxy_pass http://gwt; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""", 2)
+    location / {{ proxy_pass http://gwt; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""",
+                   self.server_workers())
         hooks = [{
             "id": "jenkins", "execute-command": "/usr/bin/curl", "http-methods": ["POST"],
             "success-http-response-code": 202, "response-message": "queued\n",
@@ -122,11 +137,12 @@ http {{
         path = os.path.join(self.work, "hooks.json")
         with open(path, "w") as f:
             json.dump(hooks, f)
-        self.spawn(["webhook", "-hooks", path, "-ip", "127.0.0.1", "-port", str(WEBHOOK)])
+        self.webhook = self.spawn(["webhook", "-hooks", path, "-ip", "127.0.0.1", "-port", str(WEBHOOK)],
+                                  pin=False)
         for port in (UPSTREAM, CEILING, WEBHOOK):
             wait_port(port)
 
-    def hookgate(self, name, port, mode, rules=1, max_body=4 * 1024 * 1024):
+    def hookgate(self, name, port, mode, rules=1, max_body=4 * 1024 * 1024, wrap=None):
         d = os.path.join(self.work, name)
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(os.path.join(d, "rules"))
@@ -136,7 +152,7 @@ listen = "127.0.0.1:{port}"
 max_body_bytes = {max_body}
 rate_per_client = 0       # all load comes from one address
 rate_per_rule = 0
-workers = 2
+workers = {self.server_workers()}
 max_connections = 8192
 [jenkins.main]
 url = "http://127.0.0.1:{UPSTREAM}"
@@ -173,8 +189,9 @@ expression = "^deploy_service$"
 token = "{JOB}"
 """)
         started = time.time()
-        p = self.spawn([os.path.join(REL, "hookgate"), "serve", "--config", "hookgate.toml"], cwd=d)
-        ready = wait_port(port, 60)
+        argv = [os.path.join(REL, "hookgate"), "serve", "--config", "hookgate.toml"]
+        p = self.spawn((wrap or []) + argv, cwd=d)
+        ready = wait_port(port, 120)
         return p, ready - started
 
     # --- load --------------------------------------------------------------------------------
@@ -198,9 +215,9 @@ token = "{JOB}"
             lines.append(f'wrk.headers[{json.dumps(k)}] = {json.dumps(v)}')
         with open(script, "w") as f:
             f.write("\n".join(lines) + "\n")
-        threads = 1 if connections < 64 else 2
-        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-                              "-s", script, f"http://127.0.0.1:{port}"],
+        threads = 1 if connections < 64 or self.args.pin else 2
+        out = subprocess.run(self.pinned(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
+                              "-s", script, f"http://127.0.0.1:{port}"], 1),
                              capture_output=True, text=True, check=True).stdout
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -226,7 +243,31 @@ token = "{JOB}"
         mac = hmac.new(WEBHOOK_SECRET.encode(), data, hashlib.sha1).hexdigest()
         return {"Content-Type": "application/json", "X-Hub-Signature": "sha1=" + mac}
 
+    def drain(self, name):
+        """Waits until the target has finished the work it accepted (at most 120 s)."""
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if name == "queue":
+                url = f"http://127.0.0.1:{QUEUE}/metrics"
+                text = urllib.request.urlopen(url, timeout=5).read().decode()
+                m = re.search(r"^hookgate_queue_oldest_pending_age_seconds ([\d.e+-]+)", text, re.M)
+                if m and float(m.group(1)) == 0:
+                    return
+            elif name == "webhook":
+                children = subprocess.run(["pgrep", "-P", str(self.webhook.pid)],
+                                          capture_output=True, text=True).stdout.split()
+                if not children:
+                    return
+            else:
+                return
+            time.sleep(0.2)
+
     def target(self, name, body, data, connections, seconds):
+        result = self.run_target(name, body, data, connections, seconds)
+        self.drain(name)
+        return result
+
+    def run_target(self, name, body, data, connections, seconds):
         invoke = f"/generic-webhook-trigger/invoke?token={SENDER}"
         if name == "ceiling":
             return self.wrk(CEILING, body, {"Content-Type": "application/json"}, connections, seconds,
@@ -246,71 +287,92 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one round of 2 s per point")
+    ap.add_argument("--pin", action="store_true",
+                    help="hookgate and nginx on CPU 0, wrk on CPU 1 (webhook stays unpinned)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help="comma-separated sections: " + ", ".join(SECTIONS))
     args = ap.parse_args()
+    args.pin = args.pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    only = set(args.only.split(","))
     if args.quick:
         args.rounds, args.seconds = 1, 2
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "hookgate"], cwd=ROOT, check=True)
     b = Bench(args)
     try:
+        print(f"# {os.cpu_count()} CPUs; " + ("hookgate and nginx pinned to CPU 0, wrk to CPU 1"
+                                              if args.pin else "every process shares every CPU"))
         b.start_peers()
-        direct, _ = b.hookgate("direct", DIRECT, "direct")
-        queue, _ = b.hookgate("queue", QUEUE, "queue")
         body, data = b.body(2048)
-        print(f"# side by side: ~2 KB Port payload ({len(data)} B), wrk 32 connections, "
-              f"median of {args.rounds} x {args.seconds} s")
         names = ["ceiling", "direct", "queue", "webhook"]
-        results = {n: [] for n in names}
-        for n in names:  # warm-up
-            b.target(n, body, data, 32, 1)
-        for _ in range(args.rounds):
-            for n in names:  # interleaved, so every target sees the same machine noise
-                results[n].append(b.target(n, body, data, 32, args.seconds))
-        rps = {n: median_of(results[n], "rps") for n in names}
-        for n in names:
-            r = results[n][-1]
-            print(f"{n:8} {rps[n]:10.0f} req/s   non-2xx {r['non2xx']}  {r['errors']}")
-        print(f"ratios: direct/ceiling {rps['direct']/rps['ceiling']:.2f}x, "
-              f"queue/ceiling {rps['queue']/rps['ceiling']:.2f}x, "
-              f"direct/webhook {rps['direct']/rps['webhook']:.1f}x, "
-              f"queue/webhook {rps['queue']/rps['webhook']:.1f}x")
-        print(f"# latency at a moderate closed-loop load (4 connections), {args.seconds} s")
-        for n in names:
-            r = b.target(n, body, data, 4, args.seconds)
-            print(f"{n:8} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  ({r['rps']:.0f} req/s)")
+        if only & {"side", "latency"}:
+            direct, _ = b.hookgate("direct", DIRECT, "direct")
+            queue, _ = b.hookgate("queue", QUEUE, "queue")
+            for n in names:  # warm-up
+                b.target(n, body, data, 32, 1)
+        if "side" in only:
+            print(f"# side by side: ~2 KB Port payload ({len(data)} B), wrk 32 connections, "
+                  f"median of {args.rounds} x {args.seconds} s")
+            results = {n: [] for n in names}
+            for _ in range(args.rounds):
+                for n in names:  # interleaved, so every target sees the same machine noise
+                    results[n].append(b.target(n, body, data, 32, args.seconds))
+            rps = {n: median_of(results[n], "rps") for n in names}
+            for n in names:
+                r = results[n][-1]
+                print(f"{n:8} {rps[n]:10.0f} req/s   p50 {median_of(results[n], 'p50'):.2f} ms  "
+                      f"p99 {median_of(results[n], 'p99'):.2f} ms  non-2xx {r['non2xx']}  {r['errors']}")
+            print(f"ratios: direct/ceiling {rps['direct']/rps['ceiling']:.2f}x, "
+                  f"queue/ceiling {rps['queue']/rps['ceiling']:.2f}x, "
+                  f"direct/webhook {rps['direct']/rps['webhook']:.1f}x, "
+                  f"queue/webhook {rps['queue']/rps['webhook']:.1f}x")
+        if "latency" in only:
+            print(f"# latency at a moderate closed-loop load (4 connections), {args.seconds} s")
+            for n in names:
+                r = b.target(n, body, data, 4, args.seconds)
+                print(f"{n:8} p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  ({r['rps']:.0f} req/s)")
+        if only & {"side", "latency"}:
+            b.stop(direct)
+            b.stop(queue)
 
-        print("# scaling: rules loaded (direct mode), start-up time and throughput")
-        b.stop(direct)
-        base = None
-        for n in [1, 100, 10_000]:
-            p, startup = b.hookgate(f"rules-{n}", DIRECT, "direct", rules=n)
-            reset_peak(p.pid)
-            r = [b.target("direct", body, data, 32, args.seconds) for _ in range(args.rounds)]
-            value = median_of(r, "rps")
-            base = base or value
-            print(f"{n:6} rules: start-up {startup*1000:.0f} ms, {value:.0f} req/s "
-                  f"({value/base:.2f}x of 1 rule), peak RSS {rss(p.pid):.1f} MiB")
-            b.stop(p)
+        if "rules" in only:
+            print("# scaling: rules loaded (direct mode), start-up time and throughput")
+            base = None
+            for n in [1, 100, 10_000]:
+                p, startup = b.hookgate(f"rules-{n}", DIRECT, "direct", rules=n)
+                b.target("direct", body, data, 32, 1)
+                reset_peak(p.pid)
+                r = [b.target("direct", body, data, 32, args.seconds) for _ in range(args.rounds)]
+                value = median_of(r, "rps")
+                base = base or value
+                print(f"{n:6} rules: start-up {startup*1000:.0f} ms, {value:.0f} req/s "
+                      f"({value/base:.2f}x of 1 rule), peak RSS {rss(p.pid):.1f} MiB")
+                b.stop(p)
 
-        print("# scaling: body size (direct mode; MB/s verified and forwarded)")
-        p, _ = b.hookgate("bodies", DIRECT, "direct")
-        for size in [1024, 64 * 1024, 1024 * 1024]:
-            body_n, data_n = b.body(size)
-            reset_peak(p.pid)
-            conns = 32 if size < 1024 * 1024 else 8
-            r = [b.target("direct", body_n, data_n, conns, args.seconds) for _ in range(args.rounds)]
-            c = [b.target("ceiling", body_n, data_n, conns, args.seconds) for _ in range(args.rounds)]
-            value, ceil = median_of(r, "rps"), median_of(c, "rps")
-            print(f"{size:8} B: {value:.0f} req/s = {value*len(data_n)/1e6:.0f} MB/s "
-                  f"(ceiling {ceil*len(data_n)/1e6:.0f} MB/s, ratio {value/ceil:.2f}x), "
-                  f"peak RSS {rss(p.pid):.1f} MiB")
+        if only & {"bodies", "connections"}:
+            p, _ = b.hookgate("bodies", DIRECT, "direct")
+        if "bodies" in only:
+            print("# scaling: body size (direct mode; MB/s verified and forwarded)")
+            for size in [1024, 64 * 1024, 1024 * 1024]:
+                body_n, data_n = b.body(size)
+                reset_peak(p.pid)
+                conns = 32 if size < 1024 * 1024 else 8
+                r, c = [], []
+                for _ in range(args.rounds):
+                    r.append(b.target("direct", body_n, data_n, conns, args.seconds))
+                    c.append(b.target("ceiling", body_n, data_n, conns, args.seconds))
+                value, ceil = median_of(r, "rps"), median_of(c, "rps")
+                print(f"{size:8} B: {value:.0f} req/s = {value*len(data_n)/1e6:.0f} MB/s "
+                      f"(ceiling {ceil*len(data_n)/1e6:.0f} MB/s, ratio {value/ceil:.2f}x), "
+                      f"peak RSS {rss(p.pid):.1f} MiB")
 
-        print("# scaling: concurrent connections (direct mode, ~2 KB payload)")
-        for conns in [16, 256, 2000]:
-            reset_peak(p.pid)
-            r = [b.target("direct", body, data, conns, args.seconds) for _ in range(args.rounds)]
-            value = median_of(r, "rps")
-            print(f"{conns:5} connections: {value:.0f} req/s, p99 {median_of(r, 'p99'):.2f} ms, "
-                  f"peak RSS {rss(p.pid):.1f} MiB")
+        if "connections" in only:
+            print("# scaling: concurrent connections (direct mode, ~2 KB payload)")
+            for conns in [16, 256, 2000]:
+                reset_peak(p.pid)
+                r = [b.target("direct", body, data, conns, args.seconds) for _ in range(args.rounds)]
+                value = median_of(r, "rps")
+                print(f"{conns:5} connections: {value:.0f} req/s, p99 {median_of(r, 'p99'):.2f} ms, "
+                      f"peak RSS {rss(p.pid):.1f} MiB")
     finally:
         b.close()
 

@@ -7,6 +7,7 @@
 
 mod gson;
 mod jsonpath;
+mod shape;
 #[cfg(test)]
 mod tests;
 
@@ -20,7 +21,9 @@ use serde_json::Value;
 
 use crate::rules::model::{HeaderEntry, IdempotencySection, QueryEntry, VariableEntry};
 use crate::verify::Verified;
-use jsonpath::{JaywayPath, Resolved};
+pub use jsonpath::JaywayPath;
+use jsonpath::Resolved;
+pub use shape::Shape;
 
 pub use gson::compact as gson_compact;
 
@@ -217,6 +220,10 @@ impl BodyVariable {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn path(&self) -> &JaywayPath {
+        &self.path
     }
 
     /// Adds this variable's entries for `document` (None: empty or unparsed body) to `out`.
@@ -449,10 +456,21 @@ pub struct BodyError {
     pub column: usize,
 }
 
+impl BodyError {
+    /// The position of byte `offset`, 1-based, as serde_json counts it (columns in bytes).
+    fn at(bytes: &[u8], offset: usize) -> Self {
+        let before = &bytes[..offset.min(bytes.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        Self { line, column }
+    }
+}
+
 impl<'a> Body<'a> {
-    /// Parses the verified body once. A form post becomes `{"<field>": ["<value>", …]}` over
-    /// query and form parameters without `token`, as GWT synthesises it (§3).
-    pub fn parse(verified: &Verified<'a>) -> Result<Self, BodyError> {
+    /// Parses the verified body once, building only what `shape` reads. A form post becomes
+    /// `{"<field>": ["<value>", …]}` over query and form parameters without `token`, as GWT
+    /// synthesises it (§3).
+    pub fn parse(verified: &Verified<'a>, shape: &Shape) -> Result<Self, BodyError> {
         let inbound = verified.inbound();
         if inbound.form {
             let mut fields = serde_json::Map::new();
@@ -478,13 +496,15 @@ impl<'a> Body<'a> {
                 raw: Cow::Borrowed(""),
             });
         }
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| BodyError {
+        // Checked once here, so neither the parse nor `$` (the raw text) needs to again.
+        let text = std::str::from_utf8(bytes).map_err(|e| BodyError::at(bytes, e.valid_up_to()))?;
+        let doc = shape.parse(text).map_err(|e| BodyError {
             line: e.line(),
             column: e.column(),
         })?;
         Ok(Self {
             doc: Some(doc),
-            raw: String::from_utf8_lossy(bytes),
+            raw: Cow::Borrowed(text),
         })
     }
 }
@@ -567,6 +587,14 @@ impl IdempotencySpec {
     /// Whether the key is read from the JSON body.
     pub fn needs_json(&self) -> bool {
         matches!(self.source, KeySource::Path(_))
+    }
+
+    /// The key's JSONPath, when it is read from the body.
+    pub fn path(&self) -> Option<&JaywayPath> {
+        match &self.source {
+            KeySource::Path(path) => Some(path),
+            KeySource::Header(_) => None,
+        }
     }
 
     /// The key's value for this call; `None` when the call does not carry one (it is then

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Env, Problem, Problems};
-use crate::extract::{BodyVariable, IdempotencySpec, RequestVariable};
+use crate::extract::{BodyVariable, IdempotencySpec, RequestVariable, Shape};
 use crate::filter::Filter;
 use crate::secret::Secret;
 use crate::verify::ip::AllowList;
@@ -37,6 +37,8 @@ pub struct Rule {
     pub allow: AllowList,
     pub signature: SignatureCheck,
     pub body_variables: Vec<BodyVariable>,
+    /// The parts of a JSON body the variables and idempotency key read.
+    pub body_shape: Shape,
     pub header_variables: Vec<RequestVariable>,
     pub query_variables: Vec<RequestVariable>,
     pub filter: Filter,

@@ -98,6 +98,9 @@ fn connect(path: &Path, max_bytes: u64) -> Result<Connection, rusqlite::Error> {
     // FULL: the WAL is fsync'd at every commit, so a committed delivery survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 16 MiB of page cache (the default is 2 MiB): the worker reads back bodies it has just
+    // seen written, and the pending indexes stay hot, instead of paying a pread per page.
+    conn.pragma_update(None, "cache_size", -16_384)?;
     if max_bytes > 0 {
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
         let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
@@ -212,9 +215,14 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Deliveries due at `now_ms`, oldest accepted first.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
-        Ok(ops::due(&self.reader(), now_ms, limit)?)
+    /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first.
+    pub fn due(
+        &self,
+        now_ms: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        Ok(ops::due(&self.reader(), now_ms, after_seq, limit)?)
     }
 
     /// The body of a stored delivery (`None` once purged).

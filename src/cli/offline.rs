@@ -97,7 +97,7 @@ pub fn test(
         rule.signature.scheme().name()
     );
     let parsed = if rule.needs_json() {
-        match Body::parse(&verified) {
+        match Body::parse(&verified, &rule.body_shape) {
             Ok(body) => Some(body),
             Err(error) => {
                 out!("body: {error}; a request like this is answered 400");

@@ -10,18 +10,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::Uri;
+use hyper::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::Delivery;
 use crate::config::{Env, JenkinsSettings, Problem};
-use crate::secret::{Secret, SecretSource};
+use crate::secret::SecretSource;
 
 /// Jenkins' answers are small; anything larger is not a GWT answer and is not read further.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 pub const DELIVERY_HEADER: &str = "X-Hookgate-Delivery";
 pub const RULE_HEADER: &str = "X-Hookgate-Rule";
+const AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
+
+/// The pooled HTTP/1.1 and HTTP/2 client, plain or TLS (system trust store).
+type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Why a call could not be made or its answer not read. Never holds the URL, so the job
+/// token cannot reach a log line through it.
+pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What Jenkins said about a call it accepted (2xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +59,7 @@ pub enum DispatchError {
     #[error("Jenkins target `{0}` is not configured")]
     UnknownTarget(String),
     #[error("Jenkins is unreachable")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] TransportError),
     #[error("Jenkins did not answer within {0:?}")]
     Timeout(Duration),
     #[error("Jenkins answered {code}")]
@@ -87,19 +104,27 @@ impl DispatchError {
 
 #[derive(Debug)]
 struct Target {
+    /// `<base>/generic-webhook-trigger/invoke`, checked at start-up.
     invoke_url: String,
-    user: Option<String>,
-    api_token: Option<Secret>,
+    /// `Basic …` for `user` and the API token, marked sensitive.
+    authorization: Option<HeaderValue>,
     timeout: Duration,
     max_in_flight: usize,
     slots: Arc<Semaphore>,
 }
 
 /// Pooled client for every configured Jenkins.
-#[derive(Debug)]
 pub struct JenkinsClient {
-    http: reqwest::Client,
+    http: Http,
     targets: HashMap<String, Target>,
+}
+
+impl std::fmt::Debug for JenkinsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JenkinsClient")
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JenkinsClient {
@@ -159,13 +184,36 @@ impl JenkinsClient {
                     "must be at least 1",
                 ));
             }
+            let authorization = match (&jenkins.user, &api_token) {
+                (Some(user), Some(api_token)) => {
+                    let mut credentials = user.as_bytes().to_vec();
+                    credentials.push(b':');
+                    credentials.extend_from_slice(api_token.expose());
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&credentials);
+                    zeroize::Zeroize::zeroize(&mut credentials);
+                    match HeaderValue::try_from(format!("Basic {encoded}")) {
+                        Ok(mut value) => {
+                            value.set_sensitive(true);
+                            Some(value)
+                        }
+                        Err(_) => {
+                            problems.push(Problem::new(
+                                source,
+                                field("user"),
+                                "cannot be sent in an Authorization header",
+                            ));
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
             if let Some(invoke_url) = invoke_url {
                 targets.insert(
                     name.clone(),
                     Target {
                         invoke_url,
-                        user: jenkins.user.clone(),
-                        api_token,
+                        authorization,
                         timeout: Duration::from_secs(jenkins.timeout_secs),
                         max_in_flight: jenkins.max_in_flight.max(1),
                         slots: Arc::new(Semaphore::new(jenkins.max_in_flight.max(1))),
@@ -173,21 +221,13 @@ impl JenkinsClient {
                 );
             }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            // A redirect could carry the job token to another host; GWT never redirects.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let http = match http {
+        let http = match http_client() {
             Ok(http) => Some(http),
             Err(e) => {
                 problems.push(Problem::new(
                     source,
                     "jenkins",
-                    format!("cannot create the HTTP client: {}", e.without_url()),
+                    format!("cannot create the HTTP client: {e}"),
                 ));
                 None
             }
@@ -234,43 +274,35 @@ impl JenkinsClient {
             url.push_str("?token=");
             url.extend(form_urlencoded::byte_serialize(token.expose()));
         }
-        let mut request = self
-            .http
-            .post(url)
-            .timeout(deadline.saturating_duration_since(Instant::now()))
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                delivery.content_type.as_str(),
-            )
-            .header(DELIVERY_HEADER, delivery.id.to_string())
-            .header(RULE_HEADER, rule.name.as_str())
-            .body(delivery.body.clone());
-        if let (Some(user), Some(api_token)) = (&target.user, &target.api_token) {
-            request = request.basic_auth(
-                user,
-                Some(String::from_utf8_lossy(api_token.expose()).into_owned()),
-            );
-        }
-        let response = request
-            .send()
+        let request = build_request(url, target, delivery)
+            .map_err(|e| DispatchError::Unreachable(e.into()))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| DispatchError::Unreachable(e.into()))?;
+            let status = response.status();
+            if !status.is_success() {
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                return Err(DispatchError::Status {
+                    code: status.as_u16(),
+                    retry_after,
+                });
+            }
+            let answer = read_capped(response.into_body())
+                .await
+                .map_err(DispatchError::Unreachable)?;
+            Ok((status, answer))
+        };
+        let (status, answer) = tokio::time::timeout_at(deadline.into(), exchange)
             .await
-            .map_err(|e| classify(e, target.timeout))?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(DispatchError::Status {
-                code: status.as_u16(),
-                retry_after,
-            });
-        }
-        let answer = read_capped(response)
-            .await
-            .map_err(|e| classify(e, target.timeout))?;
+            .map_err(|_| DispatchError::Timeout(target.timeout))??;
         let parsed = parse_answer(&answer).ok_or(DispatchError::UnexpectedAnswer {
             code: status.as_u16(),
         })?;
@@ -281,28 +313,68 @@ impl JenkinsClient {
     }
 }
 
-fn classify(error: reqwest::Error, timeout: Duration) -> DispatchError {
-    if error.is_timeout() {
-        DispatchError::Timeout(timeout)
-    } else {
-        DispatchError::Unreachable(error.without_url())
-    }
+/// The client every target shares. hyper directly rather than reqwest: reqwest re-parses the
+/// URL twice per call (its redirect policy runs even when disabled), which cost more than the
+/// HMAC check on the benchmark path (BENCHMARKS.md).
+fn http_client() -> Result<Http, rustls::Error> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(connector);
+    // Redirects are never followed (a redirect could carry the job token to another host, and
+    // GWT never redirects): the legacy client has no redirect support to turn off.
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(TokioTimer::new())
+        .build(https))
 }
 
-async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_ANSWER_BYTES {
+fn build_request(
+    url: String,
+    target: &Target,
+    delivery: &Delivery,
+) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+    let mut request = hyper::Request::post(Uri::try_from(url)?)
+        .header(CONTENT_TYPE, delivery.content_type.as_str())
+        .header(USER_AGENT, AGENT)
+        .header(
+            HeaderName::from_static("x-hookgate-delivery"),
+            delivery.id.to_string(),
+        )
+        .header(
+            HeaderName::from_static("x-hookgate-rule"),
+            delivery.rule.name.as_str(),
+        );
+    if let Some(authorization) = &target.authorization {
+        request = request.header(AUTHORIZATION, authorization.clone());
+    }
+    request.body(Full::new(delivery.body.clone()))
+}
+
+/// Reads at most `MAX_ANSWER_BYTES` of the answer; the rest is not GWT's and is dropped.
+async fn read_capped(mut body: hyper::body::Incoming) -> Result<Bytes, TransportError> {
+    let mut answer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        let room = MAX_ANSWER_BYTES.saturating_sub(answer.len());
+        answer.extend_from_slice(&data[..data.len().min(room)]);
+        if answer.len() >= MAX_ANSWER_BYTES {
             break;
         }
     }
-    Ok(Bytes::from(body))
+    Ok(Bytes::from(answer))
 }
 
 fn parse_base_url(url: &str) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!("`{url}` must use http or https"));
     }

@@ -28,6 +28,11 @@ use crate::store::{AttemptRecord, Next, Pending, Store, now_ms};
 
 /// Extra due deliveries read per scan beyond those already in flight.
 const SCAN_BATCH: usize = 256;
+/// Between full scans the worker only reads deliveries accepted after the last one it looked
+/// at, so a busy queue costs one short index range per wake-up instead of re-reading every
+/// attempt in flight. A full scan (from the oldest) picks up retries that fell due and
+/// operators' requeues; it runs at least this often.
+const FULL_SCAN_EVERY: Duration = Duration::from_millis(50);
 /// Longest sleep between scans; bounds how long an operator's `deliveries retry` waits.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often delivered calls past retention are purged (sooner when retention is shorter).
@@ -148,6 +153,10 @@ impl Worker {
         let mut in_flight: FuturesUnordered<Attempt> = FuturesUnordered::new();
         let mut ids: HashSet<String> = HashSet::new();
         let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut scan = Scan {
+            cursor: 0,
+            full_at: None,
+        };
         let purge_every = PURGE_EVERY
             .min(self.retention)
             .max(Duration::from_millis(100));
@@ -158,7 +167,7 @@ impl Worker {
             if *stop.borrow() {
                 break;
             }
-            self.start_due(&mut in_flight, &mut ids, &mut busy);
+            self.start_due(&mut in_flight, &mut ids, &mut busy, &mut scan);
             if purge_at.is_none_or(|at| at.elapsed() >= purge_every) {
                 purge_at = Some(Instant::now());
                 let cutoff =
@@ -176,8 +185,9 @@ impl Worker {
                 Ok(Some(at)) if at > now => {
                     Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
                 }
-                // Due ones not started are waiting for a slot (or are in flight): a finishing
-                // attempt or the idle poll wakes the loop.
+                // Something is due now: in flight, waiting for a slot, or a retry or requeue
+                // behind the cursor, which the next full scan starts.
+                Ok(Some(_)) => scan.until_full(),
                 _ => IDLE_POLL,
             }
             .min(IDLE_POLL);
@@ -220,21 +230,36 @@ impl Worker {
         in_flight: &mut FuturesUnordered<Attempt>,
         ids: &mut HashSet<String>,
         busy: &mut HashMap<String, usize>,
+        scan: &mut Scan,
     ) {
-        let due = match self.shared.store.due(now_ms(), ids.len() + SCAN_BATCH) {
+        let full = scan
+            .full_at
+            .is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
+        if full {
+            scan.cursor = 0;
+            scan.full_at = Some(Instant::now());
+        }
+        let limit = SCAN_BATCH + if full { ids.len() } else { 0 };
+        let due = match self.shared.store.due(now_ms(), scan.cursor, limit) {
             Ok(due) => due,
             Err(error) => {
                 tracing::error!(%error, cause = %cause(&error), "Cannot read due deliveries.");
                 return;
             }
         };
+        // The cursor never passes a delivery left waiting for a slot, so the next scan sees it
+        // again, still ahead of everything accepted after it.
+        let mut waiting: Option<i64> = None;
+        let mut last = scan.cursor;
         for pending in due {
+            last = pending.seq;
             if ids.contains(&pending.id) {
                 continue;
             }
             let cap = self.shared.jenkins.max_in_flight(&pending.jenkins);
             let used = busy.entry(pending.jenkins.clone()).or_default();
             if *used >= cap {
+                waiting.get_or_insert(pending.seq);
                 continue;
             }
             *used += 1;
@@ -247,6 +272,24 @@ impl Worker {
                 (id, target)
             }));
         }
+        scan.cursor = waiting.map_or(last, |seq| seq - 1);
+    }
+}
+
+/// Where the next scan for due deliveries starts.
+struct Scan {
+    /// Deliveries with this `seq` or lower were already looked at.
+    cursor: i64,
+    /// When the last scan from the oldest delivery ran.
+    full_at: Option<Instant>,
+}
+
+impl Scan {
+    /// Time left until the next full scan may run.
+    fn until_full(&self) -> Duration {
+        self.full_at.map_or(Duration::ZERO, |at| {
+            FULL_SCAN_EVERY.saturating_sub(at.elapsed())
+        })
     }
 }
 

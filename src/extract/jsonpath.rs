@@ -18,8 +18,18 @@ use serde_json::Value;
 pub struct JaywayPath {
     query: JpQuery,
     definite: bool,
+    /// The path as plain steps, when it is definite with no index from the end: evaluated by
+    /// a direct walk, and the only kind of path a pruned parse can serve (see `shape`).
+    steps: Option<Vec<Step>>,
     /// A trailing `.length()` (or `.size()`): answer the size of what the path selects.
     length: bool,
+}
+
+/// One step of a definite path: a member name or an element index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Name(String),
+    Index(usize),
 }
 
 /// What a path yields on a document.
@@ -57,11 +67,28 @@ impl JaywayPath {
                 Segment::Selector(Selector::Name(_) | Selector::Index(_))
             )
         });
+        let steps = query
+            .segments
+            .iter()
+            .map(|segment| match segment {
+                Segment::Selector(Selector::Name(name)) => Some(Step::Name(name.clone())),
+                Segment::Selector(Selector::Index(index)) => {
+                    usize::try_from(*index).ok().map(Step::Index)
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<Step>>>();
         Ok(Self {
             query,
             definite,
+            steps,
             length,
         })
+    }
+
+    /// The path's steps when it is definite and counts no index from the end.
+    pub fn steps(&self) -> Option<&[Step]> {
+        self.steps.as_deref()
     }
 
     /// Whether the path is the whole document (`$`), which GWT answers with the raw body.
@@ -70,19 +97,15 @@ impl JaywayPath {
     }
 
     pub fn evaluate(&self, document: &Value) -> Resolved {
-        // jsonpath-rust only fails on malformed function results, which the grammar already
-        // excludes for the paths `compile` accepts; treat any failure as "not found", as GWT
-        // treats every evaluation exception.
-        let Ok(hits) = js_path_process(&self.query, document) else {
-            return Resolved::NotFound;
-        };
-        let selected = if self.definite {
-            match hits.into_iter().next() {
-                Some(hit) => hit.val.clone(),
+        let selected = match &self.steps {
+            Some(steps) => match walk(document, steps) {
+                Some(value) => value.clone(),
                 None => return Resolved::NotFound,
-            }
-        } else {
-            Value::Array(hits.into_iter().map(|hit| hit.val.clone()).collect())
+            },
+            None => match self.select(document) {
+                Some(value) => value,
+                None => return Resolved::NotFound,
+            },
         };
         if !self.length {
             return Resolved::Value(selected);
@@ -96,6 +119,35 @@ impl JaywayPath {
         };
         Resolved::Value(Value::from(size))
     }
+
+    /// What jsonpath-rust selects: one value for a definite path (`None` when not found), a
+    /// list for an indefinite one.
+    fn select(&self, document: &Value) -> Option<Value> {
+        // jsonpath-rust only fails on malformed function results, which the grammar already
+        // excludes for the paths `compile` accepts; treat any failure as "not found", as GWT
+        // treats every evaluation exception.
+        let hits = js_path_process(&self.query, document).ok()?;
+        if self.definite {
+            hits.into_iter().next().map(|hit| hit.val.clone())
+        } else {
+            Some(Value::Array(
+                hits.into_iter().map(|hit| hit.val.clone()).collect(),
+            ))
+        }
+    }
+}
+
+/// Follows plain steps: a name selects an object's member, an index an array's element, and
+/// anything else selects nothing (RFC 9535, as jsonpath-rust evaluates them).
+fn walk<'v>(mut value: &'v Value, steps: &[Step]) -> Option<&'v Value> {
+    for step in steps {
+        value = match (step, value) {
+            (Step::Name(name), Value::Object(members)) => members.get(name)?,
+            (Step::Index(index), Value::Array(items)) => items.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 fn strip_length_function(path: &str) -> (&str, bool) {
@@ -305,5 +357,46 @@ mod tests {
         });
         let path = JaywayPath::compile("$..id").unwrap();
         assert_eq!(path.evaluate(&doc), Resolved::Value(json!([28, 1, "1c3e"])));
+    }
+
+    mod walking {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::{JaywayPath, walk};
+
+        fn arbitrary_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<i64>().prop_map(Value::from),
+                "[ab]{0,2}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec(("[ab]{1,2}", inner), 0..4)
+                        .prop_map(|members| Value::Object(members.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn definite_path() -> impl Strategy<Value = String> {
+            let step = prop_oneof![
+                "[ab]{1,2}".prop_map(|name| format!(".{name}")),
+                "[ab]{1,2}".prop_map(|name| format!("['{name}']")),
+                (0usize..4).prop_map(|i| format!("[{i}]")),
+            ];
+            prop::collection::vec(step, 1..5).prop_map(|steps| format!("${}", steps.concat()))
+        }
+
+        proptest! {
+            /// The direct walk selects exactly what jsonpath-rust selects for a definite path.
+            #[test]
+            fn walking_agrees_with_jsonpath_rust(doc in arbitrary_json(), path in definite_path()) {
+                let compiled = JaywayPath::compile(&path).unwrap();
+                let steps = compiled.steps().expect("definite path has steps");
+                prop_assert_eq!(walk(&doc, steps).cloned(), compiled.select(&doc), "{}", path);
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::model::{RuleFile, SchemeName};
 use super::{DispatchSpec, Rule};
 use crate::config::{Env, Problem};
-use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariable};
+use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariable, Shape};
 use crate::filter::Filter;
 use crate::secret::{Secret, SecretSource};
 use crate::verify::ip::AllowList;
@@ -188,6 +188,12 @@ pub(super) fn compile(
     let (Some(signature), Some(filter), true) = (signature, filter, problems.is_empty()) else {
         return Err(problems);
     };
+    let body_shape = Shape::of(
+        body_variables
+            .iter()
+            .map(BodyVariable::path)
+            .chain(idempotency.as_ref().and_then(IdempotencySpec::path)),
+    );
     Ok(Rule {
         name,
         description: file.description,
@@ -196,6 +202,7 @@ pub(super) fn compile(
         allow,
         signature,
         body_variables,
+        body_shape,
         header_variables,
         query_variables,
         filter,

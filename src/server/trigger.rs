@@ -17,7 +17,7 @@ use ulid::Ulid;
 use super::AppState;
 use crate::dispatch::{Delivery, DispatchError, Dispatched};
 use crate::error::{ApiError, error_body, insert_retry_after};
-use crate::extract::{self, Body, BodyError, Variables};
+use crate::extract::{self, Body, BodyError, Shape, Variables};
 use crate::metrics::Outcome;
 use crate::rules::Rule;
 use crate::verify::ip::ClientAddr;
@@ -68,6 +68,9 @@ pub async fn run(
     let now = SystemTime::now();
     let mut stages: Vec<(&Arc<Rule>, Stage)> = Vec::with_capacity(candidates.len());
     let mut body: Option<Result<Body<'_>, BodyError>> = None;
+    // The body is parsed once for every rule the token selected; a single rule's shape is
+    // enough only when it is the only reader.
+    let shared_body = candidates.len() > 1;
 
     for candidate in candidates {
         let rule = candidate.rule();
@@ -86,7 +89,12 @@ pub async fn run(
             }
         };
         let parsed = if rule.needs_json() {
-            match body.get_or_insert_with(|| Body::parse(&verified)) {
+            let shape = if shared_body {
+                &Shape::Whole
+            } else {
+                &rule.body_shape
+            };
+            match body.get_or_insert_with(|| Body::parse(&verified, shape)) {
                 Ok(parsed) => Some(&*parsed),
                 Err(error) => {
                     tracing::warn!(rule = name, reason = %error, "Body is not what the rule needs.");

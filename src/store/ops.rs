@@ -115,31 +115,30 @@ pub(super) fn accept(
 ) -> Result<Accepted, rusqlite::Error> {
     if let Some(key) = &delivery.idempotency {
         let first: Option<String> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT delivery_id FROM idempotency WHERE rule = ?1 AND key = ?2 AND expires_at > ?3",
-                params![delivery.rule, key.digest, now_ms],
-                |row| row.get(0),
-            )
+            )?
+            .query_row(params![delivery.rule, key.digest, now_ms], |row| {
+                row.get(0)
+            })
             .optional()?;
         if let Some(first) = first {
             return Ok(Accepted::Duplicate { first });
         }
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO idempotency (rule, key, delivery_id, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (rule, key) DO UPDATE SET delivery_id = excluded.delivery_id,
                                                    expires_at = excluded.expires_at",
-            params![
-                delivery.rule,
-                key.digest,
-                delivery.id,
-                now_ms.saturating_add(key.ttl_ms)
-            ],
-        )?;
+        )?
+        .execute(params![
+            delivery.rule,
+            key.digest,
+            delivery.id,
+            now_ms.saturating_add(key.ttl_ms)
+        ])?;
     }
-    tx.execute(
-        "INSERT INTO deliveries (id, rule, jenkins, state, body, content_type, request_id, accepted_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)",
-        params![
+    tx.prepare_cached("INSERT INTO deliveries (id, rule, jenkins, state, body, content_type, request_id, accepted_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)")?.execute(params![
             delivery.id,
             delivery.rule,
             delivery.jenkins,
@@ -177,27 +176,22 @@ pub(super) fn record(
     attempt: &AttemptRecord,
 ) -> Result<(), rusqlite::Error> {
     let found: Option<(i64, i64)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT seq, attempts FROM deliveries WHERE id = ?1 AND state IN ('queued', 'retrying')",
-            [id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        )?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     // Purged or changed by an operator meanwhile: the attempt has nothing left to update.
     let Some((seq, attempts)) = found else {
         return Ok(());
     };
     let n = attempts + 1;
-    tx.execute(
-        "INSERT INTO attempts (delivery_seq, n, at, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![seq, n, attempt.at_ms, attempt.duration_ms, attempt.status, attempt.error],
+    tx.prepare_cached("INSERT INTO attempts (delivery_seq, n, at, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![seq, n, attempt.at_ms, attempt.duration_ms, attempt.status, attempt.error],
     )?;
     match &attempt.next {
-        Next::Done { queue_id, url } => tx.execute(
-            "UPDATE deliveries SET state = 'done', attempts = ?2, budget_used = budget_used + 1,
+        Next::Done { queue_id, url } => tx.prepare_cached("UPDATE deliveries SET state = 'done', attempts = ?2, budget_used = budget_used + 1,
                     finished_at = ?3, queue_id = ?4, queue_url = ?5, last_error = NULL
-             WHERE seq = ?1",
-            params![
+             WHERE seq = ?1")?.execute(params![
                 seq,
                 n,
                 attempt.at_ms + attempt.duration_ms,
@@ -205,17 +199,13 @@ pub(super) fn record(
                 url
             ],
         )?,
-        Next::Retry { at_ms } => tx.execute(
-            "UPDATE deliveries SET state = 'retrying', attempts = ?2, budget_used = budget_used + 1,
+        Next::Retry { at_ms } => tx.prepare_cached("UPDATE deliveries SET state = 'retrying', attempts = ?2, budget_used = budget_used + 1,
                     next_attempt_at = ?3, last_error = ?4
-             WHERE seq = ?1",
-            params![seq, n, at_ms, attempt.error],
+             WHERE seq = ?1")?.execute(params![seq, n, at_ms, attempt.error],
         )?,
-        Next::Dead { reason } => tx.execute(
-            "UPDATE deliveries SET state = 'dead', attempts = ?2, budget_used = budget_used + 1,
+        Next::Dead { reason } => tx.prepare_cached("UPDATE deliveries SET state = 'dead', attempts = ?2, budget_used = budget_used + 1,
                     finished_at = ?3, last_error = ?4
-             WHERE seq = ?1",
-            params![seq, n, attempt.at_ms + attempt.duration_ms, reason],
+             WHERE seq = ?1")?.execute(params![seq, n, attempt.at_ms + attempt.duration_ms, reason],
         )?,
     };
     Ok(())
@@ -238,6 +228,8 @@ pub(super) fn probe(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
 /// deliveries the worker actually starts.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// Acceptance order.
+    pub seq: i64,
     pub id: String,
     pub rule: String,
     pub jenkins: String,
@@ -250,23 +242,25 @@ pub struct Pending {
 pub(super) fn due(
     conn: &Connection,
     now_ms: i64,
+    after_seq: i64,
     limit: usize,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, rule, jenkins, content_type, accepted_at, budget_used FROM deliveries
-         WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1
-         ORDER BY seq LIMIT ?2",
+        "SELECT seq, id, rule, jenkins, content_type, accepted_at, budget_used FROM deliveries
+         WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 AND seq > ?2
+         ORDER BY seq LIMIT ?3",
     )?;
     let rows = statement.query_map(
-        params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+        params![now_ms, after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
         |row| {
             Ok(Pending {
-                id: row.get(0)?,
-                rule: row.get(1)?,
-                jenkins: row.get(2)?,
-                content_type: row.get(3)?,
-                accepted_at: row.get(4)?,
-                budget_used: row.get(5)?,
+                seq: row.get(0)?,
+                id: row.get(1)?,
+                rule: row.get(2)?,
+                jenkins: row.get(3)?,
+                content_type: row.get(4)?,
+                accepted_at: row.get(5)?,
+                budget_used: row.get(6)?,
             })
         },
     )?;
@@ -280,11 +274,10 @@ pub(super) fn body(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>, rusql
 }
 
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('queued', 'retrying')",
-        [],
-        |row| row.get(0),
-    )
+    )?
+    .query_row([], |row| row.get(0))
 }
 
 /// Puts deliveries back in the queue, due at `now_ms`: one (dead or retrying) by id, or every

@@ -55,7 +55,7 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
             store.accept(delivery("d1", "r", None)).await.unwrap(),
             Accepted::Stored
         );
-        let due = store.due(now_ms(), 10).unwrap();
+        let due = store.due(now_ms(), 0, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
             store.body("d1").unwrap().as_deref(),
@@ -69,7 +69,7 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
             .await
             .unwrap();
         assert!(
-            store.due(now_ms(), 10).unwrap().is_empty(),
+            store.due(now_ms(), 0, 10).unwrap().is_empty(),
             "not due before its time"
         );
         assert_eq!(store.next_due_at().unwrap(), Some(later));
@@ -130,7 +130,7 @@ fn a_repeat_within_the_ttl_is_a_duplicate_and_after_it_a_new_delivery() {
             Accepted::Stored
         );
         let ids: Vec<String> = store
-            .due(now_ms(), 10)
+            .due(now_ms(), 0, 10)
             .unwrap()
             .into_iter()
             .map(|p| p.id)
@@ -169,7 +169,7 @@ fn concurrent_accepts_are_committed_together_and_all_kept() {
     });
     drop(store);
     let reopened = Store::open(dir.path(), 0).unwrap();
-    assert_eq!(reopened.due(now_ms(), 1000).unwrap().len(), 250);
+    assert_eq!(reopened.due(now_ms(), 0, 1000).unwrap().len(), 250);
 }
 
 #[test]
@@ -248,14 +248,14 @@ fn operators_requeue_dead_deliveries_and_purge_done_ones() {
     );
     assert_eq!(admin.retry_dead().unwrap(), 1);
     let due: Vec<String> = store
-        .due(now_ms(), 10)
+        .due(now_ms(), 0, 10)
         .unwrap()
         .into_iter()
         .map(|p| p.id)
         .collect();
     assert_eq!(due, ["a", "b"]);
     assert_eq!(
-        store.due(now_ms(), 10).unwrap()[0].budget_used,
+        store.due(now_ms(), 0, 10).unwrap()[0].budget_used,
         0,
         "a fresh budget"
     );
@@ -336,7 +336,7 @@ proptest! {
                     }
                 }
                 Op::Attempt(kind) => {
-                    if let Some(p) = store.due(now_ms(), 1).unwrap().into_iter().next() {
+                    if let Some(p) = store.due(now_ms(), 0, 1).unwrap().into_iter().next() {
                         let (next, state) = match kind {
                             0 => (Next::Done { queue_id: 1, url: String::new() }, State::Done),
                             1 => (Next::Retry { at_ms: 0 }, State::Retrying),
