@@ -226,8 +226,8 @@ impl Store {
     }
 
     /// The body of a stored delivery (`None` once purged).
-    pub fn body(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(ops::body(&self.reader(), id)?)
+    pub fn body(&self, seq: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(ops::body(&self.reader(), seq)?)
     }
 
     /// When the next queued or retrying delivery falls due, if any.

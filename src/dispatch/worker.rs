@@ -309,7 +309,7 @@ async fn attempt(shared: &Shared, pending: Pending) {
     let started = Instant::now();
     let rule = shared.rules.get(&pending.rule).cloned();
     let id = Ulid::from_string(&pending.id).ok();
-    let body = match shared.store.body(&pending.id) {
+    let body = match shared.store.body(pending.seq) {
         Ok(Some(body)) => body,
         // Purged or requeued meanwhile by an operator: nothing to attempt now.
         Ok(None) => return,

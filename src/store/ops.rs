@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::State;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: bodies moved to their own table (1 kept them in `deliveries`).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -15,7 +16,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     rule            TEXT    NOT NULL,
     jenkins         TEXT    NOT NULL,
     state           TEXT    NOT NULL,
-    body            BLOB    NOT NULL,
     content_type    TEXT    NOT NULL,
     request_id      TEXT,
     accepted_at     INTEGER NOT NULL,
@@ -33,6 +33,12 @@ CREATE INDEX IF NOT EXISTS deliveries_pending_due ON deliveries (next_attempt_at
     WHERE state IN ('queued', 'retrying');
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (finished_at) WHERE state = 'done';
 CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, seq);
+-- Bodies live apart from the rows the worker scans and updates: a state change then rewrites a
+-- small row, not the page holding a body, and a scan reads dense pages of metadata only.
+CREATE TABLE IF NOT EXISTS bodies (
+    delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+    body         BLOB    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
     n            INTEGER NOT NULL,
@@ -55,6 +61,16 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
+/// Schema 1 kept each body in its `deliveries` row.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE bodies (
+    delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+    body         BLOB    NOT NULL
+);
+INSERT INTO bodies (delivery_seq, body) SELECT seq, body FROM deliveries;
+ALTER TABLE deliveries DROP COLUMN body;
+";
+
 /// Creates the schema, or checks that an existing store is one this version understands. An
 /// existing store is only read, so an operator command never waits on a busy gateway here.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
@@ -73,6 +89,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     // IMMEDIATE takes the write lock up front, waiting through the busy timeout, instead of
     // failing when a read lock cannot be upgraded.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if version == 1 {
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+    }
     tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
@@ -137,17 +156,18 @@ pub(super) fn accept(
             now_ms.saturating_add(key.ttl_ms)
         ])?;
     }
-    tx.prepare_cached("INSERT INTO deliveries (id, rule, jenkins, state, body, content_type, request_id, accepted_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?7)")?.execute(params![
+    tx.prepare_cached("INSERT INTO deliveries (id, rule, jenkins, state, content_type, request_id, accepted_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6)")?.execute(params![
             delivery.id,
             delivery.rule,
             delivery.jenkins,
-            delivery.body,
             delivery.content_type,
             delivery.request_id,
             now_ms
         ],
     )?;
+    tx.prepare_cached("INSERT INTO bodies (delivery_seq, body) VALUES (?1, ?2)")?
+        .execute(params![tx.last_insert_rowid(), delivery.body])?;
     Ok(Accepted::Stored)
 }
 
@@ -267,9 +287,9 @@ pub(super) fn due(
     rows.collect()
 }
 
-pub(super) fn body(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>, rusqlite::Error> {
-    conn.prepare_cached("SELECT body FROM deliveries WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
+pub(super) fn body(conn: &Connection, seq: i64) -> Result<Option<Vec<u8>>, rusqlite::Error> {
+    conn.prepare_cached("SELECT body FROM bodies WHERE delivery_seq = ?1")?
+        .query_row([seq], |row| row.get(0))
         .optional()
 }
 
@@ -401,7 +421,8 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryView>, r
     let found = conn
         .query_row(
             "SELECT seq, id, rule, jenkins, state, request_id, accepted_at, next_attempt_at,
-                    finished_at, last_error, queue_id, queue_url, length(body)
+                    finished_at, last_error, queue_id, queue_url,
+                    (SELECT length(body) FROM bodies WHERE delivery_seq = seq)
              FROM deliveries WHERE id = ?1",
             [id],
             |row| {
@@ -410,7 +431,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryView>, r
                 let next: i64 = row.get(7)?;
                 let seq: i64 = row.get(0)?;
                 let queue_id: Option<i64> = row.get(10)?;
-                let body_bytes: i64 = row.get(12)?;
+                let body_bytes: Option<i64> = row.get(12)?;
                 Ok((
                     seq,
                     DeliveryView {
@@ -425,7 +446,9 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryView>, r
                         last_error: row.get(9)?,
                         queue_id: queue_id.and_then(|q| u64::try_from(q).ok()),
                         queue_url: row.get(11)?,
-                        body_bytes: usize::try_from(body_bytes).unwrap_or(0),
+                        body_bytes: body_bytes
+                            .and_then(|n| usize::try_from(n).ok())
+                            .unwrap_or(0),
                         attempts: Vec::new(),
                     },
                 ))

@@ -58,7 +58,7 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
         let due = store.due(now_ms(), 0, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
-            store.body("d1").unwrap().as_deref(),
+            store.body(due[0].seq).unwrap().as_deref(),
             Some(&br#"{"action":"deploy"}"#[..])
         );
         assert_eq!(due[0].budget_used, 0);
@@ -170,6 +170,45 @@ fn concurrent_accepts_are_committed_together_and_all_kept() {
     drop(store);
     let reopened = Store::open(dir.path(), 0).unwrap();
     assert_eq!(reopened.due(now_ms(), 0, 1000).unwrap().len(), 250);
+}
+
+#[test]
+fn a_schema_1_store_is_migrated_with_its_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The schema 1 layout: bodies inside `deliveries`.
+        let conn = rusqlite::Connection::open(dir.path().join("deliveries.sqlite3")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE deliveries (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                rule TEXT NOT NULL, jenkins TEXT NOT NULL, state TEXT NOT NULL,
+                body BLOB NOT NULL, content_type TEXT NOT NULL, request_id TEXT,
+                accepted_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0, budget_used INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT, finished_at INTEGER, queue_id INTEGER, queue_url TEXT);
+             INSERT INTO deliveries (id, rule, jenkins, state, body, content_type, accepted_at, next_attempt_at)
+                VALUES ('old-1', 'r', 'main', 'queued', X'7B7D', 'application/json', 1, 1);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path(), 0).unwrap();
+    let due = store.due(now_ms(), 0, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, "old-1");
+    assert_eq!(store.body(due[0].seq).unwrap().as_deref(), Some(&b"{}"[..]));
+    assert_eq!(store.get("old-1").unwrap().unwrap().body_bytes, 2);
+    // New deliveries go on after the migrated ones.
+    runtime().block_on(async {
+        store.accept(delivery("new-1", "r", None)).await.unwrap();
+    });
+    let ids: Vec<String> = store
+        .due(now_ms(), 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(ids, ["old-1", "new-1"]);
 }
 
 #[test]
