@@ -394,17 +394,117 @@ fn parse_base_url(url: &str) -> Result<String, String> {
 
 #[derive(Deserialize)]
 struct GwtAnswer {
-    jobs: Option<serde_json::Map<String, serde_json::Value>>,
+    jobs: Option<Jobs>,
 }
 
-#[derive(Deserialize)]
+/// GWT's `jobs` object, in document order. Each job's `resolvedVariables` and filter echo
+/// (which can hold every variable of the call) are skipped without being built.
+struct Jobs(Vec<Option<GwtJob>>);
+
+#[derive(Default)]
 struct GwtJob {
-    #[serde(default)]
     triggered: bool,
-    #[serde(default)]
     id: u64,
-    #[serde(default)]
     url: String,
+}
+
+impl<'de> Deserialize<'de> for Jobs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct JobsVisitor;
+        impl<'de> serde::de::Visitor<'de> for JobsVisitor {
+            type Value = Jobs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("GWT's jobs object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Jobs, A::Error> {
+                let mut jobs = Vec::new();
+                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    jobs.push(map.next_value::<MaybeJob>()?.0);
+                }
+                Ok(Jobs(jobs))
+            }
+        }
+        deserializer.deserialize_map(JobsVisitor)
+    }
+}
+
+/// One job's entry; `None` when it is not an object or a known field has the wrong type, so
+/// one odd entry does not discard the others.
+struct MaybeJob(Option<GwtJob>);
+
+impl<'de> Deserialize<'de> for MaybeJob {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::IgnoredAny;
+        struct JobVisitor;
+        impl<'de> serde::de::Visitor<'de> for JobVisitor {
+            type Value = MaybeJob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a job entry")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MaybeJob, A::Error> {
+                let mut job = Some(GwtJob::default());
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let value = match key.as_ref() {
+                        "triggered" | "id" | "url" => map.next_value::<serde_json::Value>()?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let Some(current) = job.as_mut() else {
+                        continue;
+                    };
+                    let fits = match (key.as_ref(), value) {
+                        ("triggered", serde_json::Value::Bool(b)) => {
+                            current.triggered = b;
+                            true
+                        }
+                        ("id", serde_json::Value::Number(n)) => {
+                            n.as_u64().map(|n| current.id = n).is_some()
+                        }
+                        ("url", serde_json::Value::String(s)) => {
+                            current.url = s;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if !fits {
+                        job = None;
+                    }
+                }
+                Ok(MaybeJob(job))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MaybeJob, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeJob(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeJob, E> {
+                Ok(MaybeJob(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeJob, E> {
+                Ok(MaybeJob(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeJob, E> {
+                Ok(MaybeJob(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeJob, E> {
+                Ok(MaybeJob(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<MaybeJob, E> {
+                Ok(MaybeJob(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeJob, E> {
+                Ok(MaybeJob(None))
+            }
+        }
+        deserializer.deserialize_any(JobVisitor)
+    }
 }
 
 /// Maps GWT's `{"jobs": {name: {triggered, id, url}}, "message"}` to one answer: the first
@@ -426,10 +526,7 @@ fn parse_answer(body: &[u8]) -> Option<JenkinsAnswer> {
     let Some(jobs) = jobs else {
         return Some(accepted);
     };
-    let parsed: Vec<GwtJob> = jobs
-        .into_iter()
-        .filter_map(|(_, job)| serde_json::from_value(job).ok())
-        .collect();
+    let parsed: Vec<GwtJob> = jobs.0.into_iter().flatten().collect();
     let chosen = parsed
         .iter()
         .find(|job| job.triggered)
@@ -470,6 +567,27 @@ mod tests {
         assert_eq!(silent.id, 0);
         // A login page or proxy page answering 200 is not a success.
         assert_eq!(parse_answer(b"<html><body>Sign in</body></html>"), None);
+        // `jobs` that is not an object is not GWT's answer.
+        assert_eq!(parse_answer(br#"{"jobs":[1,2]}"#), None);
+    }
+
+    #[test]
+    fn odd_job_entries_are_skipped_without_losing_the_others() {
+        let body = br#"{"jobs":{"a":"text","b":{"triggered":true,"id":-1,"url":"x"},"c":[{"id":1}],"d":{"triggered":true,"id":7,"url":"queue/item/7/","resolvedVariables":{"deep":[[{"x":1}]]}}},"message":"m"}"#;
+        assert_eq!(
+            parse_answer(body).expect("GWT answer"),
+            JenkinsAnswer {
+                status: 200,
+                triggered: true,
+                id: 7,
+                url: "queue/item/7/".into()
+            }
+        );
+        // Nothing usable: accepted, no queue item known.
+        let none = parse_answer(br#"{"jobs":{"a":null,"b":{"url":null}}}"#).expect("answer");
+        assert_eq!((none.triggered, none.id), (true, 0));
+        // `jobs: null` is GWT's answer with no job entries.
+        assert!(parse_answer(br#"{"jobs":null,"message":"m"}"#).is_some());
     }
 
     #[test]
