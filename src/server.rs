@@ -16,10 +16,11 @@ use actix_web::{App, HttpServer, web};
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::DeliveryMode;
 use crate::dispatch::Dispatcher;
+use crate::dispatch::handoff::Handoff;
 use crate::dispatch::worker::Worker;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -77,16 +78,16 @@ impl Application {
                             delivery.store.display()
                         ))
                     })?;
-                let wake = Arc::new(Notify::new());
+                let handoff = Arc::new(Handoff::default());
                 let worker = Worker::new(
                     store.clone(),
                     jenkins,
                     Arc::clone(&rules),
                     Arc::clone(&metrics),
                     delivery,
-                    Arc::clone(&wake),
+                    Arc::clone(&handoff),
                 );
-                (Dispatcher::Queue { store, wake }, Some(worker))
+                (Dispatcher::Queue { store, handoff }, Some(worker))
             }
         };
         let server_settings = &gateway.settings.server;

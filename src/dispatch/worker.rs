@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use actix_web::web::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use ulid::Ulid;
 
+use super::handoff::Handoff;
 use super::{ContentType, Delivery, DispatchError, JenkinsAnswer, JenkinsClient};
 use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
@@ -117,11 +118,11 @@ struct Shared {
     rules: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
+    handoff: Arc<Handoff>,
 }
 
 pub struct Worker {
     shared: Rc<Shared>,
-    wake: Arc<Notify>,
     retention: Duration,
 }
 
@@ -132,7 +133,7 @@ impl Worker {
         rules: Arc<RuleSet>,
         metrics: Arc<Metrics>,
         settings: &DeliverySettings,
-        wake: Arc<Notify>,
+        handoff: Arc<Handoff>,
     ) -> Self {
         Self {
             shared: Rc::new(Shared {
@@ -141,8 +142,8 @@ impl Worker {
                 rules,
                 metrics,
                 policy: RetryPolicy::from_settings(settings),
+                handoff,
             }),
-            wake,
             retention: Duration::from_secs(settings.done_retention_secs),
         }
     }
@@ -203,7 +204,7 @@ impl Worker {
                         finished = in_flight.next().now_or_never().flatten();
                     }
                 }
-                () = self.wake.notified() => {}
+                () = self.shared.handoff.woken() => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
@@ -309,7 +310,14 @@ async fn attempt(shared: &Shared, pending: Pending) {
     let started = Instant::now();
     let rule = shared.rules.get(&pending.rule).cloned();
     let id = Ulid::from_string(&pending.id).ok();
-    let body = match shared.store.body(pending.seq) {
+    let body = match shared.handoff.take(&pending.id) {
+        Some(body) => Ok(Some(body)),
+        None => shared
+            .store
+            .body(pending.seq)
+            .map(|body| body.map(Bytes::from)),
+    };
+    let body = match body {
         Ok(Some(body)) => body,
         // Purged or requeued meanwhile by an operator: nothing to attempt now.
         Ok(None) => return,
@@ -323,7 +331,7 @@ async fn attempt(shared: &Shared, pending: Pending) {
             let delivery = Delivery {
                 id,
                 rule,
-                body: Bytes::from(body),
+                body,
                 content_type: ContentType::parse(&pending.content_type),
                 idempotency: None,
                 request_id: None,
