@@ -4,15 +4,14 @@
 //! default) a delivery is stored durably and answered at once; the [`worker`] delivers it with
 //! retries. In direct mode Jenkins is called inside the request and its answer returned.
 
-pub mod handoff;
 pub mod jenkins;
 pub mod worker;
 
 use std::sync::Arc;
 
 use actix_web::web::Bytes;
-use handoff::Handoff;
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 use ulid::Ulid;
 
 use crate::extract::Variables;
@@ -123,7 +122,7 @@ pub enum Dispatched {
 /// Where deliveries go.
 pub enum Dispatcher {
     Direct(Arc<JenkinsClient>),
-    Queue { store: Store, handoff: Arc<Handoff> },
+    Queue { store: Store, wake: Arc<Notify> },
 }
 
 impl Dispatcher {
@@ -132,12 +131,10 @@ impl Dispatcher {
             Dispatcher::Direct(jenkins) => {
                 jenkins.invoke(delivery).await.map(Dispatched::Delivered)
             }
-            Dispatcher::Queue { store, handoff } => {
-                let id = delivery.id.to_string();
-                let offer = handoff.offer(&id, &delivery.body);
+            Dispatcher::Queue { store, wake } => {
                 let accepted = store
                     .accept(NewDelivery {
-                        id,
+                        id: delivery.id.to_string(),
                         rule: delivery.rule.name.clone(),
                         jenkins: delivery.rule.dispatch.jenkins.clone(),
                         body: delivery.body.to_vec(),
@@ -149,8 +146,7 @@ impl Dispatcher {
                     .map_err(DispatchError::Store)?;
                 match accepted {
                     Accepted::Stored => {
-                        offer.keep();
-                        handoff.wake();
+                        wake.notify_one();
                         Ok(Dispatched::Queued)
                     }
                     Accepted::Duplicate { first } => Ok(Dispatched::Duplicate { first }),

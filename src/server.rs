@@ -16,11 +16,10 @@ use actix_web::{App, HttpServer, web};
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::DeliveryMode;
 use crate::dispatch::Dispatcher;
-use crate::dispatch::handoff::Handoff;
 use crate::dispatch::worker::Worker;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -78,16 +77,16 @@ impl Application {
                             delivery.store.display()
                         ))
                     })?;
-                let handoff = Arc::new(Handoff::default());
+                let wake = Arc::new(Notify::new());
                 let worker = Worker::new(
                     store.clone(),
                     jenkins,
                     Arc::clone(&rules),
                     Arc::clone(&metrics),
                     delivery,
-                    Arc::clone(&handoff),
+                    Arc::clone(&wake),
                 );
-                (Dispatcher::Queue { store, handoff }, Some(worker))
+                (Dispatcher::Queue { store, wake }, Some(worker))
             }
         };
         let server_settings = &gateway.settings.server;

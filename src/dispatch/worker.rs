@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use actix_web::web::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use ulid::Ulid;
 
-use super::handoff::Handoff;
 use super::{ContentType, Delivery, DispatchError, JenkinsAnswer, JenkinsClient};
 use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
@@ -118,11 +117,11 @@ struct Shared {
     rules: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
-    handoff: Arc<Handoff>,
 }
 
 pub struct Worker {
     shared: Rc<Shared>,
+    wake: Arc<Notify>,
     retention: Duration,
 }
 
@@ -133,7 +132,7 @@ impl Worker {
         rules: Arc<RuleSet>,
         metrics: Arc<Metrics>,
         settings: &DeliverySettings,
-        handoff: Arc<Handoff>,
+        wake: Arc<Notify>,
     ) -> Self {
         Self {
             shared: Rc::new(Shared {
@@ -142,8 +141,8 @@ impl Worker {
                 rules,
                 metrics,
                 policy: RetryPolicy::from_settings(settings),
-                handoff,
             }),
+            wake,
             retention: Duration::from_secs(settings.done_retention_secs),
         }
     }
@@ -204,7 +203,7 @@ impl Worker {
                         finished = in_flight.next().now_or_never().flatten();
                     }
                 }
-                () = self.shared.handoff.woken() => {}
+                () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
@@ -310,14 +309,7 @@ async fn attempt(shared: &Shared, pending: Pending) {
     let started = Instant::now();
     let rule = shared.rules.get(&pending.rule).cloned();
     let id = Ulid::from_string(&pending.id).ok();
-    let body = match shared.handoff.take(&pending.id) {
-        Some(body) => Ok(Some(body)),
-        None => shared
-            .store
-            .body(pending.seq)
-            .map(|body| body.map(Bytes::from)),
-    };
-    let body = match body {
+    let body = match shared.store.body(pending.seq) {
         Ok(Some(body)) => body,
         // Purged or requeued meanwhile by an operator: nothing to attempt now.
         Ok(None) => return,
@@ -331,7 +323,7 @@ async fn attempt(shared: &Shared, pending: Pending) {
             let delivery = Delivery {
                 id,
                 rule,
-                body,
+                body: Bytes::from(body),
                 content_type: ContentType::parse(&pending.content_type),
                 idempotency: None,
                 request_id: None,
