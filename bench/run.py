@@ -4,7 +4,7 @@ scaling by rules, body size and connections. Every figure is printed beside a re
 measured in the same run; nothing is asserted. Run through `bash bench/run.sh`, which installs
 nginx, wrk and webhook first.
 
-    python3 bench/run.py [--rounds 3] [--seconds 5] [--quick] [--no-pin] [--only side,rules,...]
+    python3 bench/run.py [--rounds 5] [--seconds 5] [--quick] [--pin] [--only side,rules,...]
 
 By default every process shares every CPU, as in ../shared/reference/peers.md §6.3. With
 `--pin` (two or more CPUs) hookgate and both nginx run on CPU 0 and wrk on CPU 1, which is less
@@ -114,7 +114,7 @@ http {{
         self.nginx("upstream", f"""server {{ listen 127.0.0.1:{UPSTREAM};
     location / {{ default_type application/json; return 200 '{GWT_ANSWER}'; }} }}""", 1)
         # The ceiling: forwarding with no checks at all.
-        self.nginx("ceiling", f"""upstream gwt {{ server 127.0.0.1:{UPSTREAM}; keepalive 256; }}
+        self.nginx("ceiling", f"""upstream gwt {{ server 127.0.0.1:{UPSTREAM}; keepalive 256; keepalive_requests 1000000; }}
   server {{ listen 127.0.0.1:{CEILING};
     location / {{ proxy_pass http://gwt; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""",
                    self.server_workers())
@@ -289,7 +289,7 @@ def median_of(results, key):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="one round of 2 s per point")
     ap.add_argument("--pin", action="store_true",
@@ -324,8 +324,10 @@ def main():
             rps = {n: median_of(results[n], "rps") for n in names}
             for n in names:
                 r = results[n][-1]
+                rounds = ", ".join(f"{x['rps']:.0f}" for x in results[n])
                 print(f"{n:8} {rps[n]:10.0f} req/s   p50 {median_of(results[n], 'p50'):.2f} ms  "
-                      f"p99 {median_of(results[n], 'p99'):.2f} ms  non-2xx {r['non2xx']}  {r['errors']}")
+                      f"p99 {median_of(results[n], 'p99'):.2f} ms  non-2xx {r['non2xx']}  {r['errors']}"
+                      f"  (rounds: {rounds})")
             print(f"ratios: direct/ceiling {rps['direct']/rps['ceiling']:.2f}x, "
                   f"queue/ceiling {rps['queue']/rps['ceiling']:.2f}x, "
                   f"direct/webhook {rps['direct']/rps['webhook']:.1f}x, "
