@@ -361,38 +361,17 @@ mod tests {
 
     mod walking {
         use proptest::prelude::*;
-        use serde_json::Value;
 
         use super::super::{JaywayPath, walk};
-
-        fn arbitrary_json() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<i64>().prop_map(Value::from),
-                "[ab]{0,2}".prop_map(Value::String),
-            ];
-            leaf.prop_recursive(4, 24, 4, |inner| {
-                prop_oneof![
-                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                    prop::collection::vec(("[ab]{1,2}", inner), 0..4)
-                        .prop_map(|members| Value::Object(members.into_iter().collect())),
-                ]
-            })
-        }
-
-        fn definite_path() -> impl Strategy<Value = String> {
-            let step = prop_oneof![
-                "[ab]{1,2}".prop_map(|name| format!(".{name}")),
-                "[ab]{1,2}".prop_map(|name| format!("['{name}']")),
-                (0usize..4).prop_map(|i| format!("[{i}]")),
-            ];
-            prop::collection::vec(step, 1..5).prop_map(|steps| format!("${}", steps.concat()))
-        }
+        use crate::extract::tests::{definite_paths, json_documents};
 
         proptest! {
             /// The direct walk selects exactly what jsonpath-rust selects for a definite path.
             #[test]
-            fn walking_agrees_with_jsonpath_rust(doc in arbitrary_json(), path in definite_path()) {
+            fn walking_agrees_with_jsonpath_rust(
+                doc in json_documents("[ab]{1,2}", "[ab]{0,2}"),
+                path in definite_paths(),
+            ) {
                 let compiled = JaywayPath::compile(&path).unwrap();
                 let steps = compiled.steps().expect("definite path has steps");
                 prop_assert_eq!(walk(&doc, steps).cloned(), compiled.select(&doc), "{}", path);

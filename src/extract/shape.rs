@@ -305,6 +305,7 @@ mod tests {
 
     use super::Shape;
     use crate::extract::jsonpath::{JaywayPath, Resolved};
+    use crate::extract::tests::{definite_paths, json_documents};
 
     fn shape(paths: &[&str]) -> Shape {
         let compiled: Vec<JaywayPath> = paths
@@ -376,42 +377,12 @@ mod tests {
         }
     }
 
-    fn arbitrary_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            "[ab\"\\\\\u{e9}]{0,3}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 32, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::vec(("[ab\"]{1,2}", inner), 0..5)
-                    .prop_map(|members| Value::Object(members.into_iter().collect())),
-            ]
-        })
-    }
-
-    fn definite_path() -> impl Strategy<Value = String> {
-        let step = prop_oneof![
-            "[ab]{1,2}".prop_map(|name| format!(".{name}")),
-            (0usize..5).prop_map(|i| format!("[{i}]")),
-        ];
-        (prop::collection::vec(step, 1..4), any::<bool>()).prop_map(|(steps, length)| {
-            let suffix = if length { ".length()" } else { "" };
-            format!("${}{suffix}", steps.concat())
-        })
-    }
-
     proptest! {
         /// Every path of a shape finds the same value in the pruned document as in the whole.
         #[test]
         fn paths_agree_on_pruned_and_whole_documents(
-            doc in arbitrary_json(),
-            paths in prop::collection::vec(definite_path(), 1..4),
+            doc in json_documents("[ab\"]{1,2}", "[ab\"\\\\\u{e9}]{0,3}"),
+            paths in prop::collection::vec(definite_paths(), 1..4),
         ) {
             let text = doc.to_string();
             let compiled: Vec<JaywayPath> =

@@ -697,7 +697,12 @@ fn names_sort_by_java_utf16_length() {
 
 // --- properties ---------------------------------------------------------------------------
 
-fn arbitrary_json() -> impl Strategy<Value = Value> {
+/// JSON documents for the property tests here and in `jsonpath` and `shape`: every kind of
+/// value, with member names and strings drawn from the given patterns.
+pub(super) fn json_documents(
+    names: &'static str,
+    strings: &'static str,
+) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -705,14 +710,28 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
-        "[a-z =&<>'\"\\\\\u{1}-]{0,8}".prop_map(Value::String),
+        strings.prop_map(Value::String),
     ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
+    leaf.prop_recursive(4, 32, 5, move |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec(("[a-z -]{0,4}", inner), 0..4)
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((names, inner), 0..5)
                 .prop_map(|members| Value::Object(members.into_iter().collect())),
         ]
+    })
+}
+
+/// Definite Jayway paths over the names `json_documents("[ab]{1,2}", …)` produces: dotted and
+/// bracketed names, indices, and sometimes a trailing `.length()`.
+pub(super) fn definite_paths() -> impl Strategy<Value = String> {
+    let step = prop_oneof![
+        "[ab]{1,2}".prop_map(|name| format!(".{name}")),
+        "[ab]{1,2}".prop_map(|name| format!("['{name}']")),
+        (0usize..5).prop_map(|i| format!("[{i}]")),
+    ];
+    (prop::collection::vec(step, 1..5), any::<bool>()).prop_map(|(steps, length)| {
+        let suffix = if length { ".length()" } else { "" };
+        format!("${}{suffix}", steps.concat())
     })
 }
 
@@ -720,7 +739,9 @@ proptest! {
     /// Flattening never panics, every name it produces starts with the variable's name and has
     /// no `-` or whitespace, and the root's compact JSON reads back as the same document.
     #[test]
-    fn flattening_names_and_round_trip(doc in arbitrary_json()) {
+    fn flattening_names_and_round_trip(
+        doc in json_documents("[a-z -]{0,4}", "[a-z =&<>'\"\\\\\u{1}-]{0,8}"),
+    ) {
         let raw = doc.to_string();
         let mut out = Variables::new();
         let variable = BodyVariable::compile(&VariableEntry {
