@@ -13,9 +13,7 @@ use actix_web::web::Bytes;
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper::Uri;
-use hyper::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
-};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -343,14 +341,8 @@ fn build_request(
     let mut request = hyper::Request::post(Uri::try_from(url)?)
         .header(CONTENT_TYPE, delivery.content_type.as_str())
         .header(USER_AGENT, AGENT)
-        .header(
-            HeaderName::from_static("x-hookgate-delivery"),
-            delivery.id.to_string(),
-        )
-        .header(
-            HeaderName::from_static("x-hookgate-rule"),
-            delivery.rule.name.as_str(),
-        );
+        .header(DELIVERY_HEADER, delivery.id.to_string())
+        .header(RULE_HEADER, delivery.rule.name.as_str());
     if let Some(authorization) = &target.authorization {
         request = request.header(AUTHORIZATION, authorization.clone());
     }
