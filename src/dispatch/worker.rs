@@ -232,9 +232,7 @@ impl Worker {
         busy: &mut HashMap<String, usize>,
         scan: &mut Scan,
     ) {
-        let full = scan
-            .full_at
-            .is_none_or(|at| at.elapsed() >= FULL_SCAN_EVERY);
+        let full = scan.until_full().is_zero();
         if full {
             scan.cursor = 0;
             scan.full_at = Some(Instant::now());
