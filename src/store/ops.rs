@@ -61,12 +61,8 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-/// Schema 1 kept each body in its `deliveries` row.
+/// Schema 1 kept each body in its `deliveries` row; runs after `SCHEMA` has created `bodies`.
 const MIGRATE_1_TO_2: &str = "
-CREATE TABLE bodies (
-    delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
-    body         BLOB    NOT NULL
-);
 INSERT INTO bodies (delivery_seq, body) SELECT seq, body FROM deliveries;
 ALTER TABLE deliveries DROP COLUMN body;
 ";
@@ -89,10 +85,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     // IMMEDIATE takes the write lock up front, waiting through the busy timeout, instead of
     // failing when a read lock cannot be upgraded.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
     if version == 1 {
         tx.execute_batch(MIGRATE_1_TO_2)?;
     }
-    tx.execute_batch(SCHEMA)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
