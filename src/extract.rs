@@ -124,20 +124,41 @@ impl DeletionFilter {
 /// Compiled regexes are shared by pattern: thousands of rules often repeat the same filter
 /// (`^push refs/heads/main$`), and each compiled regex costs some 17 KiB and 0.1 ms.
 pub(crate) fn compile_regex(pattern: &str) -> Result<Arc<Regex>, String> {
-    static COMPILED: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
-    let mut compiled = COMPILED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(regex) = compiled.get(pattern) {
-        return Ok(Arc::clone(regex));
+    static COMPILED: CompileCache<Arc<Regex>> = CompileCache::new();
+    COMPILED.get_or_compile(pattern, |pattern| {
+        RegexBuilder::new(pattern)
+            .backtrack_limit(REGEX_BACKTRACK_LIMIT)
+            .build()
+            .map(Arc::new)
+            .map_err(|e| format!("invalid regex: {e}"))
+    })
+}
+
+/// Compiled forms shared by their source text, for what rules repeat by the thousand (regexes,
+/// JSONPath). Only compilation at start-up touches it; a failure is not kept.
+pub(crate) struct CompileCache<T>(LazyLock<Mutex<HashMap<String, T>>>);
+
+impl<T: Clone> CompileCache<T> {
+    pub(crate) const fn new() -> Self {
+        Self(LazyLock::new(Mutex::default))
     }
-    let regex = RegexBuilder::new(pattern)
-        .backtrack_limit(REGEX_BACKTRACK_LIMIT)
-        .build()
-        .map(Arc::new)
-        .map_err(|e| format!("invalid regex: {e}"))?;
-    compiled.insert(pattern.to_owned(), Arc::clone(&regex));
-    Ok(regex)
+
+    pub(crate) fn get_or_compile(
+        &self,
+        source: &str,
+        compile: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut compiled = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(done) = compiled.get(source) {
+            return Ok(done.clone());
+        }
+        let done = compile(source)?;
+        compiled.insert(source.to_owned(), done.clone());
+        Ok(done)
+    }
 }
 
 /// GWT's `toVariableName`: whitespace and `-` become `_`; nothing else changes. Whitespace is

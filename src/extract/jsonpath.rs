@@ -5,13 +5,12 @@
 //! *definite* paths (one value, or not found) and *indefinite* ones (always a list, maybe empty),
 //! and it returns owned values so the flattener sees exactly what Jayway would hand to Gson.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::Value;
+
+use super::CompileCache;
 
 /// A compiled path in Jayway's dialect.
 #[derive(Debug, Clone)]
@@ -44,16 +43,8 @@ impl JaywayPath {
     /// Compiles `expression`, sharing the parse between rules that use the same path (with
     /// thousands of rules, the same few paths repeat).
     pub fn compile(expression: &str) -> Result<Self, String> {
-        static PARSED: LazyLock<Mutex<HashMap<String, JaywayPath>>> = LazyLock::new(Mutex::default);
-        let mut parsed = PARSED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(path) = parsed.get(expression) {
-            return Ok(path.clone());
-        }
-        let path = Self::parse(expression)?;
-        parsed.insert(expression.to_owned(), path.clone());
-        Ok(path)
+        static PARSED: CompileCache<JaywayPath> = CompileCache::new();
+        PARSED.get_or_compile(expression, Self::parse)
     }
 
     fn parse(expression: &str) -> Result<Self, String> {
