@@ -36,6 +36,7 @@ fn port_section() -> VerifySection {
         timestamp_header: None,
         signed: None,
         reject_replays: None,
+        replay_window_secs: None,
     }
 }
 

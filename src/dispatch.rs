@@ -17,7 +17,7 @@ use ulid::Ulid;
 use crate::extract::Variables;
 use crate::rules::Rule;
 use crate::rules::model::BodyMode;
-use crate::store::{Accepted, IdempotencyKey, NewDelivery, Store};
+use crate::store::{Accepted, IdempotencyKey, NewDelivery, ReplayMark, Store};
 use crate::verify::Verified;
 pub use jenkins::{DispatchError, JenkinsAnswer, JenkinsClient};
 
@@ -46,27 +46,38 @@ impl ContentType {
     }
 }
 
-/// One call to deliver to Jenkins. Built only from a [`Verified`] request.
+/// What one attempt sends to Jenkins: built from a [`Delivery`] when a call is accepted, or
+/// read back from the store by the worker for a delivery accepted earlier.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct Call {
     pub id: Ulid,
     pub rule: Arc<Rule>,
     /// What Jenkins receives, chosen by the rule's `dispatch.body`.
     pub body: Bytes,
     pub content_type: ContentType,
+}
+
+/// One verified call to deliver to Jenkins. Only [`Delivery::prepare`] makes one, and it takes
+/// a [`Verified`], so nothing that did not pass a rule's checks can be stored or dispatched.
+#[derive(Debug)]
+pub struct Delivery {
+    call: Call,
     /// Digest of the rule's idempotency key for this call, when it has one.
-    pub idempotency: Option<IdempotencyKey>,
-    pub request_id: Option<String>,
+    idempotency: Option<IdempotencyKey>,
+    request_id: Option<String>,
+    /// The verified signature, remembered with the delivery against replays.
+    replay: Option<ReplayMark>,
 }
 
 impl Delivery {
     /// `idempotency_key` is the raw key the rule's `[idempotency]` found in the call; only its
-    /// digest is kept.
+    /// digest is kept. `replay` is the claimed signature, when the rule remembers them.
     pub fn prepare(
         verified: &Verified<'_>,
         variables: &Variables,
         idempotency_key: Option<&str>,
         request_id: Option<&str>,
+        replay: Option<ReplayMark>,
     ) -> Self {
         let rule = verified.rule();
         let inbound = verified.inbound();
@@ -98,12 +109,36 @@ impl Delivery {
                 ttl_ms: i64::try_from(spec.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             });
         Self {
-            id: Ulid::generate(),
-            rule: Arc::clone(rule),
-            body,
-            content_type,
+            call: Call {
+                id: Ulid::generate(),
+                rule: Arc::clone(rule),
+                body,
+                content_type,
+            },
             idempotency,
             request_id: request_id.map(str::to_owned),
+            replay,
+        }
+    }
+
+    pub fn id(&self) -> Ulid {
+        self.call.id
+    }
+
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+
+    fn to_stored(&self) -> NewDelivery {
+        NewDelivery {
+            id: self.call.id.to_string(),
+            rule: self.call.rule.name.clone(),
+            jenkins: self.call.rule.dispatch.jenkins.clone(),
+            body: self.call.body.to_vec(),
+            content_type: self.call.content_type.as_str().to_owned(),
+            request_id: self.request_id.clone(),
+            idempotency: self.idempotency.clone(),
+            replay: self.replay,
         }
     }
 }
@@ -126,30 +161,49 @@ pub enum Dispatcher {
 }
 
 impl Dispatcher {
-    pub async fn dispatch(&self, delivery: &Delivery) -> Result<Dispatched, DispatchError> {
+    /// Hands one call's deliveries over. In queue mode they are stored in one transaction, so
+    /// either all of them are accepted or (a store error for each) none; in direct mode each is
+    /// its own call to Jenkins, made concurrently.
+    pub async fn dispatch_all(
+        &self,
+        deliveries: &[Delivery],
+    ) -> Vec<Result<Dispatched, DispatchError>> {
         match self {
             Dispatcher::Direct(jenkins) => {
-                jenkins.invoke(delivery).await.map(Dispatched::Delivered)
+                futures_util::future::join_all(deliveries.iter().map(|delivery| async {
+                    jenkins
+                        .invoke(delivery.call())
+                        .await
+                        .map(Dispatched::Delivered)
+                }))
+                .await
             }
             Dispatcher::Queue { store, wake } => {
-                let accepted = store
-                    .accept(NewDelivery {
-                        id: delivery.id.to_string(),
-                        rule: delivery.rule.name.clone(),
-                        jenkins: delivery.rule.dispatch.jenkins.clone(),
-                        body: delivery.body.to_vec(),
-                        content_type: delivery.content_type.as_str().to_owned(),
-                        request_id: delivery.request_id.clone(),
-                        idempotency: delivery.idempotency.clone(),
-                    })
-                    .await
-                    .map_err(DispatchError::Store)?;
-                match accepted {
-                    Accepted::Stored => {
-                        wake.notify_one();
-                        Ok(Dispatched::Queued)
+                let stored = deliveries.iter().map(Delivery::to_stored).collect();
+                match store.accept_all(stored).await {
+                    Ok(accepted) => {
+                        if accepted.contains(&Accepted::Stored) {
+                            wake.notify_one();
+                        }
+                        accepted
+                            .into_iter()
+                            .map(|accepted| {
+                                Ok(match accepted {
+                                    Accepted::Stored => Dispatched::Queued,
+                                    Accepted::Duplicate { first } => {
+                                        Dispatched::Duplicate { first }
+                                    }
+                                })
+                            })
+                            .collect()
                     }
-                    Accepted::Duplicate { first } => Ok(Dispatched::Duplicate { first }),
+                    Err(error) => {
+                        let error = Arc::new(error);
+                        deliveries
+                            .iter()
+                            .map(|_| Err(DispatchError::Store(Arc::clone(&error))))
+                            .collect()
+                    }
                 }
             }
         }

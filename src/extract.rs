@@ -403,8 +403,13 @@ impl RequestVariable {
 }
 
 /// Header variables: `<name>_<i>` for every value and `<name>` for the first, even when there
-/// are several (GWT §6.2).
-pub fn resolve_headers(variables: &[RequestVariable], headers: &HeaderMap, out: &mut Variables) {
+/// are several (GWT §6.2). Entries past the request's budget are left out.
+pub fn resolve_headers(
+    variables: &[RequestVariable],
+    headers: &HeaderMap,
+    out: &mut Variables,
+    budget: &mut Budget,
+) {
     for variable in variables {
         let values = headers
             .get_all(variable.key.as_str())
@@ -413,35 +418,47 @@ pub fn resolve_headers(variables: &[RequestVariable], headers: &HeaderMap, out: 
             let Some(filtered) = variable.filter.apply(&value) else {
                 continue;
             };
-            if i == 0 {
-                out.insert(variable.name.clone(), filtered.to_string());
+            if i == 0 && put(out, budget, variable.name.clone(), filtered.to_string()).is_err() {
+                return;
             }
-            out.insert(format!("{}_{i}", variable.name), filtered.into_owned());
+            let indexed = format!("{}_{i}", variable.name);
+            if put(out, budget, indexed, filtered.into_owned()).is_err() {
+                return;
+            }
         }
     }
 }
 
 /// Query and form parameter variables: `<name>_<i>` for every value, `<name>` only when there
-/// is exactly one (GWT §6.3).
+/// is exactly one (GWT §6.3). Entries past the request's budget are left out: a 1 MiB form of
+/// `a=&a=&…` would otherwise give hundreds of thousands of them.
 pub fn resolve_query(
     variables: &[RequestVariable],
     params: &[(String, String)],
     out: &mut Variables,
+    budget: &mut Budget,
 ) {
     for variable in variables {
-        let values: Vec<&str> = params
+        let count = params
             .iter()
             .filter(|(name, _)| *name == variable.key)
-            .map(|(_, value)| value.as_str())
-            .collect();
-        for (i, value) in values.iter().enumerate() {
+            .count();
+        let values = params
+            .iter()
+            .filter(|(name, _)| *name == variable.key)
+            .map(|(_, value)| value.as_str());
+        for (i, value) in values.enumerate() {
             let Some(filtered) = variable.filter.apply(value) else {
                 continue;
             };
-            if values.len() == 1 {
-                out.insert(variable.name.clone(), filtered.to_string());
+            if count == 1 && put(out, budget, variable.name.clone(), filtered.to_string()).is_err()
+            {
+                return;
             }
-            out.insert(format!("{}_{i}", variable.name), filtered.into_owned());
+            let indexed = format!("{}_{i}", variable.name);
+            if put(out, budget, indexed, filtered.into_owned()).is_err() {
+                return;
+            }
         }
     }
 }
@@ -489,13 +506,19 @@ impl BodyError {
 
 impl<'a> Body<'a> {
     /// Parses the verified body once, building only what `shape` reads. A form post becomes
-    /// `{"<field>": ["<value>", …]}` over query and form parameters without `token`, as GWT
-    /// synthesises it (§3).
+    /// `{"<field>": ["<value>", …]}` over its fields without `token`, as GWT synthesises it
+    /// (§3), but from the signed body only: GWT's servlet also merges the query string in,
+    /// which would let an unsigned `?env=prod` appended to a captured signed post override
+    /// the signed `env` (a deliberate difference, listed in the README).
     pub fn parse(verified: &Verified<'a>, shape: &Shape) -> Result<Self, BodyError> {
         let inbound = verified.inbound();
         if inbound.form {
             let mut fields = serde_json::Map::new();
-            for (name, value) in inbound.params.iter().filter(|(name, _)| name != "token") {
+            for (name, value) in inbound
+                .form_fields()
+                .iter()
+                .filter(|(name, _)| name != "token")
+            {
                 if let Value::Array(values) = fields
                     .entry(name.clone())
                     .or_insert_with(|| Value::Array(Vec::new()))
@@ -536,13 +559,24 @@ pub fn resolve(verified: &Verified<'_>, body: Option<&Body<'_>>) -> Variables {
     let rule = verified.rule();
     let inbound = verified.inbound();
     let mut out = Variables::new();
-    resolve_headers(&rule.header_variables, inbound.headers, &mut out);
-    resolve_query(&rule.query_variables, &inbound.params, &mut out);
+    // One budget for the whole request: headers, parameters and the body draw on it alike.
+    let mut budget = Budget::default();
+    resolve_headers(
+        &rule.header_variables,
+        inbound.headers,
+        &mut out,
+        &mut budget,
+    );
+    resolve_query(
+        &rule.query_variables,
+        &inbound.params,
+        &mut out,
+        &mut budget,
+    );
     let (document, raw) = match body {
         Some(body) => (body.doc.as_ref(), body.raw.as_ref()),
         None => (None, ""),
     };
-    let mut budget = Budget::default();
     resolve_body(&rule.body_variables, document, raw, &mut out, &mut budget);
     out
 }

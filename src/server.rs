@@ -48,6 +48,33 @@ pub struct Application {
     drain: Duration,
 }
 
+/// Reloads the signatures of stored calls into each rule's replay memory, so a restart does not
+/// reopen their window. A store that cannot be read here is reported, not fatal: the accept
+/// transaction still refuses a stored signature a second time.
+fn restore_replays(store: &Store, rules: &RuleSet) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match store.remembered_signatures(now) {
+        Ok(remembered) => {
+            for signature in &remembered {
+                if let Some(rule) = rules.get(&signature.rule)
+                    && rule.reject_replays
+                {
+                    rule.replays.remember(
+                        signature.key,
+                        signature.expires_at,
+                        Some(&signature.delivery_id),
+                    );
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot reload remembered signatures from the store.");
+        }
+    }
+}
+
 impl Application {
     /// Binds `gateway.listen` (port 0 picks a free port) and prepares the server.
     pub fn build(gateway: Gateway) -> std::io::Result<Self> {
@@ -77,6 +104,7 @@ impl Application {
                             delivery.store.display()
                         ))
                     })?;
+                restore_replays(&store, &rules);
                 let wake = Arc::new(Notify::new());
                 let worker = Worker::new(
                     store.clone(),

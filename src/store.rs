@@ -21,7 +21,7 @@ use serde::Serialize;
 
 pub use ops::{
     Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, IdempotencyKey,
-    NewDelivery, Next, Pending, Stats,
+    NewDelivery, Next, Pending, RememberedSignature, ReplayMark, Stats,
 };
 
 /// The store's file inside `delivery.store`.
@@ -29,6 +29,13 @@ pub const FILE_NAME: &str = "deliveries.sqlite3";
 
 /// How long a connection waits for another (an operator command, the writer) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Room above `delivery.max_store_bytes` that only the outcomes of attempts may use: when new
+/// calls are refused (503), the attempts already made must still be recorded, or they would
+/// be made again. A tenth of the cap, at least 1 MiB: some 5,000 attempt records per MiB.
+fn outcome_headroom(max_bytes: u64) -> u64 {
+    (max_bytes / 10).max(1 << 20)
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +109,54 @@ fn connect(path: &Path, max_bytes: u64) -> Result<Connection, rusqlite::Error> {
     // seen written, and the pending indexes stay hot, instead of paying a pread per page.
     conn.pragma_update(None, "cache_size", -16_384)?;
     if max_bytes > 0 {
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
-        let pages = i64::try_from(max_bytes).unwrap_or(i64::MAX) / page_size.max(1);
+        let pages = pages_for(&conn, max_bytes)?;
         conn.pragma_update(None, "max_page_count", pages.max(16))?;
     }
     Ok(conn)
+}
+
+fn pages_for(conn: &Connection, bytes: u64) -> Result<i64, rusqlite::Error> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+    Ok(i64::try_from(bytes).unwrap_or(i64::MAX) / page_size.max(1))
+}
+
+/// The store holds every accepted body: only hookgate's user may read it. The directory is
+/// created 0700, and the database is created 0600 before SQLite opens it (SQLite gives its
+/// `-wal` and `-shm` files the database's mode); an existing store is tightened the same way.
+#[cfg(unix)]
+fn create_private(dir: &Path, path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let directory = |source| StoreError::Directory {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(directory)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(directory)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(directory)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private(dir: &Path, _path: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// The store as the gateway uses it. Cheap to clone.
@@ -118,8 +168,15 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     writer: writer::Handle,
+    /// The worker's scans and body reads.
     reader: Mutex<Connection>,
+    /// Operator lookups (`GET /deliveries/{id}`), apart so they never wait on the worker's.
+    lookup: Mutex<Connection>,
     healthy: AtomicBool,
+    /// Pages new calls may fill (`None`: no cap); outcomes may use the headroom above.
+    room: Option<i64>,
+    /// The queue gauges, refreshed by the writer after each batch.
+    gauges: Arc<Mutex<Stats>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,21 +191,40 @@ impl Store {
     /// Opens the store in `dir`, creating the directory and schema, and starts the writer.
     /// `max_bytes` (0 = unlimited) caps the database; past it, accepts fail as on a full disk.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-            path: dir.to_owned(),
-            source,
-        })?;
         let path = dir.join(FILE_NAME);
-        let mut conn = connect(&path, max_bytes)?;
+        create_private(dir, &path)?;
+        let writer_cap = if max_bytes > 0 {
+            max_bytes.saturating_add(outcome_headroom(max_bytes))
+        } else {
+            0
+        };
+        let mut conn = connect(&path, writer_cap)?;
         ops::migrate(&mut conn)?;
-        let reader = connect(&path, max_bytes)?;
-        let writer = writer::Handle::spawn(conn);
+        let room = if max_bytes > 0 {
+            Some(pages_for(&conn, max_bytes)?)
+        } else {
+            None
+        };
+        let reader = connect(&path, 0)?;
+        let lookup = connect(&path, 0)?;
+        let gauges = Arc::new(Mutex::new(Stats::default()));
+        let published = Arc::clone(&gauges);
+        let writer = writer::Handle::spawn(
+            conn,
+            Box::new(move |conn| match ops::stats(conn, now_ms()) {
+                Ok(stats) => *lock(&published) = stats,
+                Err(error) => tracing::warn!(%error, "Cannot read the queue counts."),
+            }),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 writer,
                 reader: Mutex::new(reader),
+                lookup: Mutex::new(lookup),
                 healthy: AtomicBool::new(true),
+                room,
+                gauges,
             }),
         })
     }
@@ -170,10 +246,29 @@ impl Store {
     /// Durably stores a delivery (or finds the earlier one with the same idempotency key).
     /// Returns only after the commit, fsync included.
     pub async fn accept(&self, delivery: NewDelivery) -> Result<Accepted, StoreError> {
+        let mut accepted = self.accept_all(vec![delivery]).await?;
+        accepted.pop().ok_or(StoreError::WriterGone)
+    }
+
+    /// Durably stores the deliveries of one call in one transaction: all of them or none.
+    /// Returns only after the commit, fsync included.
+    pub async fn accept_all(
+        &self,
+        deliveries: Vec<NewDelivery>,
+    ) -> Result<Vec<Accepted>, StoreError> {
+        let room = self.inner.room;
         let result = self
             .inner
             .writer
-            .run(move |tx| ops::accept(tx, &delivery, now_ms()))
+            .run(move |tx| {
+                let now = now_ms();
+                let accepted = deliveries
+                    .iter()
+                    .map(|delivery| ops::accept(tx, delivery, now))
+                    .collect::<Result<Vec<_>, _>>()?;
+                ops::ensure_room(tx, room)?;
+                Ok(accepted)
+            })
             .await;
         self.note(result)
     }
@@ -190,7 +285,8 @@ impl Store {
 
     /// A write that changes nothing, to find out whether the store is writable again.
     pub async fn probe(&self) -> bool {
-        let result = self.inner.writer.run(ops::probe).await;
+        let room = self.inner.room;
+        let result = self.inner.writer.run(move |tx| ops::probe(tx, room)).await;
         self.note(result).is_ok()
     }
 
@@ -209,10 +305,7 @@ impl Store {
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        self.inner
-            .reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.reader)
     }
 
     /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first.
@@ -235,13 +328,34 @@ impl Store {
         Ok(ops::next_due_at(&self.reader())?)
     }
 
+    /// One delivery for an operator, on a connection of its own (it blocks: call it off the
+    /// async threads).
     pub fn get(&self, id: &str) -> Result<Option<ops::DeliveryView>, StoreError> {
-        Ok(ops::get(&self.reader(), id)?)
+        Ok(ops::get(&lock(&self.inner.lookup), id)?)
     }
 
-    pub fn stats(&self, now_ms: i64) -> Result<ops::Stats, StoreError> {
-        Ok(ops::stats(&self.reader(), now_ms)?)
+    /// The queue gauges as of the writer's last batch; reads memory only, never the store.
+    pub fn queue_stats(&self, now_ms: i64) -> Stats {
+        let mut stats = lock(&self.inner.gauges).clone();
+        stats.oldest_pending_age_ms = stats
+            .oldest_pending_accepted_at
+            .map(|at| (now_ms - at).max(0));
+        stats
     }
+
+    /// Signatures of stored calls still inside their replay window, to reload at start-up.
+    pub fn remembered_signatures(
+        &self,
+        now_secs: u64,
+    ) -> Result<Vec<RememberedSignature>, StoreError> {
+        Ok(ops::remembered(&self.reader(), now_secs)?)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Direct access for the operator commands (`hookgate deliveries …`), which run in their own

@@ -18,6 +18,7 @@ use actix_web::web::Bytes;
 
 use crate::rules::Rule;
 use ip::ClientAddr;
+use replay::{Claim, Sight};
 use signature::SignatureError;
 use token::Candidate;
 
@@ -25,18 +26,22 @@ use token::Candidate;
 #[derive(Debug)]
 pub struct Inbound<'r> {
     pub headers: &'r HeaderMap,
-    /// Query parameters, then form fields for `application/x-www-form-urlencoded` bodies.
+    /// Query parameters, then form fields for `application/x-www-form-urlencoded` bodies: the
+    /// request parameters GWT reads the token and `genericRequestVariables` from.
     pub params: Vec<(String, String)>,
     pub body: Bytes,
     pub client: ClientAddr,
     /// The body is form-encoded, so its fields are in `params` rather than JSON.
     pub form: bool,
+    /// Where the form fields start in `params`.
+    form_from: usize,
 }
 
 impl<'r> Inbound<'r> {
     /// Assembles a request from its parts. Form fields of an
     /// `application/x-www-form-urlencoded` body join the query parameters, as the servlet API
-    /// that GWT uses presents them.
+    /// that GWT uses presents them; the form's own fields stay apart too, because only they
+    /// are signed.
     pub fn new(
         headers: &'r HeaderMap,
         query_string: &str,
@@ -54,6 +59,7 @@ impl<'r> Inbound<'r> {
                     .to_ascii_lowercase()
                     .starts_with("application/x-www-form-urlencoded")
             });
+        let form_from = params.len();
         if form {
             params.extend(form_urlencoded::parse(&body).into_owned());
         }
@@ -63,6 +69,17 @@ impl<'r> Inbound<'r> {
             body,
             client,
             form,
+            form_from,
+        }
+    }
+
+    /// The fields of a form body, which its signature covers (empty for other bodies). The
+    /// query string is not signed, so it never adds to them.
+    pub fn form_fields(&self) -> &[(String, String)] {
+        if self.form {
+            &self.params[self.form_from..]
+        } else {
+            &[]
         }
     }
 }
@@ -93,33 +110,50 @@ impl<'a> Verified<'a> {
     }
 }
 
+/// Where a verified request stands against the rule's replay memory.
+#[derive(Debug)]
+pub enum Replay<'a> {
+    /// The rule remembers no signatures (`gitlab`, `none`, or `reject_replays = false`).
+    Untracked,
+    /// First sight: the signature is claimed for this call, and must be accepted once the call
+    /// is (dropping the claim forgets it, so a refused call can be retried).
+    Fresh(Claim<'a>),
+    /// A repeat of a call that was stored as delivery `first`: answered as a duplicate, never
+    /// dispatched again.
+    Repeat { first: String },
+}
+
 /// Runs the rule's checks in the contract's order: per-rule allowlist (403), then signature
 /// and replay window (401). Token selection already happened when `candidate` was made.
 pub fn check<'a>(
     candidate: Candidate<'a>,
     inbound: &'a Inbound<'a>,
     now: SystemTime,
-) -> Result<Verified<'a>, Rejection> {
+) -> Result<(Verified<'a>, Replay<'a>), Rejection> {
     let rule = candidate.rule;
     if !rule.allow.allows(inbound.client) {
         return Err(Rejection::Forbidden(inbound.client));
     }
-    rule.signature
-        .verify(inbound.headers, &inbound.body, now)
+    let signed = rule
+        .signature
+        .verify_signed(inbound.headers, &inbound.body, now)
         .map_err(Rejection::Unauthorized)?;
+    let verified = Verified { rule, inbound };
     // Only a verified signature is remembered, so nobody can block a sender's future
     // signatures by sending forged ones first.
-    if rule.reject_replays
-        && let Some((signature, window)) = rule.signature.replay_key(inbound.headers)
-    {
-        let now_secs = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if !rule.replays.first_sight(signature, now_secs, window) {
-            return Err(Rejection::Unauthorized(SignatureError::Replayed));
-        }
+    let Some(signed) = signed.filter(|_| rule.reject_replays) else {
+        return Ok((verified, Replay::Untracked));
+    };
+    let now_secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let key = signed.digest(rule.signature.scheme());
+    let expires = rule.signature.remember_until(&signed, now);
+    match rule.replays.sight(key, now_secs, expires) {
+        Sight::Fresh(claim) => Ok((verified, Replay::Fresh(claim))),
+        Sight::Stored { first } => Ok((verified, Replay::Repeat { first })),
+        Sight::Replayed => Err(Rejection::Unauthorized(SignatureError::Replayed)),
     }
-    Ok(Verified { rule, inbound })
 }
 
 /// For `hookgate test` only: treats `inbound` as verified for `rule`, which that command states

@@ -148,7 +148,8 @@ pub fn test(
             None => out!("idempotency key: none found; this call would not be de-duplicated"),
         }
     }
-    let delivery = Delivery::prepare(&verified, &variables, key.as_deref(), None);
+    let delivery = Delivery::prepare(&verified, &variables, key.as_deref(), None, None);
+    let call = delivery.call();
     let url = gateway
         .jenkins
         .describe(&rule.dispatch.jenkins)
@@ -160,11 +161,11 @@ pub fn test(
     };
     out!("would send:");
     out!("  POST {url}");
-    out!("  Content-Type: application/json");
-    out!("  {DELIVERY_HEADER}: {}", delivery.id);
+    out!("  Content-Type: {}", call.content_type.as_str());
+    out!("  {DELIVERY_HEADER}: {}", call.id);
     out!("  {RULE_HEADER}: {}", rule.name);
     out!();
-    out!("{}", String::from_utf8_lossy(&delivery.body));
+    out!("{}", String::from_utf8_lossy(&call.body));
     Ok(ExitCode::SUCCESS)
 }
 

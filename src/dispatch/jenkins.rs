@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::Delivery;
+use super::Call;
 use crate::config::{Env, JenkinsSettings, Problem};
 use crate::secret::SecretSource;
 
@@ -67,7 +67,7 @@ pub enum DispatchError {
         retry_after: Option<Duration>,
     },
     #[error("the delivery store is unavailable")]
-    Store(#[source] crate::store::StoreError),
+    Store(#[source] Arc<crate::store::StoreError>),
     #[error("Jenkins answered {code} with a body that is not GWT's answer")]
     UnexpectedAnswer { code: u16 },
 }
@@ -255,7 +255,7 @@ impl JenkinsClient {
 
     /// Calls Jenkins once for `delivery`, within the target's deadline (which includes the
     /// wait for a free slot).
-    pub async fn invoke(&self, delivery: &Delivery) -> Result<JenkinsAnswer, DispatchError> {
+    pub async fn invoke(&self, delivery: &Call) -> Result<JenkinsAnswer, DispatchError> {
         let rule = &delivery.rule;
         let target = self
             .targets
@@ -336,7 +336,7 @@ fn http_client() -> Result<Http, rustls::Error> {
 fn build_request(
     url: String,
     target: &Target,
-    delivery: &Delivery,
+    delivery: &Call,
 ) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
     let mut request = hyper::Request::post(Uri::try_from(url)?)
         .header(CONTENT_TYPE, delivery.content_type.as_str())

@@ -5,9 +5,11 @@
 //! `retrying` until its outcome is committed, so a crash at any moment leaves it to be
 //! attempted again after the restart (at-least-once).
 //!
-//! The queue gauges are not kept here: `/metrics` reads them from the store when scraped, so an
-//! idle gateway does not scan its store.
+//! An attempt's outcome that the store refuses (a full disk) is kept in memory and written
+//! again with backoff; meanwhile no new attempt starts, so a failed write never causes a
+//! second call to Jenkins.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -20,7 +22,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 use ulid::Ulid;
 
-use super::{ContentType, Delivery, DispatchError, JenkinsAnswer, JenkinsClient};
+use super::{Call, ContentType, DispatchError, JenkinsAnswer, JenkinsClient};
 use crate::config::DeliverySettings;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
@@ -37,6 +39,9 @@ const FULL_SCAN_EVERY: Duration = Duration::from_millis(50);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often delivered calls past retention are purged (sooner when retention is shorter).
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// Backoff for writing an attempt's outcome that the store refused.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Backoff and attempt budget (`[delivery]`).
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +122,8 @@ struct Shared {
     rules: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
+    /// Attempts whose outcome the store has not taken yet; while any, nothing new starts.
+    unrecorded: Cell<usize>,
 }
 
 pub struct Worker {
@@ -141,6 +148,7 @@ impl Worker {
                 rules,
                 metrics,
                 policy: RetryPolicy::from_settings(settings),
+                unrecorded: Cell::new(0),
             }),
             wake,
             retention: Duration::from_secs(settings.done_retention_secs),
@@ -167,7 +175,10 @@ impl Worker {
             if *stop.borrow() {
                 break;
             }
-            self.start_due(&mut in_flight, &mut ids, &mut busy, &mut scan);
+            let paused = self.shared.unrecorded.get() > 0;
+            if !paused {
+                self.start_due(&mut in_flight, &mut ids, &mut busy, &mut scan);
+            }
             if purge_at.is_none_or(|at| at.elapsed() >= purge_every) {
                 purge_at = Some(Instant::now());
                 let cutoff =
@@ -187,7 +198,8 @@ impl Worker {
                 }
                 // Something is due now: in flight, waiting for a slot, or a retry or requeue
                 // behind the cursor, which the next full scan starts.
-                Ok(Some(_)) => scan.until_full(),
+                // Paused, the loop wakes when an outcome is written (its attempt finishes).
+                Ok(Some(_)) if !paused => scan.until_full(),
                 _ => IDLE_POLL,
             }
             .min(IDLE_POLL);
@@ -318,15 +330,13 @@ async fn attempt(shared: &Shared, pending: Pending) {
     };
     let (result, error_text) = match (rule, id) {
         (Some(rule), Some(id)) => {
-            let delivery = Delivery {
+            let call = Call {
                 id,
                 rule,
                 body: Bytes::from(body),
                 content_type: ContentType::parse(&pending.content_type),
-                idempotency: None,
-                request_id: None,
             };
-            let result = shared.jenkins.invoke(&delivery).await;
+            let result = shared.jenkins.invoke(&call).await;
             shared.metrics.jenkins_call(
                 &pending.jenkins,
                 result
@@ -414,9 +424,33 @@ async fn attempt(shared: &Shared, pending: Pending) {
             tracing::error!(delivery = %pending.id, rule = %pending.rule, attempts, reason = %reason, "Delivery dead-lettered.")
         }
     }
-    if let Err(error) = shared.store.record(pending.id.clone(), record).await {
-        // The delivery stays pending in the store and is attempted again: at-least-once.
-        tracing::error!(delivery = %pending.id, %error, cause = %cause(&error), "Cannot record a delivery attempt.");
+    record_outcome(shared, &pending.id, record).await;
+}
+
+/// Writes an attempt's outcome, retrying with backoff until it is written. Until then the
+/// delivery stays in flight, so no scan starts it again, and no new attempt starts at all:
+/// an attempt whose outcome cannot be written would otherwise be made again and again (a
+/// full store once turned 204 accepted calls into 1,274 builds in 4 s). Only a crash or a
+/// shutdown during this wait leaves the delivery to be attempted again after the restart.
+async fn record_outcome(shared: &Shared, id: &str, record: AttemptRecord) {
+    let mut wait = RECORD_RETRY_FIRST;
+    let mut held = false;
+    while let Err(error) = shared.store.record(id.to_owned(), record.clone()).await {
+        if !held {
+            held = true;
+            shared.unrecorded.set(shared.unrecorded.get() + 1);
+            tracing::error!(delivery = %id, %error, cause = %cause(&error), "Cannot record a delivery attempt; its outcome is kept in memory and written when the store allows, and no new attempt starts until then.");
+        } else {
+            tracing::warn!(delivery = %id, %error, retry_in_ms = wait.as_millis(), "Still cannot record a delivery attempt.");
+        }
+        tokio::time::sleep(wait).await;
+        wait = wait.saturating_mul(2).min(RECORD_RETRY_MAX);
+    }
+    if held {
+        shared
+            .unrecorded
+            .set(shared.unrecorded.get().saturating_sub(1));
+        tracing::info!(delivery = %id, "Recorded a delivery attempt after retrying.");
     }
 }
 

@@ -91,14 +91,15 @@ fn run(rule: &str, request: &Request<'_>) -> Outcome {
     let document: Option<Value> = serde_json::from_str(request.body).ok();
 
     let mut variables = Variables::new();
-    resolve_headers(&headers, &header_map, &mut variables);
-    resolve_query(&query, &params, &mut variables);
+    let mut budget = Budget::default();
+    resolve_headers(&headers, &header_map, &mut variables, &mut budget);
+    resolve_query(&query, &params, &mut variables, &mut budget);
     resolve_body(
         &bodies,
         document.as_ref(),
         request.body,
         &mut variables,
-        &mut Budget::default(),
+        &mut budget,
     );
     let outcome = filter.evaluate(&variables).expect("filter evaluates");
     Outcome {

@@ -251,12 +251,12 @@ fn compile_verify(
             }
         })
         .ok();
-    let timestamped = matches!(section.scheme, SchemeName::Port)
-        || (section.scheme == SchemeName::Hmac && section.timestamp_header.is_some());
-    if section.reject_replays == Some(true) && !timestamped {
+    if section.reject_replays == Some(true)
+        && matches!(section.scheme, SchemeName::Gitlab | SchemeName::None)
+    {
         problem(
             "verify.reject_replays".to_owned(),
-            "this scheme signs no timestamp, so replays cannot be bounded; use [idempotency] on a delivery id instead".to_owned(),
+            "this scheme carries no MAC (gitlab sends a shared token), so a replay cannot be told from a new call; use [idempotency] on a key inside the body instead".to_owned(),
         );
     }
     let sources = usize::from(section.secret.is_some())

@@ -99,8 +99,12 @@ pub struct VerifySection {
     pub timestamp_header: Option<String>,
     /// `hmac` only: template of the signed bytes, with `{timestamp}` and `{body}`.
     pub signed: Option<String>,
-    /// Timestamped schemes: refuse a signature already used inside its window (default true).
+    /// Refuse a signature already used inside its window (default true; not for `gitlab` or
+    /// `none`, which carry no MAC).
     pub reject_replays: Option<bool>,
+    /// Schemes without a signed timestamp (`github`, `port-sha1`, `hmac` without
+    /// `timestamp_header`): how long a verified signature is remembered (default one day).
+    pub replay_window_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

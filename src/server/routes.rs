@@ -123,14 +123,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    // Queue depth is read from the store at scrape time (off the request threads).
+    // The store's writer keeps the queue gauges current; a scrape reads memory only.
     if let Some(store) = state.dispatcher.store() {
-        let store = store.clone();
-        match web::block(move || store.stats(crate::store::now_ms())).await {
-            Ok(Ok(stats)) => state.metrics.queue(&stats),
-            Ok(Err(error)) => tracing::warn!(%error, "Cannot read queue statistics."),
-            Err(error) => tracing::warn!(%error, "Cannot read queue statistics."),
-        }
+        state
+            .metrics
+            .queue(&store.queue_stats(crate::store::now_ms()));
     }
     HttpResponse::Ok()
         .insert_header((

@@ -3,6 +3,8 @@
 //!
 //! Invariant: the body is parsed only after at least one rule verified the request, and at most
 //! once; a rule that failed a check contributes only `status: "rejected"` to the answer.
+//! A call's matched deliveries are dispatched together (one transaction in queue mode), and a
+//! verified signature is remembered only once its call was accepted.
 
 use std::collections::BTreeMap;
 use std::error::Error as _;
@@ -20,9 +22,11 @@ use crate::error::{ApiError, error_body, insert_retry_after};
 use crate::extract::{self, Body, BodyError, Shape, Variables};
 use crate::metrics::Outcome;
 use crate::rules::Rule;
+use crate::store::ReplayMark;
 use crate::verify::ip::ClientAddr;
+use crate::verify::replay::Claim;
 use crate::verify::token::Candidate;
-use crate::verify::{self, Inbound, Rejection};
+use crate::verify::{self, Inbound, Rejection, Replay};
 
 /// The filter inputs and result GWT echoes for every rule it evaluated.
 struct Evaluation {
@@ -39,9 +43,14 @@ enum Check {
 }
 
 /// A rule's state after evaluation: finished, or matched with a delivery to make.
-enum Stage {
+enum Stage<'a> {
     Done(Entry),
-    Matched(Evaluation, Delivery),
+    Matched {
+        evaluation: Evaluation,
+        delivery: Delivery,
+        /// The verified signature, remembered once the delivery is accepted.
+        claim: Option<Claim<'a>>,
+    },
 }
 
 enum Entry {
@@ -51,6 +60,15 @@ enum Entry {
     DryRun(Evaluation),
     /// The rule's rate is used up; the wait until it accepts another call.
     RateLimited(Evaluation, std::time::Duration),
+    /// Not dispatched because another rule of the same call was refused (429): a call is
+    /// accepted whole or not at all, so the sender's retry cannot duplicate a rule.
+    Withheld(Evaluation),
+    /// The same signed request as a call already stored as `first`: the sender's retry of a
+    /// request whose answer it lost. Nothing is dispatched again.
+    Repeat {
+        evaluation: Evaluation,
+        first: String,
+    },
     Dispatched {
         evaluation: Evaluation,
         delivery: Ulid,
@@ -66,7 +84,7 @@ pub async fn run(
     request_id: Option<&str>,
 ) -> HttpResponse {
     let now = SystemTime::now();
-    let mut stages: Vec<(&Arc<Rule>, Stage)> = Vec::with_capacity(candidates.len());
+    let mut stages: Vec<(&Arc<Rule>, Stage<'_>)> = Vec::with_capacity(candidates.len());
     let mut body: Option<Result<Body<'_>, BodyError>> = None;
     // The body is parsed once for every rule the token selected; a single rule's shape is
     // enough only when it is the only reader.
@@ -75,7 +93,7 @@ pub async fn run(
     for candidate in candidates {
         let rule = candidate.rule();
         let name = rule.name.as_str();
-        let verified = match verify::check(candidate, inbound, now) {
+        let (verified, replay) = match verify::check(candidate, inbound, now) {
             Ok(verified) => verified,
             Err(rejection) => {
                 let (check, outcome) = match &rejection {
@@ -128,22 +146,30 @@ pub async fn run(
             variables,
             rendered_text: outcome.rendered_text,
         };
+        let claim = match replay {
+            Replay::Untracked => None,
+            Replay::Fresh(claim) => Some(claim),
+            Replay::Repeat { first } if !dry_run => {
+                tracing::info!(rule = name, first = %first, "Repeat of a stored call (same signature); not dispatched again.");
+                state.metrics.request(name, Outcome::Duplicate);
+                stages.push((rule, Stage::Done(Entry::Repeat { evaluation, first })));
+                continue;
+            }
+            Replay::Repeat { .. } => None,
+        };
         if !outcome.matched {
             tracing::info!(rule = name, "Filter did not match; nothing dispatched.");
             state.metrics.request(name, Outcome::Filtered);
+            // A filtered call was handled: its signature is used up.
+            if let Some(claim) = claim {
+                claim.accept(None);
+            }
             stages.push((rule, Stage::Done(Entry::Filtered(evaluation))));
         } else if dry_run {
+            // Dropping the claim leaves the signature usable for the real call.
             tracing::info!(rule = name, "Dry run; nothing dispatched.");
             state.metrics.request(name, Outcome::DryRun);
             stages.push((rule, Stage::Done(Entry::DryRun(evaluation))));
-        } else if let Err(wait) = state.limits.check_rule(name) {
-            tracing::warn!(
-                rule = name,
-                retry_in_ms = wait.as_millis(),
-                "Rule rate limit reached; not dispatched."
-            );
-            state.metrics.request(name, Outcome::RateLimited);
-            stages.push((rule, Stage::Done(Entry::RateLimited(evaluation, wait))));
         } else {
             let key = rule
                 .idempotency
@@ -155,32 +181,130 @@ pub async fn run(
                     "Call carries no idempotency key; it is not de-duplicated."
                 );
             }
-            let delivery =
-                Delivery::prepare(&verified, &evaluation.variables, key.as_deref(), request_id);
-            stages.push((rule, Stage::Matched(evaluation, delivery)));
+            let mark = claim.as_ref().map(|claim| ReplayMark {
+                key: claim.key(),
+                expires_at: claim.expires(),
+            });
+            let delivery = Delivery::prepare(
+                &verified,
+                &evaluation.variables,
+                key.as_deref(),
+                request_id,
+                mark,
+            );
+            stages.push((
+                rule,
+                Stage::Matched {
+                    evaluation,
+                    delivery,
+                    claim,
+                },
+            ));
         }
     }
 
-    // Fan-out targets are independent, so they are called concurrently.
-    let entries =
-        futures_util::future::join_all(stages.into_iter().map(|(rule, stage)| async move {
-            match stage {
-                Stage::Done(entry) => (rule, entry),
-                Stage::Matched(evaluation, delivery) => {
-                    let started = Instant::now();
-                    let result = state.dispatcher.dispatch(&delivery).await;
-                    record_dispatch(state, rule, delivery.id, &result, started.elapsed());
-                    let entry = Entry::Dispatched {
-                        evaluation,
-                        delivery: delivery.id,
-                        result,
-                    };
-                    (rule, entry)
-                }
-            }
-        }))
-        .await;
+    withhold_if_rate_limited(state, &mut stages);
+    let entries = dispatch(state, stages).await;
     respond(entries, dry_run)
+}
+
+/// A per-rule rate limit that refuses one matched rule refuses the whole call, so that a 429
+/// always means nothing of the call was accepted.
+fn withhold_if_rate_limited(state: &AppState, stages: &mut [(&Arc<Rule>, Stage<'_>)]) {
+    let mut limited = Vec::new();
+    for (i, (rule, stage)) in stages.iter().enumerate() {
+        if let Stage::Matched { .. } = stage
+            && let Err(wait) = state.limits.check_rule(&rule.name)
+        {
+            limited.push((i, wait));
+        }
+    }
+    if limited.is_empty() {
+        return;
+    }
+    for (i, (rule, stage)) in stages.iter_mut().enumerate() {
+        let Stage::Matched { .. } = stage else {
+            continue;
+        };
+        // The claim is dropped with the stage: the signature stays usable for the retry.
+        let Stage::Matched { evaluation, .. } =
+            std::mem::replace(stage, Stage::Done(Entry::Rejected(Check::Unauthorized)))
+        else {
+            continue;
+        };
+        let name = rule.name.as_str();
+        state.metrics.request(name, Outcome::RateLimited);
+        *stage = match limited.iter().find(|(j, _)| *j == i) {
+            Some((_, wait)) => {
+                tracing::warn!(
+                    rule = name,
+                    retry_in_ms = wait.as_millis(),
+                    "Rule rate limit reached; the call is not dispatched."
+                );
+                Stage::Done(Entry::RateLimited(evaluation, *wait))
+            }
+            None => {
+                tracing::warn!(
+                    rule = name,
+                    "Another rule of this call is rate-limited; the call is not dispatched."
+                );
+                Stage::Done(Entry::Withheld(evaluation))
+            }
+        };
+    }
+}
+
+/// Hands every matched delivery of the call to the dispatcher at once (one transaction in queue
+/// mode, concurrent calls in direct mode), then remembers the signatures of those accepted.
+async fn dispatch<'r>(
+    state: &AppState,
+    stages: Vec<(&'r Arc<Rule>, Stage<'_>)>,
+) -> Vec<(&'r Arc<Rule>, Entry)> {
+    let mut entries = Vec::with_capacity(stages.len());
+    let mut matched = Vec::new();
+    let mut deliveries = Vec::new();
+    for (rule, stage) in stages {
+        match stage {
+            Stage::Done(entry) => entries.push((rule, entry)),
+            Stage::Matched {
+                evaluation,
+                delivery,
+                claim,
+            } => {
+                deliveries.push(delivery);
+                matched.push((rule, evaluation, claim));
+            }
+        }
+    }
+    if deliveries.is_empty() {
+        return entries;
+    }
+    let started = Instant::now();
+    let results = state.dispatcher.dispatch_all(&deliveries).await;
+    let elapsed = started.elapsed();
+    for (((rule, evaluation, claim), delivery), result) in
+        matched.into_iter().zip(&deliveries).zip(results)
+    {
+        record_dispatch(state, rule, delivery.id(), &result, elapsed);
+        if let Some(claim) = claim {
+            match &result {
+                Ok(Dispatched::Queued) => claim.accept(Some(&delivery.id().to_string())),
+                Ok(Dispatched::Duplicate { first }) => claim.accept(Some(first)),
+                Ok(Dispatched::Delivered(_)) => claim.accept(None),
+                // Not accepted: the claim is dropped, so the sender's retry is not a replay.
+                Err(_) => drop(claim),
+            }
+        }
+        entries.push((
+            rule,
+            Entry::Dispatched {
+                evaluation,
+                delivery: delivery.id(),
+                result,
+            },
+        ));
+    }
+    entries
 }
 
 fn record_dispatch(
@@ -412,6 +536,23 @@ fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
                 *error = Some("This rule's rate limit is reached; retry later.".to_owned());
             }
             (job, Severity::RateLimited)
+        }
+        Entry::Withheld(evaluation) => {
+            let mut job = evaluated(evaluation, Status::Failed, false);
+            if let JobEntry::Evaluated { error, .. } = &mut job {
+                *error = Some(
+                    "Not dispatched: another rule of this call is rate-limited; retry later."
+                        .to_owned(),
+                );
+            }
+            (job, Severity::RateLimited)
+        }
+        Entry::Repeat { evaluation, first } => {
+            let mut job = evaluated(evaluation, Status::Duplicate, true);
+            if let JobEntry::Evaluated { delivery, .. } = &mut job {
+                *delivery = Some(first.clone());
+            }
+            (job, Severity::Accepted)
         }
         Entry::FilterFailed(evaluation) => {
             let mut job = evaluated(evaluation, Status::Failed, false);

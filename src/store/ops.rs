@@ -7,7 +7,8 @@ use serde::Serialize;
 use super::State;
 
 /// 2: bodies moved to their own table (1 kept them in `deliveries`).
-const SCHEMA_VERSION: i64 = 2;
+/// 3: remembered signatures (`replays`) and per-state counts kept by triggers (`queue_counts`).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -59,6 +60,40 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- Verified signatures of stored calls, so a restart does not reopen their replay window. The
+-- key is a digest of the decoded MAC, never the MAC.
+CREATE TABLE IF NOT EXISTS replays (
+    rule        TEXT    NOT NULL,
+    key         BLOB    NOT NULL,
+    delivery_id TEXT    NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (rule, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replays_expiry ON replays (expires_at);
+-- Deliveries per state, kept by triggers in the same transaction as every change (the
+-- gateway's and the operator commands' alike), so the queue gauges never count rows.
+CREATE TABLE IF NOT EXISTS queue_counts (
+    state TEXT    PRIMARY KEY,
+    n     INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS deliveries_count_insert AFTER INSERT ON deliveries BEGIN
+    UPDATE queue_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER IF NOT EXISTS deliveries_count_update AFTER UPDATE OF state ON deliveries
+    WHEN OLD.state <> NEW.state BEGIN
+    UPDATE queue_counts SET n = n - 1 WHERE state = OLD.state;
+    UPDATE queue_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER IF NOT EXISTS deliveries_count_delete AFTER DELETE ON deliveries BEGIN
+    UPDATE queue_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+";
+
+/// Counts the rows once, when the counts table is created (a new store or a migration).
+const SEED_COUNTS: &str = "
+INSERT OR REPLACE INTO queue_counts (state, n)
+    SELECT column1, (SELECT COUNT(*) FROM deliveries WHERE state = column1)
+    FROM (VALUES ('queued'), ('retrying'), ('dead'), ('done'));
 ";
 
 /// Schema 1 kept each body in its `deliveries` row; runs after `SCHEMA` has created `bodies`.
@@ -89,6 +124,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     if version == 1 {
         tx.execute_batch(MIGRATE_1_TO_2)?;
     }
+    tx.execute_batch(SEED_COUNTS)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -101,6 +137,15 @@ pub struct IdempotencyKey {
     pub ttl_ms: i64,
 }
 
+/// The verified signature a delivery was accepted with, remembered against replays.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayMark {
+    /// Digest of the decoded MAC and timestamp.
+    pub key: [u8; 16],
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
 /// A delivery about to be accepted.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -111,6 +156,7 @@ pub struct NewDelivery {
     pub content_type: String,
     pub request_id: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
+    pub replay: Option<ReplayMark>,
 }
 
 /// What `accept` did.
@@ -123,11 +169,51 @@ pub enum Accepted {
     },
 }
 
+/// Accepts one delivery: a repeat of a stored call (its signature remembered, or its
+/// idempotency key inside the TTL) is answered with the first delivery; otherwise it is stored.
 pub(super) fn accept(
     tx: &Transaction<'_>,
     delivery: &NewDelivery,
     now_ms: i64,
 ) -> Result<Accepted, rusqlite::Error> {
+    let accepted = check_and_store(tx, delivery, now_ms)?;
+    if let Some(mark) = &delivery.replay {
+        let first = match &accepted {
+            Accepted::Stored => &delivery.id,
+            Accepted::Duplicate { first } => first,
+        };
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO replays (rule, key, delivery_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            delivery.rule,
+            mark.key.as_slice(),
+            first,
+            i64::try_from(mark.expires_at).unwrap_or(i64::MAX)
+        ])?;
+    }
+    Ok(accepted)
+}
+
+fn check_and_store(
+    tx: &Transaction<'_>,
+    delivery: &NewDelivery,
+    now_ms: i64,
+) -> Result<Accepted, rusqlite::Error> {
+    if let Some(mark) = &delivery.replay {
+        let first: Option<String> = tx
+            .prepare_cached(
+                "SELECT delivery_id FROM replays WHERE rule = ?1 AND key = ?2 AND expires_at > ?3",
+            )?
+            .query_row(
+                params![delivery.rule, mark.key.as_slice(), now_ms / 1000],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(first) = first {
+            return Ok(Accepted::Duplicate { first });
+        }
+    }
     if let Some(key) = &delivery.idempotency {
         let first: Option<String> = tx
             .prepare_cached(
@@ -230,13 +316,33 @@ pub(super) fn record(
 /// Room a probe asks for: ready means a typical call still fits, not merely a tiny write.
 const PROBE_BYTES: i64 = 64 * 1024;
 
-/// Writes (and removes, in the same transaction) a row the size of a typical call.
-pub(super) fn probe(tx: &Transaction<'_>) -> Result<(), rusqlite::Error> {
+/// Writes (and removes, in the same transaction) a row the size of a typical call, within the
+/// room new calls may use.
+pub(super) fn probe(tx: &Transaction<'_>, room: Option<i64>) -> Result<(), rusqlite::Error> {
     tx.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', zeroblob(?1))",
         [PROBE_BYTES],
     )?;
+    let fits = ensure_room(tx, room);
     tx.execute("DELETE FROM meta WHERE key = 'probe'", [])?;
+    fits
+}
+
+/// Fails like a full disk when the pages in use pass `room` (pages). New calls are held to
+/// it, while outcomes of attempts may use the headroom above it: an attempt whose outcome
+/// cannot be written would otherwise be made again.
+pub(super) fn ensure_room(tx: &Transaction<'_>, room: Option<i64>) -> Result<(), rusqlite::Error> {
+    let Some(room) = room else {
+        return Ok(());
+    };
+    let pages: i64 = tx.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+    let free: i64 = tx.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+    if pages - free > room {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("the store has reached delivery.max_store_bytes".to_owned()),
+        ));
+    }
     Ok(())
 }
 
@@ -324,11 +430,57 @@ pub(super) fn purge_done(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, 
     )
 }
 
+/// Deletes idempotency keys and remembered signatures whose window has passed.
 pub(super) fn purge_expired_keys(
     tx: &Transaction<'_>,
     now_ms: i64,
 ) -> Result<usize, rusqlite::Error> {
-    tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])
+    let keys = tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])?;
+    let replays = tx.execute(
+        "DELETE FROM replays WHERE expires_at <= ?1",
+        [now_ms / 1000],
+    )?;
+    Ok(keys + replays)
+}
+
+/// A remembered signature, reloaded into the rule's replay memory at start-up.
+#[derive(Debug, Clone)]
+pub struct RememberedSignature {
+    pub rule: String,
+    pub key: [u8; 16],
+    pub delivery_id: String,
+    pub expires_at: u64,
+}
+
+/// Signatures still inside their window at `now_secs`, the soonest to expire first (so a full
+/// memory keeps the newest).
+pub(super) fn remembered(
+    conn: &Connection,
+    now_secs: u64,
+) -> Result<Vec<RememberedSignature>, rusqlite::Error> {
+    let mut statement = conn.prepare(
+        "SELECT rule, key, delivery_id, expires_at FROM replays WHERE expires_at > ?1
+         ORDER BY expires_at",
+    )?;
+    let rows = statement.query_map([i64::try_from(now_secs).unwrap_or(i64::MAX)], |row| {
+        let key: Vec<u8> = row.get(1)?;
+        let expires: i64 = row.get(3)?;
+        Ok((row.get(0)?, key, row.get(2)?, expires))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (rule, key, delivery_id, expires): (String, Vec<u8>, String, i64) = row?;
+        // A key of another length was not written by this version; it is skipped.
+        if let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) {
+            out.push(RememberedSignature {
+                rule,
+                key,
+                delivery_id,
+                expires_at: u64::try_from(expires).unwrap_or(0),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One line of `hookgate deliveries list`.
@@ -475,13 +627,16 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryView>, r
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub by_state: Vec<(State, u64)>,
+    /// When the oldest queued or retrying delivery was accepted (ms since the epoch).
+    pub oldest_pending_accepted_at: Option<i64>,
     pub oldest_pending_age_ms: Option<i64>,
 }
 
+/// Reads the trigger-kept counts and the oldest pending delivery: a few rows through
+/// indexes, whatever the store's size.
 pub(super) fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, rusqlite::Error> {
     let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
-    let mut statement =
-        conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let mut statement = conn.prepare_cached("SELECT state, n FROM queue_counts")?;
     let rows = statement.query_map([], |row| Ok((state(row, 0)?, row.get::<_, i64>(1)?)))?;
     for row in rows {
         let (state, count) = row?;
@@ -489,13 +644,18 @@ pub(super) fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, rusqlite::E
             slot.1 = u64::try_from(count).unwrap_or(0);
         }
     }
-    let oldest: Option<i64> = conn.query_row(
-        "SELECT MIN(accepted_at) FROM deliveries WHERE state IN ('queued', 'retrying')",
-        [],
-        |row| row.get(0),
-    )?;
+    // Acceptance order is `seq` order, so the oldest pending call is the first one in the
+    // pending index (an operator's requeue keeps both).
+    let oldest: Option<i64> = conn
+        .prepare_cached(
+            "SELECT accepted_at FROM deliveries WHERE state IN ('queued', 'retrying')
+             ORDER BY seq LIMIT 1",
+        )?
+        .query_row([], |row| row.get(0))
+        .optional()?;
     Ok(Stats {
         by_state,
+        oldest_pending_accepted_at: oldest,
         oldest_pending_age_ms: oldest.map(|t| (now_ms - t).max(0)),
     })
 }

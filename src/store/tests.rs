@@ -20,6 +20,7 @@ fn delivery(id: &str, rule: &str, key: Option<&str>) -> NewDelivery {
             digest: k.to_owned(),
             ttl_ms: 60_000,
         }),
+        replay: None,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::any::Any;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -15,6 +16,14 @@ use super::StoreError;
 
 /// Most pieces of work committed together; bounds the latency one commit adds.
 const MAX_BATCH: usize = 1024;
+
+/// How often an idle writer calls `after` anyway, so changes made by other processes (the
+/// operator commands) show up without a write of the gateway's own.
+const IDLE_REFRESH: Duration = Duration::from_secs(2);
+
+/// Called on the writer's connection after every batch (and when idle), to publish what
+/// readers of the gateway's memory need (the queue gauges) without them reading the store.
+pub(super) type After = Box<dyn FnMut(&Connection) + Send>;
 
 type Output = Box<dyn Any + Send>;
 type Work = Box<dyn Fn(&Transaction<'_>) -> Result<Output, rusqlite::Error> + Send>;
@@ -30,11 +39,11 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    pub(super) fn spawn(conn: Connection) -> Self {
+    pub(super) fn spawn(conn: Connection, after: After) -> Self {
         let (tasks, receiver) = mpsc::channel::<Task>();
         std::thread::Builder::new()
             .name("hookgate-store".to_owned())
-            .spawn(move || writer_loop(conn, &receiver))
+            .spawn(move || writer_loop(conn, &receiver, after))
             .map(|_| ())
             .unwrap_or_else(|error| {
                 // Without a writer every write answers WriterGone, which the gateway reports
@@ -66,8 +75,17 @@ impl Handle {
     }
 }
 
-fn writer_loop(mut conn: Connection, receiver: &mpsc::Receiver<Task>) {
-    while let Ok(first) = receiver.recv() {
+fn writer_loop(mut conn: Connection, receiver: &mpsc::Receiver<Task>, mut after: After) {
+    after(&conn);
+    loop {
+        let first = match receiver.recv_timeout(IDLE_REFRESH) {
+            Ok(task) => task,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                after(&conn);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
@@ -76,6 +94,7 @@ fn writer_loop(mut conn: Connection, receiver: &mpsc::Receiver<Task>) {
             }
         }
         run_batch(&mut conn, batch);
+        after(&conn);
     }
 }
 

@@ -1,27 +1,87 @@
-//! Replay protection for schemes that sign a timestamp: a signature seen once is refused for
-//! the rest of its window, so a captured request cannot be sent again while its timestamp is
-//! still accepted.
+//! Replay protection: a verified signature is remembered for as long as it could verify again,
+//! so a captured request cannot be sent a second time.
 //!
-//! Memory is bounded: at most `capacity` signatures per rule, each kept as a 16-byte digest.
-//! When full, the oldest entry is dropped (and counted); it is the one closest to leaving its
-//! window anyway.
+//! A signature is named by a digest of its decoded MAC and timestamp (see
+//! [`Signed::digest`](super::signature::Signed::digest)), never by the header's spelling. It is
+//! first *claimed* for the call that carries it; the claim becomes a memory only once that call
+//! was accepted (stored, dispatched, filtered or answered as a duplicate). A call refused with
+//! 429 or 503, or a dry run, drops its claim, so the sender's retry still works. A stored call's
+//! delivery id is kept with its signature, so a sender retrying a request whose answer it lost
+//! is told which delivery it made.
+//!
+//! Memory is bounded: at most `capacity` signatures per rule (`server.replay_cache_entries`).
+//! When full, the oldest entry is dropped (and counted). In queue mode the store keeps the
+//! signatures of stored calls too, so a restart does not reopen their window.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
-
-use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The default number of signatures remembered per rule (`server.replay_cache_entries`).
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
-type Key = [u8; 16];
+/// A signature's digest.
+pub type Key = [u8; 16];
+
+#[derive(Debug, Clone)]
+enum Mark {
+    /// Claimed by a call still being handled.
+    InFlight,
+    /// Its call was accepted; `Some` holds the delivery it was stored as.
+    Accepted(Option<Arc<str>>),
+}
 
 #[derive(Debug, Default)]
 struct Seen {
-    expiry: HashMap<Key, u64>,
+    /// Key → (expiry in Unix seconds, mark).
+    entries: HashMap<Key, (u64, Mark)>,
     /// Insertion order, so expired or oldest entries leave first.
     order: VecDeque<(Key, u64)>,
+}
+
+/// What the memory says about a verified signature.
+#[derive(Debug)]
+pub enum Sight<'g> {
+    /// Not seen inside its window: claimed for this call.
+    Fresh(Claim<'g>),
+    /// Seen, and its first call was stored as this delivery.
+    Stored { first: String },
+    /// Seen, and its first call was not stored (or is still being handled).
+    Replayed,
+}
+
+/// A signature claimed for one call. Dropping it without [`Claim::accept`] forgets it again.
+#[derive(Debug)]
+pub struct Claim<'g> {
+    guard: &'g ReplayGuard,
+    key: Key,
+    expires: u64,
+    accepted: bool,
+}
+
+impl Claim<'_> {
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// Until when (Unix seconds) the signature must be remembered.
+    pub fn expires(&self) -> u64 {
+        self.expires
+    }
+
+    /// The call was accepted: remember the signature, with the delivery it was stored as.
+    pub fn accept(mut self, stored_as: Option<&str>) {
+        self.accepted = true;
+        self.guard.remember(self.key, self.expires, stored_as);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.accepted {
+            self.guard.release(self.key);
+        }
+    }
 }
 
 /// Signatures seen within their window, for one rule.
@@ -52,47 +112,91 @@ impl ReplayGuard {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// Signatures remembered or claimed now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, Seen> {
         self.seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records a verified signature at `now` (Unix seconds), valid for `window` seconds either
-    /// side of its timestamp. Returns `false` when it was already seen within its window.
-    pub fn first_sight(&self, signature: &[u8], now: u64, window: u64) -> bool {
-        let digest = Sha256::digest(signature);
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        // A timestamp is accepted up to `window` seconds either side of now, so the same
-        // signature stays usable for at most twice the window from the first sight.
-        let expires = now.saturating_add(window.saturating_mul(2));
-        let capacity = self.capacity.load(Ordering::Relaxed);
+    /// Looks a verified signature up at `now` (Unix seconds); when it is new, claims it until
+    /// `expires`.
+    pub fn sight(&self, key: Key, now: u64, expires: u64) -> Sight<'_> {
         let mut seen = self.lock();
-        while let Some(&(old, at)) = seen.order.front() {
-            if at > now {
-                break;
+        seen.drop_expired(now);
+        match seen.entries.get(&key) {
+            Some((at, mark)) if *at > now => {
+                return match mark {
+                    Mark::Accepted(Some(first)) => Sight::Stored {
+                        first: first.to_string(),
+                    },
+                    Mark::Accepted(None) | Mark::InFlight => Sight::Replayed,
+                };
             }
-            seen.order.pop_front();
-            if seen.expiry.get(&old) == Some(&at) {
-                seen.expiry.remove(&old);
-            }
+            _ => {}
         }
-        if seen.expiry.get(&key).is_some_and(|&at| at > now) {
-            return false;
+        self.insert(&mut seen, key, expires, Mark::InFlight);
+        Sight::Fresh(Claim {
+            guard: self,
+            key,
+            expires,
+            accepted: false,
+        })
+    }
+
+    /// Remembers a signature whose call was accepted (also used to reload the store's memory
+    /// at start-up).
+    pub fn remember(&self, key: Key, expires: u64, stored_as: Option<&str>) {
+        let mut seen = self.lock();
+        let mark = Mark::Accepted(stored_as.map(Arc::from));
+        match seen.entries.get_mut(&key) {
+            Some(entry) if entry.0 == expires => entry.1 = mark,
+            _ => self.insert(&mut seen, key, expires, mark),
         }
-        while seen.expiry.len() >= capacity {
+    }
+
+    fn release(&self, key: Key) {
+        let mut seen = self.lock();
+        if matches!(seen.entries.get(&key), Some((_, Mark::InFlight))) {
+            seen.entries.remove(&key);
+        }
+    }
+
+    fn insert(&self, seen: &mut Seen, key: Key, expires: u64, mark: Mark) {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        while seen.entries.len() >= capacity {
             let Some((old, at)) = seen.order.pop_front() else {
                 break;
             };
-            if seen.expiry.get(&old) == Some(&at) {
-                seen.expiry.remove(&old);
+            if seen.entries.get(&old).is_some_and(|(e, _)| *e == at) {
+                seen.entries.remove(&old);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
-        seen.expiry.insert(key, expires);
+        seen.entries.insert(key, (expires, mark));
         seen.order.push_back((key, expires));
-        true
+    }
+}
+
+impl Seen {
+    fn drop_expired(&mut self, now: u64) {
+        while let Some(&(old, at)) = self.order.front() {
+            if at > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.entries.get(&old).is_some_and(|(e, _)| *e == at) {
+                self.entries.remove(&old);
+            }
+        }
     }
 }
 
@@ -100,15 +204,52 @@ impl ReplayGuard {
 mod tests {
     use super::*;
 
+    fn key(n: u32) -> Key {
+        let mut key = [0u8; 16];
+        key[..4].copy_from_slice(&n.to_be_bytes());
+        key
+    }
+
+    fn accept(guard: &ReplayGuard, k: Key, now: u64, expires: u64, first: Option<&str>) {
+        match guard.sight(k, now, expires) {
+            Sight::Fresh(claim) => claim.accept(first),
+            other => panic!("expected a fresh signature, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_signature_is_accepted_once_per_window() {
+    fn a_signature_is_accepted_once_until_it_expires() {
         let guard = ReplayGuard::default();
-        assert!(guard.first_sight(b"v1,abc", 1000, 300));
-        assert!(!guard.first_sight(b"v1,abc", 1000, 300));
-        assert!(!guard.first_sight(b"v1,abc", 1599, 300));
-        assert!(guard.first_sight(b"v1,other", 1000, 300));
-        // After the window the timestamp check refuses it anyway, and the entry is gone.
-        assert!(guard.first_sight(b"v1,abc", 1600, 300));
+        accept(&guard, key(1), 1000, 1300, None);
+        assert!(matches!(guard.sight(key(1), 1000, 1300), Sight::Replayed));
+        assert!(matches!(guard.sight(key(1), 1299, 1300), Sight::Replayed));
+        accept(&guard, key(2), 1000, 1300, None);
+        // Past its expiry the window check refuses it anyway, and the entry is gone.
+        accept(&guard, key(1), 1300, 1600, None);
+    }
+
+    #[test]
+    fn a_stored_call_is_remembered_with_its_delivery() {
+        let guard = ReplayGuard::default();
+        accept(&guard, key(1), 1000, 2000, Some("01FIRST"));
+        match guard.sight(key(1), 1500, 2500) {
+            Sight::Stored { first } => assert_eq!(first, "01FIRST"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dropped_claim_is_forgotten_and_a_claim_in_progress_is_a_replay() {
+        let guard = ReplayGuard::default();
+        let claim = match guard.sight(key(1), 1000, 2000) {
+            Sight::Fresh(claim) => claim,
+            other => panic!("{other:?}"),
+        };
+        // A concurrent copy of a call still being handled is a replay.
+        assert!(matches!(guard.sight(key(1), 1000, 2000), Sight::Replayed));
+        drop(claim);
+        assert!(guard.is_empty());
+        accept(&guard, key(1), 1000, 2000, None);
     }
 
     #[test]
@@ -116,11 +257,11 @@ mod tests {
         let guard = ReplayGuard::default();
         guard.set_capacity(100);
         for i in 0..1000u32 {
-            assert!(guard.first_sight(&i.to_be_bytes(), 1000, 300));
+            accept(&guard, key(i), 1000, 1300, None);
         }
-        assert_eq!(guard.lock().expiry.len(), 100);
+        assert_eq!(guard.len(), 100);
         assert_eq!(guard.evicted(), 900);
         // The newest are still remembered.
-        assert!(!guard.first_sight(&999u32.to_be_bytes(), 1000, 300));
+        assert!(matches!(guard.sight(key(999), 1000, 1300), Sight::Replayed));
     }
 }

@@ -25,6 +25,11 @@ pub const GITLAB_TOKEN: &str = "x-gitlab-token";
 /// Replay window when a rule does not set `tolerance_secs`.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 
+/// How long schemes without a signed timestamp remember a verified MAC when a rule does not
+/// set `verify.replay_window_secs`: a day covers every sender retry schedule we know of
+/// (GitHub redelivers by hand, Port retries within minutes).
+pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 86_400;
+
 /// Why a signature was refused. The client always gets the same answer; this goes to the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -36,6 +41,8 @@ pub enum SignatureError {
     Malformed(String),
     #[error("timestamp is outside the {0} s window")]
     StaleTimestamp(u64),
+    #[error("header {0} has 13 digits: it looks like milliseconds, but the scheme signs seconds")]
+    MillisecondTimestamp(String),
     #[error("signature does not match")]
     Mismatch,
     #[error("signature was already used inside its window (replay)")]
@@ -49,6 +56,8 @@ pub struct HmacScheme {
     timestamp_header: Option<HeaderName>,
     signed: Vec<Part>,
     tolerance_secs: u64,
+    /// Without a timestamp header: how long a verified MAC is remembered.
+    replay_window_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +71,9 @@ enum Part {
 #[derive(Debug, Clone)]
 pub enum Scheme {
     Port { tolerance_secs: u64 },
-    PortSha1,
+    PortSha1 { replay_window_secs: u64 },
     Hmac(HmacScheme),
-    Github,
+    Github { replay_window_secs: u64 },
     Gitlab,
     None,
 }
@@ -101,11 +110,26 @@ impl Scheme {
         if section.tolerance_secs == Some(0) {
             problems.push(("tolerance_secs", "must be at least 1".to_owned()));
         }
+        let has_mac = !matches!(section.scheme, SchemeName::Gitlab | SchemeName::None);
+        if section.replay_window_secs.is_some() && (timestamped || !has_mac) {
+            let reason = if timestamped {
+                "is only valid for schemes without a timestamp (github, port-sha1, hmac without timestamp_header); this one remembers signatures for tolerance_secs"
+            } else {
+                "is only valid for schemes that sign the body (github, port-sha1, hmac)"
+            };
+            problems.push(("replay_window_secs", reason.to_owned()));
+        }
+        if section.replay_window_secs == Some(0) {
+            problems.push(("replay_window_secs", "must be at least 1".to_owned()));
+        }
         let tolerance_secs = section.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS);
+        let replay_window_secs = section
+            .replay_window_secs
+            .unwrap_or(DEFAULT_REPLAY_WINDOW_SECS);
         let scheme = match section.scheme {
             SchemeName::Port => Scheme::Port { tolerance_secs },
-            SchemeName::PortSha1 => Scheme::PortSha1,
-            SchemeName::Github => Scheme::Github,
+            SchemeName::PortSha1 => Scheme::PortSha1 { replay_window_secs },
+            SchemeName::Github => Scheme::Github { replay_window_secs },
             SchemeName::Gitlab => Scheme::Gitlab,
             SchemeName::None => Scheme::None,
             SchemeName::Hmac => {
@@ -137,6 +161,13 @@ impl Scheme {
                         "uses {timestamp} but no timestamp_header is set".to_owned(),
                     ));
                 }
+                // Otherwise the window could be bypassed by rewriting the unsigned header.
+                if section.timestamp_header.is_some() && !signed.contains(&Part::Timestamp) {
+                    problems.push((
+                        "signed",
+                        "must contain {timestamp} when timestamp_header is set, so that the MAC covers the timestamp".to_owned(),
+                    ));
+                }
                 match header {
                     Some(header) => Scheme::Hmac(HmacScheme {
                         header,
@@ -144,6 +175,7 @@ impl Scheme {
                         timestamp_header,
                         signed,
                         tolerance_secs,
+                        replay_window_secs,
                     }),
                     None => Scheme::None,
                 }
@@ -159,9 +191,9 @@ impl Scheme {
     pub fn name(&self) -> &'static str {
         match self {
             Scheme::Port { .. } => "port",
-            Scheme::PortSha1 => "port-sha1",
+            Scheme::PortSha1 { .. } => "port-sha1",
             Scheme::Hmac(_) => "hmac",
-            Scheme::Github => "github",
+            Scheme::Github { .. } => "github",
             Scheme::Gitlab => "gitlab",
             Scheme::None => "none",
         }
@@ -204,6 +236,39 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
+/// What a verified signature proves, for replay detection: the MAC as decoded from its header
+/// (so hex in either case, base64 with or without padding, with or without a prefix are one
+/// signature) and the timestamp it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    mac: Vec<u8>,
+    timestamp: Option<u64>,
+}
+
+impl Signed {
+    fn untimed(mac: Vec<u8>) -> Self {
+        Self {
+            mac,
+            timestamp: None,
+        }
+    }
+
+    /// A digest naming this signature, scoped to its scheme; never the MAC itself, so the
+    /// replay memory (and the store, which keeps it) holds nothing a sender could reuse.
+    pub fn digest(&self, scheme: &Scheme) -> [u8; 16] {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(scheme.name().as_bytes());
+        hasher.update([0]);
+        hasher.update(self.timestamp.unwrap_or(0).to_be_bytes());
+        hasher.update(&self.mac);
+        let digest = hasher.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    }
+}
+
 /// A scheme with its secrets: everything needed to check one rule's signatures.
 #[derive(Debug, Clone)]
 pub struct SignatureCheck {
@@ -225,17 +290,36 @@ impl SignatureCheck {
         self.secrets.len()
     }
 
-    /// For schemes that sign a timestamp: the signature as sent and the window, which together
-    /// identify one signed request for replay detection. `None` for schemes without one.
-    pub fn replay_key<'h>(&self, headers: &'h HeaderMap) -> Option<(&'h [u8], u64)> {
-        match &self.scheme {
-            Scheme::Port { tolerance_secs } => headers
-                .get(PORT_SIGNATURE)
-                .map(|v| (v.as_bytes(), *tolerance_secs)),
-            Scheme::Hmac(hmac) if hmac.timestamp_header.is_some() => headers
-                .get(&hmac.header)
-                .map(|v| (v.as_bytes(), hmac.tolerance_secs)),
+    /// Whether a verified signature of this scheme identifies one request, so that it can be
+    /// remembered against replays. `gitlab` sends a shared token and `none` nothing.
+    pub fn has_mac(&self) -> bool {
+        !matches!(self.scheme, Scheme::Gitlab | Scheme::None)
+    }
+
+    /// Until when (Unix seconds) a verified signature must be remembered: while its timestamp
+    /// is still inside the window, or for the replay window of schemes that sign none.
+    pub fn remember_until(&self, signed: &Signed, now: SystemTime) -> u64 {
+        let now = unix_seconds(now);
+        let tolerance = match &self.scheme {
+            Scheme::Port { tolerance_secs } => Some(*tolerance_secs),
+            Scheme::Hmac(hmac) if hmac.timestamp_header.is_some() => Some(hmac.tolerance_secs),
             _ => None,
+        };
+        match (signed.timestamp, tolerance) {
+            // The window check accepts the timestamp up to `tolerance` seconds either side.
+            (Some(ts), Some(tolerance)) => ts.saturating_add(tolerance).saturating_add(1),
+            _ => now.saturating_add(self.replay_window_secs()),
+        }
+    }
+
+    fn replay_window_secs(&self) -> u64 {
+        match &self.scheme {
+            Scheme::PortSha1 { replay_window_secs } | Scheme::Github { replay_window_secs } => {
+                *replay_window_secs
+            }
+            Scheme::Hmac(hmac) => hmac.replay_window_secs,
+            Scheme::Port { tolerance_secs } => *tolerance_secs,
+            Scheme::Gitlab | Scheme::None => 0,
         }
     }
 
@@ -246,47 +330,55 @@ impl SignatureCheck {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), SignatureError> {
+        self.verify_signed(headers, body, now).map(drop)
+    }
+
+    /// Checks the signature of `body` as received with `headers`; on success, the MAC as
+    /// decoded and the timestamp it covers (`None` for `gitlab` and `none`, which sign nothing).
+    pub fn verify_signed(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Option<Signed>, SignatureError> {
         match &self.scheme {
-            Scheme::None => Ok(()),
+            Scheme::None => Ok(None),
             Scheme::Gitlab => {
                 let given = single_header(headers, GITLAB_TOKEN)?;
                 let mut ok = Choice::from(0);
                 for secret in &self.secrets {
                     ok |= Choice::from(u8::from(secret.matches(given)));
                 }
-                accept(ok)
+                accept(ok).map(|()| None)
             }
-            Scheme::Github => {
-                if headers.contains_key(GITHUB_SHA256) {
-                    let value = single_header(headers, GITHUB_SHA256)?;
-                    let hex = value
-                        .strip_prefix(b"sha256=")
-                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA256.to_owned()))?;
-                    let expected = decode_hex(hex, 32)
-                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA256.to_owned()))?;
-                    self.check_mac(HmacAlgorithm::Sha256, &[body], &expected)
-                } else if headers.contains_key(GITHUB_SHA1) {
-                    let value = single_header(headers, GITHUB_SHA1)?;
-                    let hex = value
-                        .strip_prefix(b"sha1=")
-                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA1.to_owned()))?;
-                    let expected = decode_hex(hex, 20)
-                        .ok_or_else(|| SignatureError::Malformed(GITHUB_SHA1.to_owned()))?;
-                    self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)
-                } else {
-                    Err(SignatureError::MissingHeader(GITHUB_SHA256.to_owned()))
-                }
+            Scheme::Github { .. } => {
+                let (header, prefix, algorithm): (&str, &[u8], _) =
+                    if headers.contains_key(GITHUB_SHA256) {
+                        (GITHUB_SHA256, b"sha256=", HmacAlgorithm::Sha256)
+                    } else if headers.contains_key(GITHUB_SHA1) {
+                        (GITHUB_SHA1, b"sha1=", HmacAlgorithm::Sha1)
+                    } else {
+                        return Err(SignatureError::MissingHeader(GITHUB_SHA256.to_owned()));
+                    };
+                let value = single_header(headers, header)?;
+                let expected = value
+                    .strip_prefix(prefix)
+                    .and_then(|hex| decode_hex(hex, digest_len(algorithm)))
+                    .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
+                self.check_mac(algorithm, &[body], &expected)?;
+                Ok(Some(Signed::untimed(expected)))
             }
-            Scheme::PortSha1 => {
+            Scheme::PortSha1 { .. } => {
                 let value = single_header(headers, PORT_SIGNATURE)?;
                 let expected = decode_mac(value, HmacAlgorithm::Sha1)
                     .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
-                self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)
+                self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)?;
+                Ok(Some(Signed::untimed(expected)))
             }
             Scheme::Port { tolerance_secs } => {
                 let value = single_header(headers, PORT_SIGNATURE)?;
                 let timestamp = single_header(headers, PORT_TIMESTAMP)?;
-                check_window(timestamp, PORT_TIMESTAMP, *tolerance_secs, now)?;
+                let ts = check_window(timestamp, PORT_TIMESTAMP, *tolerance_secs, now)?;
                 let encoded = value
                     .trim_ascii()
                     .strip_prefix(b"v1,")
@@ -295,29 +387,31 @@ impl SignatureCheck {
                     .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
                 let raw =
                     self.check_mac(HmacAlgorithm::Sha256, &[timestamp, b".", body], &expected);
-                if raw.is_ok() {
-                    return raw;
-                }
-                // Port's execution agent signs the compact JSON but sends it with spaces.
-                match compact_json(body) {
-                    Some(compact) => self.check_mac(
+                match (raw, compact_json(body)) {
+                    (Ok(()), _) => {}
+                    // Port's execution agent signs the compact JSON but sends it with spaces.
+                    (Err(_), Some(compact)) => self.check_mac(
                         HmacAlgorithm::Sha256,
                         &[timestamp, b".", &compact],
                         &expected,
-                    ),
-                    None => raw,
+                    )?,
+                    (Err(error), None) => return Err(error),
                 }
+                Ok(Some(Signed {
+                    mac: expected,
+                    timestamp: Some(ts),
+                }))
             }
             Scheme::Hmac(hmac) => {
                 let header = hmac.header.as_str();
                 let value = single_header(headers, header)?;
-                let timestamp = match &hmac.timestamp_header {
+                let (timestamp, ts) = match &hmac.timestamp_header {
                     Some(name) => {
-                        let ts = single_header(headers, name.as_str())?;
-                        check_window(ts, name.as_str(), hmac.tolerance_secs, now)?;
-                        ts
+                        let raw = single_header(headers, name.as_str())?;
+                        let ts = check_window(raw, name.as_str(), hmac.tolerance_secs, now)?;
+                        (raw, Some(ts))
                     }
-                    None => b"",
+                    None => (&b""[..], None),
                 };
                 let expected = decode_mac(value, hmac.algorithm)
                     .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
@@ -330,7 +424,11 @@ impl SignatureCheck {
                         Part::Body => body,
                     })
                     .collect();
-                self.check_mac(hmac.algorithm, &parts, &expected)
+                self.check_mac(hmac.algorithm, &parts, &expected)?;
+                Ok(Some(Signed {
+                    mac: expected,
+                    timestamp: ts,
+                }))
             }
         }
     }
@@ -362,14 +460,14 @@ impl SignatureCheck {
                 "X-Gitlab-Token".to_owned(),
                 String::from_utf8_lossy(secret.expose()).into_owned(),
             )],
-            Scheme::Github => {
+            Scheme::Github { .. } => {
                 let mac = compute_mac(HmacAlgorithm::Sha256, secret.expose(), &[body]);
                 vec![(
                     "X-Hub-Signature-256".to_owned(),
                     format!("sha256={}", hex::encode(mac)),
                 )]
             }
-            Scheme::PortSha1 => {
+            Scheme::PortSha1 { .. } => {
                 let mac = compute_mac(HmacAlgorithm::Sha1, secret.expose(), &[body]);
                 vec![("X-Port-Signature".to_owned(), hex::encode(mac))]
             }
@@ -429,21 +527,29 @@ fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h [u8], Sig
     Ok(first.as_bytes())
 }
 
+/// Parses a timestamp header (Unix seconds) and checks it is inside the window.
 fn check_window(
     timestamp: &[u8],
     header: &str,
     tolerance_secs: u64,
     now: SystemTime,
-) -> Result<(), SignatureError> {
-    let ts: u64 = std::str::from_utf8(timestamp.trim_ascii())
+) -> Result<u64, SignatureError> {
+    let digits = std::str::from_utf8(timestamp.trim_ascii())
         .ok()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|s| s.parse().ok())
         .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
+    let ts: u64 = digits
+        .parse()
+        .map_err(|_| SignatureError::Malformed(header.to_owned()))?;
     if unix_seconds(now).abs_diff(ts) > tolerance_secs {
+        // Seconds have 10 digits until 2286; 13 digits is a sender using milliseconds, the
+        // commonest integration mistake, so the log says so.
+        if digits.len() == 13 {
+            return Err(SignatureError::MillisecondTimestamp(header.to_owned()));
+        }
         return Err(SignatureError::StaleTimestamp(tolerance_secs));
     }
-    Ok(())
+    Ok(ts)
 }
 
 fn unix_seconds(now: SystemTime) -> u64 {
@@ -511,9 +617,15 @@ fn decode_base64(value: &[u8], len: usize) -> Option<Vec<u8>> {
     (bytes.len() == len).then_some(bytes)
 }
 
-/// The body with JSON whitespace outside string literals removed, or `None` when there is
-/// none to remove. Numbers and escapes stay byte-identical, unlike a parse and re-serialise.
+/// The body with the whitespace between JSON tokens removed, or `None` when the body is not
+/// valid JSON or has none to remove. Numbers and escapes stay byte-identical, unlike a parse
+/// and re-serialise.
+///
+/// Only a valid JSON body is compacted: in valid JSON whitespace outside strings can only sit
+/// between tokens, so removing it cannot change a number (`1 2`) or a literal (`tr ue`), and
+/// bytes whose meaning differs from the signed ones can never verify.
 pub fn compact_json(body: &[u8]) -> Option<Vec<u8>> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).ok()?;
     let mut out = Vec::with_capacity(body.len());
     let mut in_string = false;
     let mut escaped = false;

@@ -254,9 +254,47 @@ header = "X-Gitlab-Token"
 }
 
 #[test]
-fn replay_protection_needs_a_signed_timestamp() {
-    let rule = "[verify]\nscheme = \"github\"\nsecret = \"k\"\nreject_replays = true\n[dispatch]\n";
-    let got = problems(&[("gh.toml", rule)]);
+fn replay_protection_needs_a_mac() {
+    // A scheme without a timestamp is protected for its replay window.
+    let rule = "[verify]\nscheme = \"github\"\nsecret = \"k\"\nreject_replays = true\nreplay_window_secs = 3600\n[dispatch]\n";
+    load(&[("gh.toml", rule)]).expect("a github rule rejects replays for its window");
+    // GitLab sends a shared token: nothing tells a replay from a new call.
+    let rule = "[verify]\nscheme = \"gitlab\"\nsecret = \"k\"\nreject_replays = true\n[dispatch]\n";
+    let got = problems(&[("gl.toml", rule)]);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].1, "verify.reject_replays");
+}
+
+#[test]
+fn a_replay_window_is_only_for_schemes_without_a_timestamp() {
+    for (scheme, extra) in [
+        ("port", ""),
+        (
+            "hmac",
+            "header = \"X-Sig\"\ntimestamp_header = \"X-Ts\"\nsigned = \"{timestamp}.{body}\"\n",
+        ),
+        ("gitlab", ""),
+    ] {
+        let rule = format!(
+            "[verify]\nscheme = \"{scheme}\"\nsecret = \"k\"\n{extra}replay_window_secs = 60\n[dispatch]\n"
+        );
+        let got = problems(&[("r.toml", rule.as_str())]);
+        assert_eq!(got.len(), 1, "{scheme}: {got:?}");
+        assert_eq!(got[0].1, "verify.replay_window_secs", "{scheme}");
+    }
+}
+
+#[test]
+fn a_timestamp_header_must_be_covered_by_the_signed_template() {
+    // Issue 10, item 5: without {timestamp} in `signed`, rewriting the unsigned timestamp
+    // header would move the window at will.
+    for signed in ["", "signed = \"{body}\"\n"] {
+        let rule = format!(
+            "[verify]\nscheme = \"hmac\"\nsecret = \"k\"\nheader = \"X-Sig\"\ntimestamp_header = \"X-Ts\"\n{signed}[dispatch]\n"
+        );
+        let got = problems(&[("r.toml", rule.as_str())]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].1, "verify.signed");
+        assert!(got[0].2.contains("{timestamp}"), "{got:?}");
+    }
 }

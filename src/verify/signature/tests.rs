@@ -35,6 +35,7 @@ fn section(scheme: SchemeName) -> VerifySection {
         timestamp_header: None,
         signed: None,
         reject_replays: None,
+        replay_window_secs: None,
     }
 }
 
