@@ -125,8 +125,26 @@ impl Gateway {
                 ),
             ));
         }
+        let store = &self.settings.delivery.store;
+        if self.settings.delivery.mode == DeliveryMode::Queue && group_or_world_accessible(store) {
+            warnings.push(Problem::new(
+                &file,
+                "delivery.store",
+                format!(
+                    "{} holds every accepted body and other users can enter it (chmod 700)",
+                    store.display()
+                ),
+            ));
+        }
         for rule in self.rules.iter() {
             let shown = rule.file.display().to_string();
+            if rule.signature.scheme().name() == "port-sha1" && !rule.reject_replays {
+                warnings.push(Problem::new(
+                    &shown,
+                    "verify.reject_replays",
+                    "port-sha1 signs no timestamp: without replay protection a captured call can be sent again at any time",
+                ));
+            }
             if rule.signature.scheme().name() == "none"
                 && rule.allow.is_empty()
                 && self.global_allow.is_empty()
@@ -164,6 +182,17 @@ fn world_readable(path: &std::path::Path) -> bool {
 
 #[cfg(not(unix))]
 fn world_readable(_path: &std::path::Path) -> bool {
+    false
+}
+
+#[cfg(unix)]
+fn group_or_world_accessible(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+}
+
+#[cfg(not(unix))]
+fn group_or_world_accessible(_path: &std::path::Path) -> bool {
     false
 }
 

@@ -398,6 +398,157 @@ proptest! {
         let ids: BTreeSet<&String> = rows.iter().map(|r| &r.id).collect();
         prop_assert_eq!(ids.len(), rows.len(), "an id appears twice");
         let found: BTreeMap<String, State> = rows.iter().map(|r| (r.id.clone(), r.state)).collect();
+        // The trigger-kept counts the gauges show agree with the rows.
+        let counted = ops::stats(&admin.conn, now_ms()).unwrap().by_state;
+        for (state, n) in counted {
+            prop_assert_eq!(n, found.values().filter(|s| **s == state).count() as u64, "{:?}", state);
+        }
         prop_assert_eq!(found, expected);
     }
+}
+
+#[test]
+fn one_calls_deliveries_are_stored_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        store.accept(delivery("taken", "a", None)).await.unwrap();
+        // The second delivery of the call cannot be stored (its id is taken): neither is.
+        let call = vec![delivery("fresh", "b", None), delivery("taken", "c", None)];
+        assert!(store.accept_all(call).await.is_err());
+        assert!(
+            store.get("fresh").unwrap().is_none(),
+            "half a call was stored"
+        );
+        let call = vec![delivery("one", "a", None), delivery("two", "b", None)];
+        assert_eq!(
+            store.accept_all(call).await.unwrap(),
+            [Accepted::Stored, Accepted::Stored]
+        );
+    });
+}
+
+#[test]
+fn a_stored_signature_answers_a_repeat_until_it_expires_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let later = u64::try_from(now_ms() / 1000).unwrap() + 3600;
+    let signed = |id: &str, expires_at| {
+        let mut d = delivery(id, "r", None);
+        d.replay = Some(ReplayMark {
+            key: [7; 16],
+            expires_at,
+        });
+        d
+    };
+    runtime().block_on(async {
+        let store = Store::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            store.accept(signed("first", later)).await.unwrap(),
+            Accepted::Stored
+        );
+        drop(store);
+        let store = Store::open(dir.path(), 0).unwrap();
+        assert_eq!(
+            store.accept(signed("again", later)).await.unwrap(),
+            Accepted::Duplicate {
+                first: "first".into()
+            }
+        );
+        let remembered = store.remembered_signatures(later - 3600).unwrap();
+        assert_eq!(remembered.len(), 1);
+        assert_eq!(remembered[0].delivery_id, "first");
+        assert!(store.remembered_signatures(later).unwrap().is_empty());
+        // Another rule's deliveries are not its repeats.
+        let mut other = signed("other-rule", later);
+        other.rule = "s".into();
+        assert_eq!(store.accept(other).await.unwrap(), Accepted::Stored);
+    });
+}
+
+#[test]
+fn outcomes_are_recorded_when_new_calls_are_already_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 64 * 1024).unwrap();
+    runtime().block_on(async {
+        let mut accepted = Vec::new();
+        for i in 0..64 {
+            let mut d = delivery(&format!("d{i}"), "r", None);
+            d.body = vec![b'x'; 4 * 1024];
+            match store.accept(d).await {
+                Ok(_) => accepted.push(format!("d{i}")),
+                Err(_) => break,
+            }
+        }
+        assert!(accepted.len() < 64, "the store never filled up");
+        assert!(!store.probe().await, "not ready for new calls");
+        for id in &accepted {
+            for _ in 0..3 {
+                store
+                    .record(id.clone(), attempt(Next::Retry { at_ms: 0 }))
+                    .await
+                    .expect("outcomes fit in the headroom");
+            }
+        }
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn an_existing_store_is_made_private() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(&file)
+        .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime()
+        .block_on(store.accept(delivery("d", "r", None)))
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", file.display()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+}
+
+#[test]
+fn queue_gauges_follow_the_writer_and_operator_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let count = |stats: &Stats, state: State| {
+        stats
+            .by_state
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    runtime().block_on(async {
+        store.accept(delivery("d", "r", None)).await.unwrap();
+        let stats = store.queue_stats(now_ms());
+        assert_eq!(count(&stats, State::Queued), 1);
+        assert!(stats.oldest_pending_age_ms.is_some());
+        let dead = attempt(Next::Dead {
+            reason: "404".into(),
+        });
+        store.record("d".into(), dead).await.unwrap();
+        let stats = store.queue_stats(now_ms());
+        assert_eq!(
+            (count(&stats, State::Queued), count(&stats, State::Dead)),
+            (0, 1)
+        );
+        assert_eq!(stats.oldest_pending_age_ms, None);
+        // An operator's retry in another connection shows at the writer's next batch.
+        Admin::open(dir.path()).unwrap().retry("d").unwrap();
+        assert!(store.probe().await);
+        let stats = store.queue_stats(now_ms());
+        assert_eq!(
+            (count(&stats, State::Queued), count(&stats, State::Dead)),
+            (1, 0)
+        );
+    });
 }

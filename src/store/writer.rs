@@ -93,13 +93,16 @@ fn writer_loop(mut conn: Connection, receiver: &mpsc::Receiver<Task>, mut after:
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, batch);
-        after(&conn);
+        run_batch(&mut conn, batch, &mut after);
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Task>) {
-    match commit(conn, &batch) {
+/// Commits the batch, publishes through `after` (before answering, so a caller that reads the
+/// gauges after its write sees it), then answers each caller.
+fn run_batch(conn: &mut Connection, batch: Vec<Task>, after: &mut After) {
+    let committed = commit(conn, &batch);
+    after(conn);
+    match committed {
         Ok(outputs) => {
             for (task, output) in batch.into_iter().zip(outputs) {
                 let _ = task.reply.send(Ok(output));
@@ -112,10 +115,16 @@ fn run_batch(conn: &mut Connection, batch: Vec<Task>) {
         }
         Err(error) => {
             tracing::warn!(%error, size = batch.len(), "Store batch failed; committing its writes one by one.");
-            for task in batch {
-                let result = commit(conn, std::slice::from_ref(&task))
-                    .map(|mut outputs| outputs.remove(0))
-                    .map_err(StoreError::Sqlite);
+            let results: Vec<_> = batch
+                .iter()
+                .map(|task| {
+                    commit(conn, std::slice::from_ref(task))
+                        .map(|mut outputs| outputs.remove(0))
+                        .map_err(StoreError::Sqlite)
+                })
+                .collect();
+            after(conn);
+            for (task, result) in batch.into_iter().zip(results) {
                 let _ = task.reply.send(result);
             }
         }

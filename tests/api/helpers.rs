@@ -77,6 +77,8 @@ pub struct AppOptions {
     pub rate_per_rule: u32,
     /// Replaces the defaults of the server section's other limits.
     pub server: ServerSettings,
+    /// Open this store instead of a new one (a restart on the same data).
+    pub store: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -100,6 +102,7 @@ impl Default for AppOptions {
             rate_per_client: 0,
             rate_per_rule: 0,
             server: ServerSettings::default(),
+            store: None,
         }
     }
 }
@@ -110,6 +113,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub rules_dir: tempfile::TempDir,
     pub store_dir: tempfile::TempDir,
+    /// The store directory the gateway uses (`store_dir`, unless the options named another).
+    pub store: PathBuf,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -123,6 +128,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .expect("fake Jenkins starts");
     let rules_dir = tempfile::tempdir().expect("tempdir");
     let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = options
+        .store
+        .clone()
+        .unwrap_or_else(|| store_dir.path().to_owned());
     for (name, text) in &options.rules {
         std::fs::write(rules_dir.path().join(name), text).expect("write rule");
     }
@@ -165,7 +174,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             } else {
                 DeliveryMode::Direct
             },
-            store: store_dir.path().to_owned(),
+            store: store.clone(),
             retry_initial_ms: 20,
             retry_max_ms: 200,
             max_attempts: options.max_attempts,
@@ -190,6 +199,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             .expect("client"),
         rules_dir,
         store_dir,
+        store,
     }
 }
 

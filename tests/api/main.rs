@@ -9,4 +9,5 @@ mod dispatch;
 mod helpers;
 mod invoke;
 mod queue;
+mod security;
 mod signatures;

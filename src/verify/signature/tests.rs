@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 fn at(secs: u64) -> SystemTime {
@@ -133,6 +135,113 @@ fn compaction_keeps_whitespace_inside_strings() {
         Some(&br#"{"a":"x y\" z","b":[1,2]}"#[..])
     );
     assert_eq!(compact_json(b"{\"a\":1}"), None);
+}
+
+#[test]
+fn compaction_removes_whitespace_only_between_the_tokens_of_valid_json() {
+    // Issue 10, item 3: inside a literal or a number whitespace changes the meaning, and such
+    // bytes are not JSON at all, so nothing is compacted and they can never verify.
+    for body in [
+        &br#"{"a": tr ue}"#[..],
+        br#"{"a": 1 2}"#,
+        br#"{"a": n ull, "b": 1}"#,
+        br#"[1 2]"#,
+        br#"{"a": -1 .5}"#,
+        br#"{"a": 1} trailing"#,
+        b"{\"a\": \"unterminated}",
+    ] {
+        assert_eq!(
+            compact_json(body),
+            None,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(
+        compact_json(b" {\n\t\"a\" : [ true , null , -1.5e3 ] }\r\n").as_deref(),
+        Some(&br#"{"a":[true,null,-1.5e3]}"#[..])
+    );
+}
+
+#[test]
+fn a_spaced_literal_never_verifies_against_the_compact_signature() {
+    let c = check(&section(SchemeName::Port), &["s"]);
+    let signed = br#"{"deploy":true,"replicas":12}"#;
+    let mac = compute_mac(HmacAlgorithm::Sha256, b"s", &[b"1000.", signed]);
+    let value = format!("v1,{}", STANDARD.encode(&mac));
+    let h = headers(&[("x-port-timestamp", "1000"), ("x-port-signature", &value)]);
+    assert!(
+        c.verify(&h, br#"{"deploy": true, "replicas": 12}"#, at(1000))
+            .is_ok()
+    );
+    for forged in [
+        &br#"{"deploy":tr ue,"replicas":12}"#[..],
+        br#"{"deploy":true,"replicas":1 2}"#,
+    ] {
+        assert_eq!(
+            c.verify(&h, forged, at(1000)),
+            Err(SignatureError::Mismatch),
+            "{}",
+            String::from_utf8_lossy(forged)
+        );
+    }
+}
+
+#[test]
+fn a_millisecond_timestamp_is_refused_with_a_reason_saying_so() {
+    let c = check(&section(SchemeName::Port), &["s"]);
+    let body = b"{}";
+    let mac = compute_mac(HmacAlgorithm::Sha256, b"s", &[b"1700000000000.", body]);
+    let value = format!("v1,{}", STANDARD.encode(&mac));
+    let h = headers(&[
+        ("x-port-timestamp", "1700000000000"),
+        ("x-port-signature", &value),
+    ]);
+    let error = c
+        .verify(&h, body, at(1_700_000_000))
+        .expect_err("milliseconds are outside any window");
+    assert_eq!(
+        error,
+        SignatureError::MillisecondTimestamp("x-port-timestamp".into())
+    );
+    assert!(error.to_string().contains("milliseconds"), "{error}");
+    // An ordinary stale timestamp keeps its own reason.
+    let h = headers(&[
+        ("x-port-timestamp", "1699000000"),
+        ("x-port-signature", &value),
+    ]);
+    assert_eq!(
+        c.verify(&h, body, at(1_700_000_000)),
+        Err(SignatureError::StaleTimestamp(300))
+    );
+}
+
+#[test]
+fn one_mac_however_spelt_is_one_signature() {
+    // Issue 10, item 2: the replay memory is keyed on the decoded MAC, so re-encoding the
+    // header never makes a captured request new.
+    let mut s = section(SchemeName::Hmac);
+    s.header = Some("X-Signature".into());
+    let c = check(&s, &["k"]);
+    let mac = compute_mac(HmacAlgorithm::Sha256, b"k", &[b"body"]);
+    let digests: BTreeSet<[u8; 16]> = [
+        hex::encode(&mac),
+        hex::encode_upper(&mac),
+        format!("sha256={}", hex::encode(&mac)),
+        format!("SHA256={}", hex::encode_upper(&mac)),
+        STANDARD.encode(&mac),
+        STANDARD_NO_PAD.encode(&mac),
+    ]
+    .iter()
+    .map(|value| {
+        let signed = c
+            .verify_signed(&headers(&[("x-signature", value)]), b"body", at(1))
+            .expect("verifies")
+            .expect("a MAC");
+        signed.digest(c.scheme())
+    })
+    .collect();
+    assert_eq!(digests.len(), 1);
 }
 
 #[test]
