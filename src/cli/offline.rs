@@ -21,7 +21,7 @@ use crate::verify::{self, Inbound};
 /// One line per rule for `check`; names what is configured, never a secret.
 pub fn summary(rule: &Rule) -> String {
     format!(
-        "  {name}  {file}  verify={scheme}{secrets} token={token} allow={allow} variables={vars} headers={headers} query={query} filter={filter}{idempotency} -> jenkins.{jenkins} (body={body})",
+        "  {name}  {file}  verify={scheme}{secrets} token={token} allow={allow} variables={vars} headers={headers} query={query} filter={filter} replays={replays}{idempotency} -> jenkins.{jenkins} (body={body})",
         name = rule.name,
         file = rule.file.display(),
         scheme = rule.signature.scheme().name(),
@@ -42,6 +42,10 @@ pub fn summary(rule: &Rule) -> String {
             "none"
         } else {
             "yes"
+        },
+        replays = match rule.signature.replay_memory_secs() {
+            Some(secs) if rule.reject_replays => format!("{secs}s"),
+            _ => "off".to_owned(),
         },
         idempotency = match &rule.idempotency {
             Some(spec) => format!(" idempotency={}s", spec.ttl_secs),

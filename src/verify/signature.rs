@@ -312,15 +312,22 @@ impl SignatureCheck {
         }
     }
 
-    fn replay_window_secs(&self) -> u64 {
+    /// How long a verified signature of this scheme is remembered: the timestamp window for
+    /// timestamped schemes, `replay_window_secs` for the others, `None` without a MAC.
+    pub fn replay_memory_secs(&self) -> Option<u64> {
         match &self.scheme {
+            Scheme::Port { tolerance_secs } => Some(*tolerance_secs),
+            Scheme::Hmac(hmac) if hmac.timestamp_header.is_some() => Some(hmac.tolerance_secs),
+            Scheme::Hmac(hmac) => Some(hmac.replay_window_secs),
             Scheme::PortSha1 { replay_window_secs } | Scheme::Github { replay_window_secs } => {
-                *replay_window_secs
+                Some(*replay_window_secs)
             }
-            Scheme::Hmac(hmac) => hmac.replay_window_secs,
-            Scheme::Port { tolerance_secs } => *tolerance_secs,
-            Scheme::Gitlab | Scheme::None => 0,
+            Scheme::Gitlab | Scheme::None => None,
         }
+    }
+
+    fn replay_window_secs(&self) -> u64 {
+        self.replay_memory_secs().unwrap_or(0)
     }
 
     /// Checks the signature of `body` as received with `headers`.
