@@ -59,6 +59,14 @@ pub struct Call {
 
 /// One verified call to deliver to Jenkins. Only [`Delivery::prepare`] makes one, and it takes
 /// a [`Verified`], so nothing that did not pass a rule's checks can be stored or dispatched.
+/// Its fields are private, so this does not compile:
+///
+/// ```compile_fail
+/// # use hookgate::dispatch::{Call, Delivery};
+/// fn forge(call: Call) -> Delivery {
+///     Delivery { call, idempotency: None, request_id: None, replay: None }
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Delivery {
     call: Call,

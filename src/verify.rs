@@ -93,7 +93,16 @@ pub enum Rejection {
     Unauthorized(#[source] SignatureError),
 }
 
-/// Proof that a request passed one rule's checks.
+/// Proof that a request passed one rule's checks. Only [`check`] makes one (and the named
+/// offline bypass, which is not public), so this does not compile:
+///
+/// ```compile_fail
+/// # use std::sync::Arc;
+/// # use hookgate::{rules::Rule, verify::{Inbound, Verified}};
+/// fn forge<'a>(rule: &'a Arc<Rule>, inbound: &'a Inbound<'a>) -> Verified<'a> {
+///     Verified { rule, inbound }
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Verified<'a> {
     rule: &'a Arc<Rule>,

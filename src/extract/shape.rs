@@ -352,7 +352,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pruned_parse_refuses_what_a_full_parse_refuses() {
+    fn invariant_a_pruned_parse_refuses_what_a_full_parse_refuses() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         for body in [
             format!(r#"{{"skipped":{deep},"action":"a"}}"#),

@@ -786,3 +786,17 @@ fn normalise(value: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+#[test]
+fn invariant_every_regex_runs_under_the_backtrack_limit() {
+    // A catastrophic pattern (the back-reference keeps it in fancy-regex's backtracking VM) on
+    // a hostile value: the filter gives up with an error instead of running for ever.
+    let rule = filter_rule(&var("V", "$.v"), "$V", r"^((a|aa)*)\1c");
+    let snippet: Snippet = toml::from_str(&rule).expect("rule");
+    let filter = Filter::compile(snippet.filter.as_ref()).expect("compiles");
+    let variables: Variables = [("V".to_owned(), "a".repeat(64))].into_iter().collect();
+    assert!(matches!(
+        filter.evaluate(&variables),
+        Err(FilterError::Regex(_))
+    ));
+}

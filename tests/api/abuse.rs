@@ -262,7 +262,7 @@ async fn a_thousand_comma_separated_signatures_are_one_failure() {
 }
 
 #[actix_web::test]
-async fn a_client_over_its_rate_gets_429_before_any_signature_work() {
+async fn invariant_the_client_rate_limit_comes_before_any_signature_work() {
     let app = spawn_app_with(AppOptions {
         rate_per_client: 2,
         ..AppOptions::default()

@@ -67,7 +67,7 @@ async fn per_rule_allowlist_without_a_trusted_proxy_uses_the_peer() {
 }
 
 #[actix_web::test]
-async fn behind_a_trusted_proxy_the_right_most_untrusted_address_is_the_client() {
+async fn invariant_the_client_address_is_the_peer_unless_a_trusted_proxy_forwards_it() {
     let app = spawn_app_with(AppOptions {
         rules: vec![(
             "port-deploy.toml",

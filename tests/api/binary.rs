@@ -118,7 +118,7 @@ fn check_lists_every_problem_with_file_and_field_and_exits_1() {
 }
 
 #[test]
-fn serve_refuses_to_start_on_a_broken_rule_with_the_same_messages() {
+fn invariant_a_broken_rule_stops_start_up_with_every_problem_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
     std::fs::write(
@@ -305,7 +305,7 @@ pub(crate) fn serve(dir: &Path, env: &[(&str, &str)]) -> Served {
 }
 
 #[actix_web::test]
-async fn a_full_scenario_at_debug_level_never_logs_a_secret_token_or_mac() {
+async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
     const PORT_SECRET: &str = "leak-port-client-secret";
     const GH_SECRET: &str = "leak-github-secret";
     const GL_SECRET: &str = "leak-gitlab-secret";

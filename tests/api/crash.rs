@@ -110,7 +110,7 @@ async fn wait_for_all(jenkins: &FakeJenkins, expected: &BTreeSet<String>, timeou
 }
 
 #[actix_web::test]
-async fn kill_9_at_any_moment_loses_no_acknowledged_call() {
+async fn invariant_a_crash_at_any_moment_loses_no_acknowledged_call() {
     let jenkins = fake_jenkins().await;
     // A slow Jenkins keeps a backlog in the store, so kills land with deliveries pending,
     // in flight and half-recorded.
@@ -312,7 +312,7 @@ async fn operators_list_show_retry_and_purge_while_the_gateway_runs() {
 }
 
 #[actix_web::test]
-async fn a_crash_between_accept_and_delivery_keeps_idempotency_and_delivers_once() {
+async fn invariant_an_idempotency_record_is_committed_with_its_delivery() {
     let mut jenkins = fake_jenkins().await;
     jenkins.down().await;
     let dir = tempfile::tempdir().expect("tempdir");

@@ -314,7 +314,7 @@ async fn a_header_can_be_the_idempotency_key() {
 }
 
 #[actix_web::test]
-async fn an_unwritable_store_answers_503_acknowledges_nothing_and_is_not_ready() {
+async fn invariant_a_store_error_answers_503_and_acknowledges_nothing() {
     let app = spawn_app_with(AppOptions {
         max_store_bytes: 64 * 1024,
         ..queue()

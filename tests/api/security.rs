@@ -504,3 +504,23 @@ async fn item12_one_variable_budget_covers_header_query_and_form_variables() {
         "the budget still allows many: {variables}"
     );
 }
+
+/// Invariant: no JSON is parsed before a rule's signature verifies. Invalid JSON with a bad
+/// signature is a 401 (the parser never saw it); with a good one, a 400 with the position.
+#[actix_web::test]
+async fn invariant_no_json_is_parsed_before_a_signature_verifies() {
+    let app = spawn_app_with(options(vec![("port.toml", rule(PORT_VERIFY, ""))], false)).await;
+    let broken = r#"{"action": "deploy_service", "#;
+    let forged = port_headers("not-the-secret", now(), broken);
+    let response = send(&app, forged, broken).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let signed = port_headers(PORT_SECRET, now(), broken);
+    let response = send(&app, signed, broken).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        json(response).await["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line 1")),
+    );
+    assert!(app.jenkins.requests().is_empty());
+}

@@ -290,7 +290,7 @@ async fn none_scheme_accepts_unsigned_calls_only_because_it_says_so() {
 }
 
 #[actix_web::test]
-async fn a_captured_request_replayed_inside_its_window_is_refused() {
+async fn invariant_only_a_verified_signature_is_remembered() {
     let app = app_with_rule("scheme = \"port\"\nsecret_env = \"PORT_SECRET\"").await;
     let t = now();
     let captured = port_headers(PORT_SECRET, t, PORT_BODY);

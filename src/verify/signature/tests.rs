@@ -329,7 +329,7 @@ fn port_window_is_configurable() {
 }
 
 #[test]
-fn rotation_accepts_every_configured_secret() {
+fn invariant_every_configured_secret_is_tried() {
     let c = check(
         &section(SchemeName::Port),
         &["new-secret", "my-client-secret"],
