@@ -195,6 +195,15 @@ fn check(settings: Settings, source: Source) -> ExitCode {
             DeliveryMode::Direct => "direct".to_owned(),
         }
     );
+    out!(
+        "admin: listen {} (/metrics, /deliveries/{{id}}, /readyz; {})",
+        gateway.admin_listen,
+        if gateway.admin_token.is_some() {
+            "bearer token required"
+        } else {
+            "no token"
+        }
+    );
     for rule in gateway.rules.iter() {
         out!("{}", offline::summary(rule));
     }

@@ -72,6 +72,12 @@ fn every_shipped_rule_passes_check_and_no_secret_is_printed() {
         assert!(out.contains(&format!("  {rule}  ")), "{out}");
     }
     assert!(out.contains("ok: 3 rules compiled"), "{out}");
+    assert!(
+        out.contains(
+            "admin: listen 127.0.0.1:9091 (/metrics, /deliveries/{id}, /readyz; no token)"
+        ),
+        "{out}"
+    );
     for secret in demo_secrets() {
         assert!(
             !out.contains(&secret) && !err.contains(&secret),
@@ -115,6 +121,54 @@ fn check_lists_every_problem_with_file_and_field_and_exits_1() {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
     assert!(err.contains("5 problems"), "{err}");
+}
+
+#[test]
+fn check_and_serve_refuse_a_non_loopback_admin_listener_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    let config = "[admin]\nlisten = \"0.0.0.0:0\"\n[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n";
+    std::fs::write(dir.path().join("hookgate.toml"), config).expect("write");
+    for command in ["check", "serve"] {
+        let output = run(&[command], dir.path());
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command}: {}",
+            stdout(&output)
+        );
+        let err = stderr(&output);
+        assert!(
+            err.contains(
+                "hookgate.toml: admin.token_env: required when admin.listen is not a loopback address"
+            ),
+            "{command}: {err}"
+        );
+    }
+    // With a token from a file it passes, and the summary says a token is required.
+    std::fs::write(dir.path().join("admin-token"), "an-admin-token\n").expect("write");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        config.replace(
+            "[jenkins.main]",
+            "token_file = \"admin-token\"\n[jenkins.main]",
+        ),
+    )
+    .expect("write");
+    let output = run(&["check"], dir.path());
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(
+        out.contains(
+            "admin: listen 0.0.0.0:0 (/metrics, /deliveries/{id}, /readyz; bearer token required)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: hookgate.toml: admin.listen: 0.0.0.0:0 is reachable"),
+        "{out}"
+    );
+    assert!(!out.contains("an-admin-token"), "{out}");
 }
 
 #[test]

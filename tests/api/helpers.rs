@@ -16,8 +16,8 @@ use sha2::Sha256;
 
 use fake_jenkins::{FakeJenkins, FakeJenkinsConfig};
 use hookgate::config::{
-    DeliveryMode, DeliverySettings, JenkinsSettings, LogSettings, RulesSettings, ServerSettings,
-    Settings, Source,
+    AdminSettings, DeliveryMode, DeliverySettings, JenkinsSettings, LogSettings, RulesSettings,
+    ServerSettings, Settings, Source,
 };
 use hookgate::gateway::Gateway;
 use hookgate::server::Application;
@@ -28,6 +28,7 @@ pub const GITHUB_SECRET: &str = "gh-webhook-secret";
 pub const GITLAB_SECRET: &str = "gitlab-webhook-token";
 pub const SENDER_TOKEN: &str = "sender-token-1";
 pub const JOB_TOKEN: &str = "jenkins-job-token";
+pub const ADMIN_TOKEN: &str = "admin-bearer-token";
 
 /// Logs go to a sink unless `TEST_LOG` is set, so failures can be debugged with logs on.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -49,6 +50,7 @@ pub fn test_env() -> HashMap<String, String> {
         ("JOB_TOKEN", JOB_TOKEN),
         ("NEW_SECRET", "rotated-new-secret"),
         ("JENKINS_API_TOKEN", "jenkins-api-token-value"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -77,6 +79,8 @@ pub struct AppOptions {
     pub rate_per_rule: u32,
     /// Replaces the defaults of the server section's other limits.
     pub server: ServerSettings,
+    /// Require `ADMIN_TOKEN` as a bearer token on the admin listener.
+    pub admin_token: bool,
 }
 
 impl Default for AppOptions {
@@ -100,6 +104,7 @@ impl Default for AppOptions {
             rate_per_client: 0,
             rate_per_rule: 0,
             server: ServerSettings::default(),
+            admin_token: false,
         }
     }
 }
@@ -144,6 +149,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             rate_per_rule: options.rate_per_rule,
             burst_per_rule: options.rate_per_rule,
             ..options.server
+        },
+        admin: AdminSettings {
+            listen: "127.0.0.1:0".to_owned(),
+            token_env: options.admin_token.then(|| "ADMIN_TOKEN".to_owned()),
+            token_file: None,
         },
         rules: RulesSettings {
             dir: rules_dir.path().to_owned(),

@@ -1,6 +1,7 @@
 //! hookgate's integration tests: one binary, real HTTP on port 0, an in-process fake Jenkins.
 
 mod abuse;
+mod admin;
 mod allowlist;
 mod binary;
 mod corpus;
