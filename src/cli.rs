@@ -153,6 +153,7 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
         let app = Application::build(gateway)?;
         tracing::info!(
             listen = %app.local_addr(),
+            admin = %app.admin_addr(),
             config,
             rules,
             version = env!("CARGO_PKG_VERSION"),

@@ -1,7 +1,8 @@
-//! Route handlers: the GWT-compatible endpoint, per-rule hooks, health and metrics.
+//! The public listener's handlers: the GWT-compatible endpoint, per-rule hooks, health and
+//! readiness without detail (operator endpoints are in `admin.rs`, on their own listener).
 
 use actix_web::http::Method;
-use actix_web::http::header::{CONTENT_TYPE, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -66,27 +67,6 @@ fn request_id(req: &HttpRequest) -> Option<String> {
     req.extensions().get::<RequestId>().map(|id| id.0.clone())
 }
 
-/// `GET /deliveries/{id}`: a stored delivery's state and attempts (queue mode). Never its body.
-pub async fn delivery(
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let Some(store) = state.dispatcher.store() else {
-        return Err(ApiError::DeliveryNotFound);
-    };
-    let store = store.clone();
-    let id = id.into_inner();
-    // SQLite reads block; keep them off the request threads.
-    let view = web::block(move || store.get(&id))
-        .await
-        .map_err(|_| ApiError::DeliveryNotFound)?
-        .map_err(ApiError::StoreUnavailable)?;
-    match view {
-        Some(view) => Ok(HttpResponse::Ok().json(view)),
-        None => Err(ApiError::DeliveryNotFound),
-    }
-}
-
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
@@ -100,44 +80,23 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Rules are compiled before the listener opens; in queue mode the store must also be
-/// writable, which a failed write turns off until a probe write succeeds.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let store_ok = match state.dispatcher.store() {
+/// writable, which a failed write turns off until a probe write succeeds. `None` in direct
+/// mode, which has no store.
+pub(super) async fn store_writable(state: &AppState) -> Option<bool> {
+    match state.dispatcher.store() {
         None => None,
         Some(store) if store.is_healthy() => Some(true),
         Some(store) => Some(store.probe().await),
-    };
-    match store_ok {
-        Some(false) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "rules": state.rules.len(),
-            "store": "unwritable",
-        })),
-        Some(true) => HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "rules": state.rules.len(),
-            "store": "ok",
-        })),
-        None => HttpResponse::Ok().json(json!({ "status": "ready", "rules": state.rules.len() })),
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    // Queue depth is read from the store at scrape time (off the request threads).
-    if let Some(store) = state.dispatcher.store() {
-        let store = store.clone();
-        match web::block(move || store.stats(crate::store::now_ms())).await {
-            Ok(Ok(stats)) => state.metrics.queue(&stats),
-            Ok(Err(error)) => tracing::warn!(%error, "Cannot read queue statistics."),
-            Err(error) => tracing::warn!(%error, "Cannot read queue statistics."),
-        }
+/// Public `GET /readyz`: ready or not, for load balancers, without the rule count or the
+/// store's state (the admin listener's `/readyz` has them).
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match store_writable(&state).await {
+        Some(false) => HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable" })),
+        Some(true) | None => HttpResponse::Ok().json(json!({ "status": "ready" })),
     }
-    HttpResponse::Ok()
-        .insert_header((
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ))
-        .body(state.metrics.encode())
 }
 
 /// GWT's dry-run switch: header `gwt-dry-run` equal to `true`, any case.

@@ -107,6 +107,7 @@ async fn jenkins_going_down_after_serving_is_a_502() {
         client,
         rules_dir: _rules_dir,
         store_dir: _store_dir,
+        ..
     } = spawn_app().await;
     let post = || {
         client

@@ -111,6 +111,8 @@ impl Default for AppOptions {
 
 pub struct TestApp {
     pub address: String,
+    /// The admin listener: `/metrics`, `/deliveries/{id}`, detailed `/readyz`.
+    pub admin_address: String,
     pub jenkins: FakeJenkins,
     pub client: reqwest::Client,
     pub rules_dir: tempfile::TempDir,
@@ -190,9 +192,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     };
     let app = Application::build(gateway).expect("gateway binds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         jenkins,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -212,10 +216,11 @@ impl TestApp {
         format!("{}/hooks/{rule}", self.address)
     }
 
-    /// The `/metrics` text.
+    /// The `/metrics` text, from the admin listener.
     pub async fn metrics(&self) -> String {
         self.client
-            .get(format!("{}/metrics", self.address))
+            .get(format!("{}/metrics", self.admin_address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("request")

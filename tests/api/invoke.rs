@@ -524,9 +524,17 @@ async fn health_readiness_metrics_and_unknown_paths() {
         .await
         .expect("request");
     assert_eq!(response.status(), StatusCode::OK);
+    // Readiness without detail here; the admin listener has the rule count.
     let response = app
         .client
         .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(json(response).await, json!({"status": "ready"}));
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.admin_address))
         .send()
         .await
         .expect("request");
