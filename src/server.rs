@@ -3,6 +3,7 @@
 
 mod admin;
 mod body;
+mod client;
 mod context;
 pub mod limits;
 mod routes;
@@ -123,6 +124,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                // Outermost first: request id and header limits, then the client checks,
+                // both before routing, so they cover every path.
+                .wrap(from_fn(client::admit))
                 .wrap(from_fn(context::request_context))
                 .configure(public_routes)
         })

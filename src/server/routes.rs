@@ -106,32 +106,20 @@ fn is_dry_run(headers: &HeaderMap) -> bool {
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
-/// The checks every trigger shares before a rule is chosen: the global allowlist (403), then
-/// the body limit (413). Query and form parameters are collected for token lookup.
+/// The checks every trigger shares before a rule is chosen, after `client::admit` has passed
+/// the client (global allowlist, per-client rate): no content encoding (415), then the body
+/// limit (413). Query and form parameters are collected for token lookup.
 async fn receive<'r>(
     req: &'r HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<Inbound<'r>, ApiError> {
-    let client = match req.peer_addr() {
-        Some(peer) => state.trusted_proxies.client_addr(
-            peer.ip(),
-            req.headers()
-                .get_all("x-forwarded-for")
-                .map(|v| v.as_bytes()),
-        ),
-        None => ClientAddr::Unknown,
-    };
-    tracing::Span::current().record("client", tracing::field::display(client));
-    if !state.global_allow.allows(client) {
-        state.metrics.request("", Outcome::Forbidden);
-        return Err(ApiError::ForbiddenGlobal(client));
-    }
-    // Before the body is read or any MAC computed: a flood costs the gateway almost nothing.
-    if let Err(error) = state.limits.check_client(client) {
-        state.metrics.request("", Outcome::RateLimited);
-        return Err(error);
-    }
+    // Set by `client::admit` before routing; `Unknown`, which no allowlist admits, if absent.
+    let client = req
+        .extensions()
+        .get::<ClientAddr>()
+        .copied()
+        .unwrap_or(ClientAddr::Unknown);
     // Bodies are never decompressed (no zip bombs), and a compressed body could not be
     // verified or parsed as sent, so it is refused outright.
     let encoded = req
