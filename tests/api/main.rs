@@ -3,6 +3,7 @@
 mod abuse;
 mod admin;
 mod allowlist;
+mod answers;
 mod binary;
 mod corpus;
 mod crash;
