@@ -76,6 +76,8 @@ def main():
 listen = "127.0.0.1:18092"
 rate_per_client = 0   # measure the signature path itself, not the cheaper 429
 rate_per_rule = 0
+[admin]
+listen = "127.0.0.1:18093"
 [jenkins.main]
 url = "http://127.0.0.1:18091"
 [delivery]

@@ -32,6 +32,8 @@ start_gateway() { # mode port
 listen = "127.0.0.1:$2"
 rate_per_client = 0               # the load comes from one address
 rate_per_rule = 0
+[admin]                           # both gateways run at once: not both on the default 9091
+listen = "127.0.0.1:$(($2 + 100))"
 [jenkins.main]
 url = "http://127.0.0.1:$JENKINS_PORT"
 max_in_flight = 64

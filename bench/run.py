@@ -21,6 +21,9 @@ REL = os.path.join(ROOT, "target", "release")
 SECRET, SENDER, JOB = "bench-port-secret", "bench-sender-token", "bench-job-token"
 WEBHOOK_SECRET = "bench-webhook-secret"
 UPSTREAM, CEILING, DIRECT, QUEUE, WEBHOOK = 19000, 19001, 19002, 19003, 19004
+# Each gateway's admin listener (/metrics) is on its public port plus this, so the direct and
+# queue gateways, which run side by side, do not both claim the default 9091.
+ADMIN_OFFSET = 100
 SECTIONS = ["side", "latency", "rules", "bodies", "connections"]
 GWT_ANSWER = ('{"jobs":{"deploy":{"regexpFilterExpression":"","triggered":true,"resolvedVariables":{},'
               '"regexpFilterText":"","id":1,"url":"queue/item/1/"}},"message":"Triggered jobs."}')
@@ -154,6 +157,8 @@ rate_per_client = 0       # all load comes from one address
 rate_per_rule = 0
 workers = {self.server_workers()}
 max_connections = 8192
+[admin]
+listen = "127.0.0.1:{port + ADMIN_OFFSET}"
 [jenkins.main]
 url = "http://127.0.0.1:{UPSTREAM}"
 max_in_flight = 256
@@ -252,7 +257,7 @@ token = "{JOB}"
         deadline = time.time() + 120
         while time.time() < deadline:
             if name == "queue":
-                url = f"http://127.0.0.1:{QUEUE}/metrics"
+                url = f"http://127.0.0.1:{QUEUE + ADMIN_OFFSET}/metrics"
                 text = urllib.request.urlopen(url, timeout=5).read().decode()
                 m = re.search(r"^hookgate_queue_oldest_pending_age_seconds ([\d.e+-]+)", text, re.M)
                 if m and float(m.group(1)) == 0:

@@ -444,6 +444,13 @@ fn gateway_settings(dir: &Path, jenkins_url: &str) -> hookgate::config::Settings
             settings = candidate;
         }
     }
+    // The admin listener, in versions that have one, on a free port rather than the default
+    // 9091, so several fuzz processes (and the test suite) can run side by side.
+    let mut candidate = settings.clone();
+    candidate["admin"] = json!({"listen": "127.0.0.1:0"});
+    if serde_json::from_value::<hookgate::config::Settings>(candidate.clone()).is_ok() {
+        settings = candidate;
+    }
     serde_json::from_value(settings).expect("fuzz gateway settings deserialise")
 }
 

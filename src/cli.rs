@@ -153,6 +153,7 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
         let app = Application::build(gateway)?;
         tracing::info!(
             listen = %app.local_addr(),
+            admin = %app.admin_addr(),
             config,
             rules,
             version = env!("CARGO_PKG_VERSION"),
@@ -193,6 +194,15 @@ fn check(settings: Settings, source: Source) -> ExitCode {
             DeliveryMode::Queue =>
                 format!("queue in {}", gateway.settings.delivery.store.display()),
             DeliveryMode::Direct => "direct".to_owned(),
+        }
+    );
+    out!(
+        "admin: listen {} (/metrics, /deliveries/{{id}}, /readyz; {})",
+        gateway.admin_listen,
+        if gateway.admin_token.is_some() {
+            "bearer token required"
+        } else {
+            "no token"
         }
     );
     for rule in gateway.rules.iter() {

@@ -25,6 +25,8 @@ pub struct Settings {
     #[serde(default)]
     pub server: ServerSettings,
     #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
     pub rules: RulesSettings,
     /// Named Jenkins targets; rules refer to them by name in `dispatch.jenkins`.
     #[serde(default)]
@@ -93,6 +95,31 @@ impl Default for ServerSettings {
             rate_per_rule: 200,
             burst_per_rule: 400,
             replay_cache_entries: 100_000,
+        }
+    }
+}
+
+/// The operator listener: `/metrics`, `/deliveries/{id}` and the detailed `/readyz` are served
+/// only here, never on `server.listen`, so the public side cannot read queue contents or
+/// internal state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Address and port of the admin listener; loopback by default.
+    pub listen: String,
+    /// Environment variable holding the bearer token every admin request must carry; required
+    /// when `listen` is not a loopback address.
+    pub token_env: Option<String>,
+    /// Or a file holding it (one trailing newline is dropped).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9091".to_owned(),
+            token_env: None,
+            token_file: None,
         }
     }
 }
@@ -381,6 +408,8 @@ mod tests {
         let s = load_str("", &[]).expect("empty config is valid");
         assert_eq!(s.server.listen, "127.0.0.1:8080");
         assert_eq!(s.server.max_body_bytes, 1_048_576);
+        assert_eq!(s.admin.listen, "127.0.0.1:9091");
+        assert!(s.admin.token_env.is_none() && s.admin.token_file.is_none());
         assert_eq!(s.rules.dir, PathBuf::from("rules"));
         assert_eq!(s.delivery.mode, DeliveryMode::Queue);
         assert_eq!(s.delivery.store, PathBuf::from("var/hookgate"));
@@ -421,6 +450,19 @@ mod tests {
         assert_eq!(s.server.max_body_bytes, 10);
         assert_eq!(s.server.allow_ips, vec!["10.0.0.0/8", "192.168.1.1"]);
         assert_eq!(s.jenkins["main"].url, "http://b");
+    }
+
+    #[test]
+    fn the_admin_section_is_read_and_checked_for_unknown_keys() {
+        let s = load_str(
+            "[admin]\nlisten = \"10.0.0.5:9091\"\ntoken_env = \"ADMIN_TOKEN\"\n",
+            &[("HOOKGATE__ADMIN__LISTEN", "10.0.0.6:9092")],
+        )
+        .expect("valid");
+        assert_eq!(s.admin.listen, "10.0.0.6:9092");
+        assert_eq!(s.admin.token_env.as_deref(), Some("ADMIN_TOKEN"));
+        let err = load_str("[admin]\ntoken = \"inline\"\n", &[]).expect_err("must fail");
+        assert_eq!(err.0[0].field, "admin.token");
     }
 
     #[test]

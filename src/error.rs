@@ -45,6 +45,13 @@ pub enum ApiError {
     RateLimited { retry_after: std::time::Duration },
     #[error("the delivery store cannot be read")]
     StoreUnavailable(#[source] crate::store::StoreError),
+    #[error("admin request without the admin bearer token, or with another one")]
+    AdminUnauthorized,
+    /// An answer the framework made on its own (a router default, an extractor's or a
+    /// middleware's actix error). Only its status is kept: the framework's texts can quote the
+    /// request (a path segment, a JSON value), so neither the client nor the log gets them.
+    #[error("the HTTP framework answered {0} outside hookgate's handlers")]
+    Framework(StatusCode),
 }
 
 impl ApiError {
@@ -71,6 +78,27 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => "Request headers are too large.".to_owned(),
             ApiError::RateLimited { .. } => "Too many requests; retry later.".to_owned(),
             ApiError::StoreUnavailable(_) => "The delivery store is unavailable.".to_owned(),
+            ApiError::AdminUnauthorized => "Admin token missing or wrong.".to_owned(),
+            ApiError::Framework(status) => match status.as_u16() {
+                400 => "Bad request.",
+                404 => "Not found.",
+                405 => "Method not allowed.",
+                408 => "The request did not arrive in time.",
+                413 => "Request body is too large.",
+                415 => "Unsupported media type.",
+                _ if status.is_client_error() => "Request refused.",
+                _ => "Internal error.",
+            }
+            .to_owned(),
+        }
+    }
+
+    /// The answer to any error that reaches the client: hookgate's own with their mapping,
+    /// any other (an actix error) as [`ApiError::Framework`] with its status.
+    pub fn answer_to(error: &actix_web::Error) -> HttpResponse {
+        match error.as_error::<ApiError>() {
+            Some(own) => own.error_response(),
+            None => ApiError::Framework(error.as_response_error().status_code()).error_response(),
         }
     }
 }
@@ -96,7 +124,10 @@ impl ResponseError for ApiError {
             ApiError::Encoded => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            // A framework's 4xx keeps its meaning; anything else is our failure, a plain 500.
+            ApiError::Framework(status) if status.is_client_error() => *status,
+            ApiError::Framework(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
@@ -105,8 +136,20 @@ impl ResponseError for ApiError {
     // Overridden because the default writes `Display`, which is meant for the log.
     fn error_response(&self) -> HttpResponse {
         let mut response = error_body(self.status_code(), self.client_message(), false);
-        if let ApiError::RateLimited { retry_after } = self {
-            insert_retry_after(&mut response, *retry_after);
+        match self {
+            ApiError::RateLimited { retry_after } => {
+                insert_retry_after(&mut response, *retry_after);
+            }
+            // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+            ApiError::AdminUnauthorized => {
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    actix_web::http::header::HeaderValue::from_static(
+                        "Bearer realm=\"hookgate-admin\"",
+                    ),
+                );
+            }
+            _ => {}
         }
         response
     }

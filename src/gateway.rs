@@ -4,16 +4,24 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 
-use crate::config::{DeliveryMode, DeliverySettings, Env, Problem, Problems, Settings, Source};
+use crate::config::{
+    AdminSettings, DeliveryMode, DeliverySettings, Env, Problem, Problems, Settings, Source,
+};
 use crate::dispatch::JenkinsClient;
 use crate::rules::{self, RuleSet};
+use crate::secret::{Secret, SecretSource};
 use crate::verify::ip::{AllowList, TrustedProxies};
 
 pub struct Gateway {
     pub settings: Settings,
     pub source: Source,
     pub listen: SocketAddr,
+    /// The operator listener (`[admin]`), never the same socket as `listen`.
+    pub admin_listen: SocketAddr,
+    /// The bearer token every admin request must carry, when one is configured.
+    pub admin_token: Option<Secret>,
     pub global_allow: AllowList,
     pub trusted_proxies: TrustedProxies,
     pub rules: RuleSet,
@@ -41,6 +49,8 @@ impl Gateway {
                 ));
             })
             .ok();
+        let (admin_listen, admin_token) =
+            check_admin(&settings.admin, listen, &file, env, &mut problems);
         if settings.server.max_body_bytes == 0 {
             problems.push(Problem::new(
                 &file,
@@ -95,16 +105,22 @@ impl Gateway {
             }
         }
 
-        match (listen, jenkins, rules) {
-            (Some(listen), Some(jenkins), Some(rules)) if problems.is_empty() => Ok(Self {
-                settings,
-                source,
-                listen,
-                global_allow,
-                trusted_proxies,
-                rules,
-                jenkins,
-            }),
+        match (listen, admin_listen, jenkins, rules) {
+            (Some(listen), Some(admin_listen), Some(jenkins), Some(rules))
+                if problems.is_empty() =>
+            {
+                Ok(Self {
+                    settings,
+                    source,
+                    listen,
+                    admin_listen,
+                    admin_token,
+                    global_allow,
+                    trusted_proxies,
+                    rules,
+                    jenkins,
+                })
+            }
             _ => Err(Problems(problems)),
         }
     }
@@ -133,6 +149,16 @@ impl Gateway {
                 format!(
                     "{} holds every accepted body and other users can enter it (chmod 700)",
                     store.display()
+                ),
+            ));
+        }
+        if !self.admin_listen.ip().is_loopback() {
+            warnings.push(Problem::new(
+                &file,
+                "admin.listen",
+                format!(
+                    "{} is reachable from other hosts and hookgate speaks plain HTTP: the admin token crosses the network in clear unless TLS is terminated in front of it",
+                    self.admin_listen
                 ),
             ));
         }
@@ -194,6 +220,76 @@ fn group_or_world_accessible(path: &std::path::Path) -> bool {
 #[cfg(not(unix))]
 fn group_or_world_accessible(_path: &std::path::Path) -> bool {
     false
+}
+
+/// Parses `admin.listen` and reads the admin token. Off loopback a token is required: the
+/// admin endpoints expose queue state and delivery history to whoever can reach them.
+fn check_admin(
+    admin: &AdminSettings,
+    public: Option<SocketAddr>,
+    file: &str,
+    env: &dyn Env,
+    problems: &mut Vec<Problem>,
+) -> (Option<SocketAddr>, Option<Secret>) {
+    let listen = admin.listen.parse::<SocketAddr>().ok();
+    if listen.is_none() {
+        problems.push(Problem::new(
+            file,
+            "admin.listen",
+            format!(
+                "`{}` is not an address:port such as 127.0.0.1:9091",
+                admin.listen
+            ),
+        ));
+    }
+    // One socket cannot serve both sides; refusing it here names the field instead of
+    // failing later with "address in use". Port 0 picks a fresh port for each.
+    if let (Some(admin_addr), Some(public)) = (listen, public)
+        && admin_addr.port() != 0
+        && admin_addr.port() == public.port()
+        && (admin_addr.ip() == public.ip()
+            || admin_addr.ip().is_unspecified()
+            || public.ip().is_unspecified())
+    {
+        problems.push(Problem::new(
+            file,
+            "admin.listen",
+            format!(
+                "{admin_addr} overlaps server.listen {public}: the admin endpoints need their own listener"
+            ),
+        ));
+    }
+    let field = if admin.token_file.is_some() && admin.token_env.is_none() {
+        "admin.token_file"
+    } else {
+        "admin.token_env"
+    };
+    let token = SecretSource {
+        inline: None,
+        env: admin.token_env.as_deref(),
+        file: admin.token_file.as_deref(),
+    }
+    .read(Path::new("."), env);
+    let token = match token {
+        Ok(token) => token,
+        Err(reason) => {
+            problems.push(Problem::new(file, field, reason));
+            return (listen, None);
+        }
+    };
+    if token.is_none()
+        && let Some(listen) = listen
+        && !listen.ip().is_loopback()
+    {
+        problems.push(Problem::new(
+            file,
+            "admin.token_env",
+            format!(
+                "required when admin.listen is not a loopback address ({listen}); or admin.token_file"
+            ),
+        ));
+    }
+    (listen, token)
 }
 
 fn check_delivery(delivery: &DeliverySettings, file: &str, problems: &mut Vec<Problem>) {

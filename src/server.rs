@@ -1,6 +1,9 @@
-//! The HTTP server: [`Application`] binds the configured listener and serves the routes.
+//! The HTTP server: [`Application`] binds the public listener (`server.listen`) and the
+//! operator listener (`admin.listen`) and serves each its own routes.
 
+mod admin;
 mod body;
+mod client;
 mod context;
 pub mod limits;
 mod routes;
@@ -42,6 +45,9 @@ pub struct AppState {
 pub struct Application {
     server: Server,
     local_addr: SocketAddr,
+    /// The operator listener; it stops after the public one has drained.
+    admin: Server,
+    admin_addr: SocketAddr,
     /// Queue mode: the worker, started by `run_until_stopped`.
     worker: Option<Worker>,
     /// How long the worker may finish attempts in progress at shutdown.
@@ -76,10 +82,13 @@ fn restore_replays(store: &Store, rules: &RuleSet) {
 }
 
 impl Application {
-    /// Binds `gateway.listen` (port 0 picks a free port) and prepares the server.
+    /// Binds `gateway.listen` and `gateway.admin_listen` (port 0 picks a free port) and
+    /// prepares both servers.
     pub fn build(gateway: Gateway) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(gateway.listen)?;
+        let listener = bind(gateway.listen, "server.listen")?;
         let local_addr = listener.local_addr()?;
+        let admin_listener = bind(gateway.admin_listen, "admin.listen")?;
+        let admin_addr = admin_listener.local_addr()?;
         // In-flight calls to Jenkins finish within their deadline; give them that long.
         let drain_secs = gateway
             .settings
@@ -136,21 +145,18 @@ impl Application {
             max_body_bytes: gateway.settings.server.max_body_bytes,
             dispatcher,
         });
+        let admin_auth = web::Data::new(admin::AdminAuth {
+            token: gateway.admin_token,
+        });
+        let admin_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                // Outermost first: request id and header limits, then the client checks,
+                // both before routing, so they cover every path.
+                .wrap(from_fn(client::admit))
                 .wrap(from_fn(context::request_context))
-                .route(
-                    "/generic-webhook-trigger/invoke",
-                    web::route().to(routes::invoke),
-                )
-                .route("/hooks/{rule}", web::post().to(routes::hook))
-                .route("/hooks/{rule}", web::route().to(routes::method_not_allowed))
-                .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
-                .route("/metrics", web::get().to(routes::metrics))
-                .route("/deliveries/{id}", web::get().to(routes::delivery))
-                .default_service(web::to(routes::not_found))
+                .configure(public_routes)
         })
         .workers(workers)
         .max_connections(per_worker_connections)
@@ -160,9 +166,30 @@ impl Application {
         .shutdown_timeout(drain_secs)
         .listen(listener)?
         .run();
+        // Operator traffic is a scraper and a few people: one worker. The public server owns
+        // the signals; `run_until_stopped` stops this one after it.
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .app_data(admin_auth.clone())
+                .wrap(from_fn(admin::require_token))
+                .wrap(from_fn(context::request_context))
+                .configure(admin_routes)
+        })
+        .workers(1)
+        .max_connections(ADMIN_MAX_CONNECTIONS)
+        .client_request_timeout(header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .keep_alive(keep_alive)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .listen(admin_listener)?
+        .run();
         Ok(Self {
             server,
             local_addr,
+            admin,
+            admin_addr,
             worker,
             drain: Duration::from_secs(drain_secs),
         })
@@ -176,21 +203,64 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM), then drains in-flight
-    /// requests within the Jenkins deadline.
-    /// Serves until the server stops (SIGINT/SIGTERM: it stops accepting and finishes requests
-    /// in progress); then the queue worker finishes its attempts in progress, within the drain
-    /// bound, and leaves the rest in the store for the next start.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_addr.port()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until the public server stops (SIGINT/SIGTERM: it stops accepting and finishes
+    /// requests in progress, within the Jenkins deadline); the admin listener keeps answering
+    /// meanwhile, so the drain can be watched, and stops then. The queue worker then finishes
+    /// its attempts in progress, within the drain bound, and leaves the rest in the store for
+    /// the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let worker = self
             .worker
             .map(|worker| actix_web::rt::spawn(worker.run(stopped, self.drain)));
+        let admin_handle = self.admin.handle();
+        let admin = actix_web::rt::spawn(self.admin);
         let result = self.server.await;
+        admin_handle.stop(true).await;
+        let admin_result = admin.await.unwrap_or(Ok(()));
         let _ = stop.send(true);
         if let Some(worker) = worker {
             let _ = worker.await;
         }
-        result
+        result.and(admin_result)
     }
+}
+
+/// Concurrent connections on the admin listener.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The public routes. Operator endpoints (`/metrics`, `/deliveries/{id}`) are absent on
+/// purpose: there they fall to the default 404 like any unknown path.
+fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/generic-webhook-trigger/invoke",
+        web::route().to(routes::invoke),
+    )
+    .route("/hooks/{rule}", web::post().to(routes::hook))
+    .route("/hooks/{rule}", web::route().to(routes::method_not_allowed))
+    .route("/healthz", web::get().to(routes::healthz))
+    .route("/readyz", web::get().to(routes::readyz))
+    .default_service(web::to(routes::not_found));
+}
+
+/// The admin routes, served only on `admin.listen`.
+fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(admin::metrics))
+        .route("/deliveries/{id}", web::get().to(admin::delivery))
+        .route("/healthz", web::get().to(routes::healthz))
+        .route("/readyz", web::get().to(admin::readyz))
+        .default_service(web::to(routes::not_found));
+}
+
+/// Binds one listener; the error names the config key, since two listeners can fail.
+fn bind(addr: SocketAddr, key: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("{key} {addr}: {e}")))
 }

@@ -143,9 +143,10 @@ fn create_private(dir: &Path, path: &Path) -> Result<(), StoreError> {
         .map_err(directory)?;
     for suffix in ["", "-wal", "-shm"] {
         let file = PathBuf::from(format!("{}{suffix}", path.display()));
-        if file.exists() {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                .map_err(directory)?;
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            // SQLite removes `-wal` and `-shm` when its last connection closes.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !suffix.is_empty() => {}
+            result => result.map_err(directory)?,
         }
     }
     Ok(())

@@ -1,7 +1,8 @@
-//! Route handlers: the GWT-compatible endpoint, per-rule hooks, health and metrics.
+//! The public listener's handlers: the GWT-compatible endpoint, per-rule hooks, health and
+//! readiness without detail (operator endpoints are in `admin.rs`, on their own listener).
 
 use actix_web::http::Method;
-use actix_web::http::header::{CONTENT_TYPE, HeaderMap};
+use actix_web::http::header::HeaderMap;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
@@ -66,27 +67,6 @@ fn request_id(req: &HttpRequest) -> Option<String> {
     req.extensions().get::<RequestId>().map(|id| id.0.clone())
 }
 
-/// `GET /deliveries/{id}`: a stored delivery's state and attempts (queue mode). Never its body.
-pub async fn delivery(
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let Some(store) = state.dispatcher.store() else {
-        return Err(ApiError::DeliveryNotFound);
-    };
-    let store = store.clone();
-    let id = id.into_inner();
-    // SQLite reads block; keep them off the request threads.
-    let view = web::block(move || store.get(&id))
-        .await
-        .map_err(|_| ApiError::DeliveryNotFound)?
-        .map_err(ApiError::StoreUnavailable)?;
-    match view {
-        Some(view) => Ok(HttpResponse::Ok().json(view)),
-        None => Err(ApiError::DeliveryNotFound),
-    }
-}
-
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
 }
@@ -100,41 +80,23 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Rules are compiled before the listener opens; in queue mode the store must also be
-/// writable, which a failed write turns off until a probe write succeeds.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let store_ok = match state.dispatcher.store() {
+/// writable, which a failed write turns off until a probe write succeeds. `None` in direct
+/// mode, which has no store.
+pub(super) async fn store_writable(state: &AppState) -> Option<bool> {
+    match state.dispatcher.store() {
         None => None,
         Some(store) if store.is_healthy() => Some(true),
         Some(store) => Some(store.probe().await),
-    };
-    match store_ok {
-        Some(false) => HttpResponse::ServiceUnavailable().json(json!({
-            "status": "unavailable",
-            "rules": state.rules.len(),
-            "store": "unwritable",
-        })),
-        Some(true) => HttpResponse::Ok().json(json!({
-            "status": "ready",
-            "rules": state.rules.len(),
-            "store": "ok",
-        })),
-        None => HttpResponse::Ok().json(json!({ "status": "ready", "rules": state.rules.len() })),
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    // The store's writer keeps the queue gauges current; a scrape reads memory only.
-    if let Some(store) = state.dispatcher.store() {
-        state
-            .metrics
-            .queue(&store.queue_stats(crate::store::now_ms()));
+/// Public `GET /readyz`: ready or not, for load balancers, without the rule count or the
+/// store's state (the admin listener's `/readyz` has them).
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match store_writable(&state).await {
+        Some(false) => HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable" })),
+        Some(true) | None => HttpResponse::Ok().json(json!({ "status": "ready" })),
     }
-    HttpResponse::Ok()
-        .insert_header((
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ))
-        .body(state.metrics.encode())
 }
 
 /// GWT's dry-run switch: header `gwt-dry-run` equal to `true`, any case.
@@ -144,32 +106,20 @@ fn is_dry_run(headers: &HeaderMap) -> bool {
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
 }
 
-/// The checks every trigger shares before a rule is chosen: the global allowlist (403), then
-/// the body limit (413). Query and form parameters are collected for token lookup.
+/// The checks every trigger shares before a rule is chosen, after `client::admit` has passed
+/// the client (global allowlist, per-client rate): no content encoding (415), then the body
+/// limit (413). Query and form parameters are collected for token lookup.
 async fn receive<'r>(
     req: &'r HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<Inbound<'r>, ApiError> {
-    let client = match req.peer_addr() {
-        Some(peer) => state.trusted_proxies.client_addr(
-            peer.ip(),
-            req.headers()
-                .get_all("x-forwarded-for")
-                .map(|v| v.as_bytes()),
-        ),
-        None => ClientAddr::Unknown,
-    };
-    tracing::Span::current().record("client", tracing::field::display(client));
-    if !state.global_allow.allows(client) {
-        state.metrics.request("", Outcome::Forbidden);
-        return Err(ApiError::ForbiddenGlobal(client));
-    }
-    // Before the body is read or any MAC computed: a flood costs the gateway almost nothing.
-    if let Err(error) = state.limits.check_client(client) {
-        state.metrics.request("", Outcome::RateLimited);
-        return Err(error);
-    }
+    // Set by `client::admit` before routing; `Unknown`, which no allowlist admits, if absent.
+    let client = req
+        .extensions()
+        .get::<ClientAddr>()
+        .copied()
+        .unwrap_or(ClientAddr::Unknown);
     // Bodies are never decompressed (no zip bombs), and a compressed body could not be
     // verified or parsed as sent, so it is refused outright.
     let encoded = req

@@ -290,6 +290,8 @@ async fn invariant_the_client_rate_limit_comes_before_any_signature_work() {
     }
     assert_eq!(statuses, [401, 401, 429, 429]);
     assert_eq!(retry_after, Some(1));
+    // The limit covers every path, /healthz too: a client that waits as told is served again.
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
     still_fine(&app).await;
 }
 
@@ -334,4 +336,34 @@ async fn two_thousand_idle_connections_do_not_stop_service() {
         started.elapsed()
     );
     drop(idle);
+}
+
+#[actix_web::test]
+async fn the_per_client_rate_limit_covers_every_public_path() {
+    let app = spawn_app_with(AppOptions {
+        rate_per_client: 2,
+        ..AppOptions::default()
+    })
+    .await;
+    let get = |path: &'static str| app.client.get(format!("{}{path}", app.address)).send();
+    for path in ["/healthz", "/nope"] {
+        let status = get(path).await.expect("request").status();
+        assert_ne!(status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+    for path in ["/healthz", "/nope", "/readyz", "/hooks/port-deploy"] {
+        let response = get(path).await.expect("request");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert_eq!(response.headers()["retry-after"], "1", "{path}");
+        assert!(response.headers().contains_key("x-request-id"));
+        assert_eq!(
+            crate::helpers::json(response).await,
+            serde_json::json!({"message": "Too many requests; retry later.", "jobs": null})
+        );
+    }
+    // The admin listener is not rate-limited with the public clients, and counts the refusals.
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("hookgate_requests_total{rule=\"\",outcome=\"rate_limited\"} 4"),
+        "{metrics}"
+    );
 }

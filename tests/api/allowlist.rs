@@ -99,3 +99,46 @@ async fn invariant_the_client_address_is_the_peer_unless_a_trusted_proxy_forward
     assert_eq!(send(&app, Some("not-an-ip")).await, StatusCode::FORBIDDEN);
     assert_eq!(app.jenkins.requests().len(), 3);
 }
+
+#[actix_web::test]
+async fn server_allow_ips_covers_every_public_path_but_not_the_admin_listener() {
+    let app = spawn_app_with(AppOptions {
+        allow_ips: vec!["192.0.2.0/24".into()],
+        ..AppOptions::default()
+    })
+    .await;
+    let requests = [
+        (reqwest::Method::GET, "/healthz"),
+        (reqwest::Method::GET, "/readyz"),
+        (reqwest::Method::GET, "/nope"),
+        (reqwest::Method::GET, "/metrics"),
+        (reqwest::Method::GET, "/hooks/port-deploy"),
+        (reqwest::Method::HEAD, "/healthz"),
+        (reqwest::Method::DELETE, "/readyz"),
+    ];
+    for (method, path) in &requests {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        assert!(response.headers().contains_key("x-request-id"));
+        if *method != reqwest::Method::HEAD {
+            assert_eq!(
+                crate::helpers::json(response).await,
+                serde_json::json!({"message": "Client address is not allowed.", "jobs": null})
+            );
+        }
+    }
+    // The operator listener is not the public one: its own exposure is admin.listen.
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            "hookgate_requests_total{{rule=\"\",outcome=\"forbidden\"}} {}",
+            requests.len()
+        )),
+        "{metrics}"
+    );
+}

@@ -72,6 +72,12 @@ fn every_shipped_rule_passes_check_and_no_secret_is_printed() {
         assert!(out.contains(&format!("  {rule}  ")), "{out}");
     }
     assert!(out.contains("ok: 3 rules compiled"), "{out}");
+    assert!(
+        out.contains(
+            "admin: listen 127.0.0.1:9091 (/metrics, /deliveries/{id}, /readyz; no token)"
+        ),
+        "{out}"
+    );
     for secret in demo_secrets() {
         assert!(
             !out.contains(&secret) && !err.contains(&secret),
@@ -115,6 +121,54 @@ fn check_lists_every_problem_with_file_and_field_and_exits_1() {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
     assert!(err.contains("5 problems"), "{err}");
+}
+
+#[test]
+fn check_and_serve_refuse_a_non_loopback_admin_listener_without_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    let config = "[admin]\nlisten = \"0.0.0.0:0\"\n[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n";
+    std::fs::write(dir.path().join("hookgate.toml"), config).expect("write");
+    for command in ["check", "serve"] {
+        let output = run(&[command], dir.path());
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{command}: {}",
+            stdout(&output)
+        );
+        let err = stderr(&output);
+        assert!(
+            err.contains(
+                "hookgate.toml: admin.token_env: required when admin.listen is not a loopback address"
+            ),
+            "{command}: {err}"
+        );
+    }
+    // With a token from a file it passes, and the summary says a token is required.
+    std::fs::write(dir.path().join("admin-token"), "an-admin-token\n").expect("write");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        config.replace(
+            "[jenkins.main]",
+            "token_file = \"admin-token\"\n[jenkins.main]",
+        ),
+    )
+    .expect("write");
+    let output = run(&["check"], dir.path());
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    assert!(
+        out.contains(
+            "admin: listen 0.0.0.0:0 (/metrics, /deliveries/{id}, /readyz; bearer token required)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: hookgate.toml: admin.listen: 0.0.0.0:0 is reachable"),
+        "{out}"
+    );
+    assert!(!out.contains("an-admin-token"), "{out}");
 }
 
 #[test]
@@ -253,6 +307,7 @@ pub(crate) struct Served {
     pub(crate) child: Child,
     pub(crate) log: Arc<Mutex<String>>,
     pub(crate) address: String,
+    pub(crate) admin_address: String,
 }
 
 impl Drop for Served {
@@ -278,6 +333,7 @@ pub(crate) fn serve(dir: &Path, env: &[(&str, &str)]) -> Served {
         child,
         log: Arc::clone(&log),
         address: String::new(),
+        admin_address: String::new(),
     };
     let sink = Arc::clone(&log);
     std::thread::spawn(move || {
@@ -290,13 +346,15 @@ pub(crate) fn serve(dir: &Path, env: &[(&str, &str)]) -> Served {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = log.lock().expect("lock").clone();
-        if let Some(address) = text
-            .lines()
-            .find(|l| l.contains("hookgate is listening."))
-            .and_then(|l| l.split("listen=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            served.address = format!("http://{address}");
+        let line = text.lines().find(|l| l.contains("hookgate is listening."));
+        let field = |name: &str| {
+            line.and_then(|l| l.split(&format!(" {name}=")).nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|address| format!("http://{address}"))
+        };
+        if let (Some(address), Some(admin)) = (field("listen"), field("admin")) {
+            served.address = address;
+            served.admin_address = admin;
             return served;
         }
         assert!(Instant::now() < deadline, "hookgate did not start:\n{text}");
@@ -314,6 +372,8 @@ async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
     const API: &str = "leak-jenkins-api-token";
     const LOCKED: &str = "leak-locked-token";
     const LIMITED: &str = "leak-limited-token";
+    const ADMIN: &str = "leak-admin-token";
+    const WRONG_ADMIN: &str = "leak-wrong-admin-token";
     let jenkins = FakeJenkins::start(FakeJenkinsConfig {
         jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
         basic_auth: Some(("hookgate".to_owned(), API.to_owned())),
@@ -325,7 +385,7 @@ async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
     std::fs::write(
         dir.path().join("hookgate.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n[jenkins.main]\nurl = \"{}\"\nuser = \"hookgate\"\napi_token_env = \"LEAK_API\"\ntimeout_secs = 2\n[delivery]\nmode = \"direct\"\n[log]\nlevel = \"debug\"\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 4096\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"LEAK_ADMIN\"\n[jenkins.main]\nurl = \"{}\"\nuser = \"hookgate\"\napi_token_env = \"LEAK_API\"\ntimeout_secs = 2\n[delivery]\nmode = \"direct\"\n[log]\nlevel = \"debug\"\n",
             jenkins.url()
         ),
     )
@@ -368,6 +428,7 @@ async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
             ("LEAK_SENDER", SENDER),
             ("LEAK_JOB", JOB),
             ("LEAK_API", API),
+            ("LEAK_ADMIN", ADMIN),
         ],
     );
     let client = reqwest::Client::new();
@@ -536,9 +597,11 @@ async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
         .await,
     );
     // Every other refusal: rule allowlist, rule rate, compressed body, header flood, method,
-    // unknown path, delivery lookup in direct mode; and OPTIONS and metrics.
+    // unknown path; and OPTIONS. Then the operator endpoints: absent on the public listener,
+    // and on the admin listener with the token, a wrong one and none.
     jenkins.set_behaviour(Behaviour::Normal);
     let base = served.address.clone();
+    let admin = served.admin_address.clone();
     seen.push(send(client.post(format!("{invoke}?token={LOCKED}")).body(body)).await);
     seen.push(send(client.post(format!("{invoke}?token={LIMITED}")).body(body)).await);
     seen.push(send(client.post(format!("{invoke}?token={LIMITED}")).body(body)).await);
@@ -561,13 +624,32 @@ async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
     seen.push(send(client.request(reqwest::Method::OPTIONS, &invoke)).await);
     seen.push(send(client.get(format!("{base}/deliveries/01ARZ3NDEKTSV4RRFFQ69G5FAV"))).await);
     seen.push(send(client.get(format!("{base}/metrics"))).await);
+    seen.push(
+        send(
+            client
+                .get(format!("{admin}/deliveries/01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+                .bearer_auth(ADMIN),
+        )
+        .await,
+    );
+    seen.push(send(client.get(format!("{admin}/metrics")).bearer_auth(ADMIN)).await);
+    seen.push(
+        send(
+            client
+                .get(format!("{admin}/metrics"))
+                .bearer_auth(WRONG_ADMIN),
+        )
+        .await,
+    );
+    seen.push(send(client.get(format!("{admin}/metrics"))).await);
 
     let statuses: Vec<u16> = seen.iter().map(|(s, _)| s.as_u16()).collect();
     assert_eq!(
         statuses,
         vec![
             200, 200, 401, 401, 404, 401, 401, 401, 400, 413, 200, 200, 401, 502, 504, //
-            403, 200, 429, 415, 431, 405, 404, 200, 404, 200
+            403, 200, 429, 415, 431, 405, 404, 200, 404, 404, //
+            404, 200, 401, 401
         ]
     );
     // The three accepted calls reached Jenkins (fan-out twice, bearer once), plus GitLab.
@@ -588,6 +670,8 @@ async fn invariant_no_log_line_or_answer_contains_a_secret_token_or_mac() {
         API,
         LOCKED,
         LIMITED,
+        ADMIN,
+        WRONG_ADMIN,
         &port_raw_mac,
         &gh_raw_mac,
         &raw_hex,

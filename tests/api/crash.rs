@@ -30,7 +30,7 @@ fn write_config(dir: &Path, jenkins_url: &str) {
     std::fs::write(
         dir.join("hookgate.toml"),
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nrate_per_client = 0\nrate_per_rule = 0\n[jenkins.main]\nurl = \"{jenkins_url}\"\ntimeout_secs = 2\nmax_in_flight = 4\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nrate_per_client = 0\nrate_per_rule = 0\n[admin]\nlisten = \"127.0.0.1:0\"\n[jenkins.main]\nurl = \"{jenkins_url}\"\ntimeout_secs = 2\nmax_in_flight = 4\n\
              [delivery]\nmode = \"queue\"\nstore = \"store\"\nretry_initial_ms = 50\nretry_max_ms = 200\nmax_attempts = 10000\n"
         ),
     )

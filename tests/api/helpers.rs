@@ -16,8 +16,8 @@ use sha2::Sha256;
 
 use fake_jenkins::{FakeJenkins, FakeJenkinsConfig};
 use hookgate::config::{
-    DeliveryMode, DeliverySettings, JenkinsSettings, LogSettings, RulesSettings, ServerSettings,
-    Settings, Source,
+    AdminSettings, DeliveryMode, DeliverySettings, JenkinsSettings, LogSettings, RulesSettings,
+    ServerSettings, Settings, Source,
 };
 use hookgate::gateway::Gateway;
 use hookgate::server::Application;
@@ -28,6 +28,7 @@ pub const GITHUB_SECRET: &str = "gh-webhook-secret";
 pub const GITLAB_SECRET: &str = "gitlab-webhook-token";
 pub const SENDER_TOKEN: &str = "sender-token-1";
 pub const JOB_TOKEN: &str = "jenkins-job-token";
+pub const ADMIN_TOKEN: &str = "admin-bearer-token";
 
 /// Logs go to a sink unless `TEST_LOG` is set, so failures can be debugged with logs on.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -49,6 +50,7 @@ pub fn test_env() -> HashMap<String, String> {
         ("JOB_TOKEN", JOB_TOKEN),
         ("NEW_SECRET", "rotated-new-secret"),
         ("JENKINS_API_TOKEN", "jenkins-api-token-value"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -79,6 +81,8 @@ pub struct AppOptions {
     pub server: ServerSettings,
     /// Open this store instead of a new one (a restart on the same data).
     pub store: Option<PathBuf>,
+    /// Require `ADMIN_TOKEN` as a bearer token on the admin listener.
+    pub admin_token: bool,
 }
 
 impl Default for AppOptions {
@@ -103,12 +107,15 @@ impl Default for AppOptions {
             rate_per_rule: 0,
             server: ServerSettings::default(),
             store: None,
+            admin_token: false,
         }
     }
 }
 
 pub struct TestApp {
     pub address: String,
+    /// The admin listener: `/metrics`, `/deliveries/{id}`, detailed `/readyz`.
+    pub admin_address: String,
     pub jenkins: FakeJenkins,
     pub client: reqwest::Client,
     pub rules_dir: tempfile::TempDir,
@@ -154,6 +161,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             burst_per_rule: options.rate_per_rule,
             ..options.server
         },
+        admin: AdminSettings {
+            listen: "127.0.0.1:0".to_owned(),
+            token_env: options.admin_token.then(|| "ADMIN_TOKEN".to_owned()),
+            token_file: None,
+        },
         rules: RulesSettings {
             dir: rules_dir.path().to_owned(),
         },
@@ -189,9 +201,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     };
     let app = Application::build(gateway).expect("gateway binds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         jenkins,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -212,10 +226,11 @@ impl TestApp {
         format!("{}/hooks/{rule}", self.address)
     }
 
-    /// The `/metrics` text.
+    /// The `/metrics` text, from the admin listener.
     pub async fn metrics(&self) -> String {
         self.client
-            .get(format!("{}/metrics", self.address))
+            .get(format!("{}/metrics", self.admin_address))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("request")

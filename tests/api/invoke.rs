@@ -63,9 +63,12 @@ async fn a_signed_port_call_triggers_the_job_and_answers_with_jenkins_queue_item
 }
 
 #[actix_web::test]
-async fn options_answers_200_with_an_empty_body_before_any_check() {
+async fn options_answers_200_with_an_empty_body_before_any_rule_check() {
     let app = spawn_app_with(AppOptions {
-        allow_ips: vec!["192.0.2.1".into()],
+        rules: vec![(
+            "port-deploy.toml",
+            port_rule("[allow]\nips = [\"192.0.2.1\"]"),
+        )],
         ..AppOptions::default()
     })
     .await;
@@ -78,6 +81,23 @@ async fn options_answers_200_with_an_empty_body_before_any_check() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().contains_key("x-request-id"));
     assert_eq!(response.text().await.expect("body"), "");
+}
+
+#[actix_web::test]
+async fn options_from_outside_server_allow_ips_is_refused_like_any_request() {
+    let app = spawn_app_with(AppOptions {
+        allow_ips: vec!["192.0.2.1".into()],
+        ..AppOptions::default()
+    })
+    .await;
+    let response = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.invoke_url())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().contains_key("x-request-id"));
 }
 
 #[actix_web::test]
@@ -524,9 +544,17 @@ async fn health_readiness_metrics_and_unknown_paths() {
         .await
         .expect("request");
     assert_eq!(response.status(), StatusCode::OK);
+    // Readiness without detail here; the admin listener has the rule count.
     let response = app
         .client
         .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(json(response).await, json!({"status": "ready"}));
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.admin_address))
         .send()
         .await
         .expect("request");

@@ -1,7 +1,9 @@
 //! hookgate's integration tests: one binary, real HTTP on port 0, an in-process fake Jenkins.
 
 mod abuse;
+mod admin;
 mod allowlist;
+mod answers;
 mod binary;
 mod corpus;
 mod crash;

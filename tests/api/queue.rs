@@ -32,7 +32,7 @@ impl TestApp {
     async fn delivery(&self, id: &str) -> (StatusCode, Value) {
         let response = self
             .client
-            .get(format!("{}/deliveries/{id}", self.address))
+            .get(format!("{}/deliveries/{id}", self.admin_address))
             .send()
             .await
             .expect("request");
@@ -339,6 +339,7 @@ async fn invariant_a_store_error_answers_503_and_acknowledges_nothing() {
     assert_eq!(job["status"], "failed");
     assert_eq!(job["error"], "The delivery store is unavailable.");
 
+    // The public listener says only that it is not ready; the admin listener says why.
     let ready = app
         .client
         .get(format!("{}/readyz", app.address))
@@ -346,6 +347,21 @@ async fn invariant_a_store_error_answers_503_and_acknowledges_nothing() {
         .await
         .expect("request");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json(ready).await,
+        serde_json::json!({"status": "unavailable"})
+    );
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.admin_address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json(ready).await,
+        serde_json::json!({"status": "unavailable", "rules": 1, "store": "unwritable"})
+    );
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     assert!(
         app.jenkins.requests().is_empty(),
