@@ -158,7 +158,8 @@ pub enum Dispatched {
     Delivered(JenkinsAnswer),
     /// Queue mode: stored durably; the worker delivers it.
     Queued,
-    /// Queue mode: a call with the same idempotency key was accepted within its TTL.
+    /// Queue mode: a repeat of a stored call (the same signature inside its replay window, or
+    /// the same idempotency key inside its TTL).
     Duplicate { first: String },
 }
 

@@ -164,6 +164,18 @@ pub fn insert_retry_after(response: &mut HttpResponse, wait: std::time::Duration
     );
 }
 
+/// An error's sources, joined with `: `, for the log: the one formatter every log line that
+/// reports an error's cause uses. Never for answers, which get fixed messages.
+pub fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    chain.join(": ")
+}
+
 /// A GWT-shaped error answer.
 pub fn error_body(status: StatusCode, message: String, dry_run: bool) -> HttpResponse {
     HttpResponse::build(status).json(ErrorBody {

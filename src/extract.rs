@@ -558,27 +558,53 @@ impl<'a> Body<'a> {
 pub fn resolve(verified: &Verified<'_>, body: Option<&Body<'_>>) -> Variables {
     let rule = verified.rule();
     let inbound = verified.inbound();
-    let mut out = Variables::new();
-    // One budget for the whole request: headers, parameters and the body draw on it alike.
+    // One budget for the whole request. The signed body's variables draw on it first, so
+    // unsigned headers and query parameters cannot use it up and leave them unresolved.
     let mut budget = Budget::default();
+    let (document, raw) = match body {
+        Some(body) => (body.doc.as_ref(), body.raw.as_ref()),
+        None => (None, ""),
+    };
+    let mut from_body = Variables::new();
+    resolve_body(
+        &rule.body_variables,
+        document,
+        raw,
+        &mut from_body,
+        &mut budget,
+    );
+    let mut out = Variables::new();
     resolve_headers(
         &rule.header_variables,
         inbound.headers,
         &mut out,
         &mut budget,
     );
-    resolve_query(
-        &rule.query_variables,
-        &inbound.params,
-        &mut out,
-        &mut budget,
-    );
-    let (document, raw) = match body {
-        Some(body) => (body.doc.as_ref(), body.raw.as_ref()),
-        None => (None, ""),
-    };
-    resolve_body(&rule.body_variables, document, raw, &mut out, &mut budget);
+    let params = request_params(inbound);
+    resolve_query(&rule.query_variables, &params, &mut out, &mut budget);
+    // GWT's merge order: the body overwrites equal names from headers and parameters.
+    out.extend(from_body);
     out
+}
+
+/// The parameters `[[query]]` variables read. For a form post a signed field wins over the
+/// query string: a name the form has is read from the form only, so an unsigned `?env=prod`
+/// can neither replace nor join a signed `env`.
+fn request_params<'i>(inbound: &'i crate::verify::Inbound<'_>) -> Cow<'i, [(String, String)]> {
+    let form = inbound.form_fields();
+    if form.is_empty() {
+        return Cow::Borrowed(&inbound.params);
+    }
+    let signed: std::collections::HashSet<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
+    Cow::Owned(
+        inbound
+            .query_params()
+            .iter()
+            .filter(|(name, _)| !signed.contains(name.as_str()))
+            .chain(form)
+            .cloned()
+            .collect(),
+    )
 }
 
 /// Where a rule's idempotency key comes from (`[idempotency]`).

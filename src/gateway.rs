@@ -162,6 +162,25 @@ impl Gateway {
                 ),
             ));
         }
+        // Replays are remembered per rule. A tokenless rule needs nothing but a signature, so a
+        // request captured on its way to another rule with the same secret can be sent to it.
+        for rule in self.rules.iter().filter(|r| r.token.is_none()) {
+            let signed_alike = self.rules.iter().find(|other| {
+                !std::sync::Arc::ptr_eq(other, rule)
+                    && rule.signature.secret_count() > 0
+                    && rule.signature.shares_a_secret_with(&other.signature)
+            });
+            if let Some(other) = signed_alike {
+                warnings.push(Problem::new(
+                    rule.file.display().to_string(),
+                    "token",
+                    format!(
+                        "this rule has no token and verifies with the same secret as `{}`: a call captured on its way there can be sent here once; give this rule a token",
+                        other.name
+                    ),
+                ));
+            }
+        }
         for rule in self.rules.iter() {
             let shown = rule.file.display().to_string();
             if rule.signature.scheme().name() == "port-sha1" && !rule.reject_replays {

@@ -88,6 +88,7 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     delivery_seconds: Histogram,
     oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    outcomes_unrecorded: Gauge,
 }
 
 impl Metrics {
@@ -139,7 +140,14 @@ impl Metrics {
             "Age of the oldest queued or retrying delivery, 0 when none (queue mode)",
             oldest_pending_seconds.clone(),
         );
+        let outcomes_unrecorded = Gauge::<i64>::default();
+        registry.register(
+            "delivery_outcomes_unrecorded",
+            "Attempts whose outcome the store has refused so far (kept in memory; no new attempt starts while above 0)",
+            outcomes_unrecorded.clone(),
+        );
         Self {
+            outcomes_unrecorded,
             registry,
             requests,
             jenkins_calls,
@@ -174,6 +182,12 @@ impl Metrics {
         if let Some(latency) = accepted_for {
             self.delivery_seconds.observe(latency.as_secs_f64());
         }
+    }
+
+    /// Attempts whose outcome waits in memory for the store to take it.
+    pub fn outcomes_unrecorded(&self, count: usize) {
+        self.outcomes_unrecorded
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn request(&self, rule: &str, outcome: Outcome) {

@@ -9,7 +9,6 @@ pub mod limits;
 mod routes;
 mod trigger;
 
-use std::error::Error as _;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
@@ -107,10 +106,10 @@ impl Application {
             DeliveryMode::Queue => {
                 let store =
                     Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
-                        let cause = e.source().map(|c| format!(": {c}")).unwrap_or_default();
                         std::io::Error::other(format!(
-                            "cannot open the delivery store in {}: {e}{cause}",
-                            delivery.store.display()
+                            "cannot open the delivery store in {}: {e}: {}",
+                            delivery.store.display(),
+                            crate::error::cause_chain(&e)
                         ))
                     })?;
                 restore_replays(&store, &rules);

@@ -27,6 +27,9 @@ pub use ops::{
 /// The store's file inside `delivery.store`.
 pub const FILE_NAME: &str = "deliveries.sqlite3";
 
+/// Probes closer together than this share one result.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a connection waits for another (an operator command, the writer) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -178,6 +181,8 @@ struct Inner {
     room: Option<i64>,
     /// The queue gauges, refreshed by the writer after each batch.
     gauges: Arc<Mutex<Stats>>,
+    /// When the last probe ran, and what it found.
+    last_probe: Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -226,6 +231,7 @@ impl Store {
                 healthy: AtomicBool::new(true),
                 room,
                 gauges,
+                last_probe: Mutex::new(None),
             }),
         })
     }
@@ -244,8 +250,9 @@ impl Store {
         result
     }
 
-    /// Durably stores a delivery (or finds the earlier one with the same idempotency key).
-    /// Returns only after the commit, fsync included.
+    /// Durably stores one delivery (or finds the stored one it repeats); the gateway stores a
+    /// call's deliveries together with [`Store::accept_all`].
+    #[cfg(test)]
     pub async fn accept(&self, delivery: NewDelivery) -> Result<Accepted, StoreError> {
         let mut accepted = self.accept_all(vec![delivery]).await?;
         accepted.pop().ok_or(StoreError::WriterGone)
@@ -276,19 +283,29 @@ impl Store {
 
     /// Records one attempt and the delivery's next state.
     pub async fn record(&self, id: String, attempt: AttemptRecord) -> Result<(), StoreError> {
+        let room = self.inner.room;
         let result = self
             .inner
             .writer
-            .run(move |tx| ops::record(tx, &id, &attempt))
+            .run(move |tx| ops::record(tx, &id, &attempt, room))
             .await;
         self.note(result)
     }
 
-    /// A write that changes nothing, to find out whether the store is writable again.
+    /// A write that changes nothing, to find out whether the store is writable again. At most
+    /// one a second: `/readyz` asks while the store is unhealthy, and each probe is a 64 KiB
+    /// write and an fsync on the single writer.
     pub async fn probe(&self) -> bool {
+        if let Some((at, ok)) = *lock(&self.inner.last_probe)
+            && at.elapsed() < PROBE_EVERY
+        {
+            return ok;
+        }
         let room = self.inner.room;
         let result = self.inner.writer.run(move |tx| ops::probe(tx, room)).await;
-        self.note(result).is_ok()
+        let ok = self.note(result).is_ok();
+        *lock(&self.inner.last_probe) = Some((std::time::Instant::now(), ok));
+        ok
     }
 
     /// Deletes done deliveries finished before `before_ms` and expired idempotency keys.

@@ -1,5 +1,5 @@
 //! Verification of an inbound request against one rule: client address, then signature, on the
-//! raw bytes, before anything is parsed.
+//! raw bytes, before any JSON is parsed (only the token was looked for before, as GWT does).
 //!
 //! [`Verified`] can only be obtained from [`check`] (or, for `hookgate test`, from the one
 //! explicitly named bypass), so `extract` and `dispatch`, which only accept a `Verified`, cannot
@@ -71,6 +71,11 @@ impl<'r> Inbound<'r> {
             form,
             form_from,
         }
+    }
+
+    /// The query string's parameters (unsigned).
+    pub fn query_params(&self) -> &[(String, String)] {
+        &self.params[..self.form_from]
     }
 
     /// The fields of a form body, which its signature covers (empty for other bodies). The

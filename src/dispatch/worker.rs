@@ -24,6 +24,7 @@ use ulid::Ulid;
 
 use super::{Call, ContentType, DispatchError, JenkinsAnswer, JenkinsClient};
 use crate::config::DeliverySettings;
+use crate::error::cause_chain;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::store::{AttemptRecord, Next, Pending, Store, now_ms};
@@ -253,7 +254,7 @@ impl Worker {
         let due = match self.shared.store.due(now_ms(), scan.cursor, limit) {
             Ok(due) => due,
             Err(error) => {
-                tracing::error!(%error, cause = %cause(&error), "Cannot read due deliveries.");
+                tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
                 return;
             }
         };
@@ -303,16 +304,6 @@ impl Scan {
     }
 }
 
-fn cause(error: &dyn std::error::Error) -> String {
-    let mut chain = Vec::new();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        chain.push(inner.to_string());
-        source = inner.source();
-    }
-    chain.join(": ")
-}
-
 /// One attempt: call Jenkins, decide, commit the outcome.
 async fn attempt(shared: &Shared, pending: Pending) {
     let started_ms = now_ms();
@@ -346,7 +337,7 @@ async fn attempt(shared: &Shared, pending: Pending) {
                 started.elapsed(),
             );
             let text = result.as_ref().err().map(|error| {
-                let chain = cause(error);
+                let chain = cause_chain(error);
                 if chain.is_empty() {
                     error.to_string()
                 } else {
@@ -439,7 +430,8 @@ async fn record_outcome(shared: &Shared, id: &str, record: AttemptRecord) {
         if !held {
             held = true;
             shared.unrecorded.set(shared.unrecorded.get() + 1);
-            tracing::error!(delivery = %id, %error, cause = %cause(&error), "Cannot record a delivery attempt; its outcome is kept in memory and written when the store allows, and no new attempt starts until then.");
+            shared.metrics.outcomes_unrecorded(shared.unrecorded.get());
+            tracing::error!(delivery = %id, %error, cause = %cause_chain(&error), "Cannot record a delivery attempt; its outcome is kept in memory and written when the store allows, and no new attempt starts until then.");
         } else {
             tracing::warn!(delivery = %id, %error, retry_in_ms = wait.as_millis(), "Still cannot record a delivery attempt.");
         }
@@ -450,6 +442,7 @@ async fn record_outcome(shared: &Shared, id: &str, record: AttemptRecord) {
         shared
             .unrecorded
             .set(shared.unrecorded.get().saturating_sub(1));
+        shared.metrics.outcomes_unrecorded(shared.unrecorded.get());
         tracing::info!(delivery = %id, "Recorded a delivery attempt after retrying.");
     }
 }

@@ -7,7 +7,6 @@
 //! verified signature is remembered only once its call was accepted.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -18,7 +17,7 @@ use ulid::Ulid;
 
 use super::AppState;
 use crate::dispatch::{Delivery, DispatchError, Dispatched};
-use crate::error::{ApiError, error_body, insert_retry_after};
+use crate::error::{ApiError, cause_chain, error_body, insert_retry_after};
 use crate::extract::{self, Body, BodyError, Shape, Variables};
 use crate::metrics::Outcome;
 use crate::rules::Rule;
@@ -203,55 +202,58 @@ pub async fn run(
         }
     }
 
-    withhold_if_rate_limited(state, &mut stages);
+    let stages = withhold_if_rate_limited(state, stages);
     let entries = dispatch(state, stages).await;
     respond(entries, dry_run)
 }
 
 /// A per-rule rate limit that refuses one matched rule refuses the whole call, so that a 429
-/// always means nothing of the call was accepted.
-fn withhold_if_rate_limited(state: &AppState, stages: &mut [(&Arc<Rule>, Stage<'_>)]) {
-    let mut limited = Vec::new();
-    for (i, (rule, stage)) in stages.iter().enumerate() {
-        if let Stage::Matched { .. } = stage
-            && let Err(wait) = state.limits.check_rule(&rule.name)
-        {
-            limited.push((i, wait));
-        }
+/// always means nothing of the call was accepted. Every matched rule's limit is checked, so
+/// the answer names each one that is over its rate.
+fn withhold_if_rate_limited<'r, 'a>(
+    state: &AppState,
+    stages: Vec<(&'r Arc<Rule>, Stage<'a>)>,
+) -> Vec<(&'r Arc<Rule>, Stage<'a>)> {
+    let waits: Vec<Option<std::time::Duration>> = stages
+        .iter()
+        .map(|(rule, stage)| match stage {
+            Stage::Matched { .. } => state.limits.check_rule(&rule.name).err(),
+            Stage::Done(_) => None,
+        })
+        .collect();
+    if waits.iter().all(Option::is_none) {
+        return stages;
     }
-    if limited.is_empty() {
-        return;
-    }
-    for (i, (rule, stage)) in stages.iter_mut().enumerate() {
-        let Stage::Matched { .. } = stage else {
-            continue;
-        };
-        // The claim is dropped with the stage: the signature stays usable for the retry.
-        let Stage::Matched { evaluation, .. } =
-            std::mem::replace(stage, Stage::Done(Entry::Rejected(Check::Unauthorized)))
-        else {
-            continue;
-        };
-        let name = rule.name.as_str();
-        state.metrics.request(name, Outcome::RateLimited);
-        *stage = match limited.iter().find(|(j, _)| *j == i) {
-            Some((_, wait)) => {
-                tracing::warn!(
-                    rule = name,
-                    retry_in_ms = wait.as_millis(),
-                    "Rule rate limit reached; the call is not dispatched."
-                );
-                Stage::Done(Entry::RateLimited(evaluation, *wait))
-            }
-            None => {
-                tracing::warn!(
-                    rule = name,
-                    "Another rule of this call is rate-limited; the call is not dispatched."
-                );
-                Stage::Done(Entry::Withheld(evaluation))
-            }
-        };
-    }
+    stages
+        .into_iter()
+        .zip(waits)
+        .map(|((rule, stage), wait)| {
+            // The claim is dropped with the stage: the signature stays usable for the retry.
+            let Stage::Matched { evaluation, .. } = stage else {
+                return (rule, stage);
+            };
+            let name = rule.name.as_str();
+            state.metrics.request(name, Outcome::RateLimited);
+            let entry = match wait {
+                Some(wait) => {
+                    tracing::warn!(
+                        rule = name,
+                        retry_in_ms = wait.as_millis(),
+                        "Rule rate limit reached; the call is not dispatched."
+                    );
+                    Entry::RateLimited(evaluation, wait)
+                }
+                None => {
+                    tracing::warn!(
+                        rule = name,
+                        "Another rule of this call is rate-limited; the call is not dispatched."
+                    );
+                    Entry::Withheld(evaluation)
+                }
+            };
+            (rule, Stage::Done(entry))
+        })
+        .collect()
 }
 
 /// Hands every matched delivery of the call to the dispatcher at once (one transaction in queue
@@ -290,7 +292,12 @@ async fn dispatch<'r>(
             match &result {
                 Ok(Dispatched::Queued) => claim.accept(Some(&delivery.id().to_string())),
                 Ok(Dispatched::Duplicate { first }) => claim.accept(Some(first)),
-                Ok(Dispatched::Delivered(_)) => claim.accept(None),
+                // Jenkins may have acted on a call whose answer timed out or was not GWT's:
+                // a retry of it could start the job twice, so it is remembered too.
+                Ok(Dispatched::Delivered(_))
+                | Err(DispatchError::Timeout(_) | DispatchError::UnexpectedAnswer { .. }) => {
+                    claim.accept(None)
+                }
                 // Not accepted: the claim is dropped, so the sender's retry is not a replay.
                 Err(_) => drop(claim),
             }
@@ -368,17 +375,6 @@ fn record_dispatch(
             );
         }
     }
-}
-
-/// The error's sources, joined, for the log.
-fn cause_chain(error: &DispatchError) -> String {
-    let mut chain = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        chain.push(cause.to_string());
-        source = cause.source();
-    }
-    chain.join(": ")
 }
 
 #[derive(Serialize)]

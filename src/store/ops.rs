@@ -163,7 +163,8 @@ pub struct NewDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     Stored,
-    /// A delivery with the same idempotency key was accepted within its TTL.
+    /// A repeat of a stored delivery: the same verified signature inside its replay window,
+    /// or the same idempotency key inside its TTL.
     Duplicate {
         first: String,
     },
@@ -272,10 +273,28 @@ pub struct AttemptRecord {
     pub next: Next,
 }
 
+/// Longest error text kept per attempt and delivery: bounds what an outcome adds to the store.
+const MAX_ERROR_TEXT: usize = 512;
+
+fn bounded(text: Option<&str>) -> Option<&str> {
+    text.map(|text| {
+        let mut end = text.len().min(MAX_ERROR_TEXT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        &text[..end]
+    })
+}
+
+/// Records an attempt and the delivery's next state. Past `room` (the store is at
+/// `max_store_bytes`) the attempt is counted but its history row is not kept, so outcomes stay
+/// about the size of the row they update: retries during a long outage on a full store can
+/// never use up the headroom that keeps outcomes writable.
 pub(super) fn record(
     tx: &Transaction<'_>,
     id: &str,
     attempt: &AttemptRecord,
+    room: Option<i64>,
 ) -> Result<(), rusqlite::Error> {
     let found: Option<(i64, i64)> = tx
         .prepare_cached(
@@ -288,8 +307,11 @@ pub(super) fn record(
         return Ok(());
     };
     let n = attempts + 1;
-    tx.prepare_cached("INSERT INTO attempts (delivery_seq, n, at, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![seq, n, attempt.at_ms, attempt.duration_ms, attempt.status, attempt.error],
-    )?;
+    let error = bounded(attempt.error.as_deref());
+    if ensure_room(tx, room).is_ok() {
+        tx.prepare_cached("INSERT INTO attempts (delivery_seq, n, at, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![seq, n, attempt.at_ms, attempt.duration_ms, attempt.status, error],
+        )?;
+    }
     match &attempt.next {
         Next::Done { queue_id, url } => tx.prepare_cached("UPDATE deliveries SET state = 'done', attempts = ?2, budget_used = budget_used + 1,
                     finished_at = ?3, queue_id = ?4, queue_url = ?5, last_error = NULL
@@ -303,11 +325,11 @@ pub(super) fn record(
         )?,
         Next::Retry { at_ms } => tx.prepare_cached("UPDATE deliveries SET state = 'retrying', attempts = ?2, budget_used = budget_used + 1,
                     next_attempt_at = ?3, last_error = ?4
-             WHERE seq = ?1")?.execute(params![seq, n, at_ms, attempt.error],
+             WHERE seq = ?1")?.execute(params![seq, n, at_ms, error],
         )?,
         Next::Dead { reason } => tx.prepare_cached("UPDATE deliveries SET state = 'dead', attempts = ?2, budget_used = budget_used + 1,
                     finished_at = ?3, last_error = ?4
-             WHERE seq = ?1")?.execute(params![seq, n, attempt.at_ms + attempt.duration_ms, reason],
+             WHERE seq = ?1")?.execute(params![seq, n, attempt.at_ms + attempt.duration_ms, bounded(Some(reason))],
         )?,
     };
     Ok(())

@@ -468,7 +468,7 @@ fn a_stored_signature_answers_a_repeat_until_it_expires_and_survives_a_restart()
 #[test]
 fn outcomes_are_recorded_when_new_calls_are_already_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 64 * 1024).unwrap();
+    let store = Store::open(dir.path(), 256 * 1024).unwrap();
     runtime().block_on(async {
         let mut accepted = Vec::new();
         for i in 0..64 {
@@ -479,16 +479,35 @@ fn outcomes_are_recorded_when_new_calls_are_already_refused() {
                 Err(_) => break,
             }
         }
-        assert!(accepted.len() < 64, "the store never filled up");
+        assert!(
+            !accepted.is_empty() && accepted.len() < 64,
+            "{}",
+            accepted.len()
+        );
         assert!(!store.probe().await, "not ready for new calls");
-        for id in &accepted {
-            for _ in 0..3 {
-                store
-                    .record(id.clone(), attempt(Next::Retry { at_ms: 0 }))
-                    .await
-                    .expect("outcomes fit in the headroom");
-            }
+        // Far more retries than 1 MiB of headroom could keep as history (a long outage):
+        // past the cap they are counted without history rows, so every one is written.
+        let retries = accepted.iter().flat_map(|id| {
+            (0..1500).map(|_| store.record(id.clone(), attempt(Next::Retry { at_ms: 0 })))
+        });
+        for result in futures_util::future::join_all(retries).await {
+            result.expect("an outcome is always written");
         }
+        let view = store.get(&accepted[0]).unwrap().unwrap();
+        assert_eq!(view.state, State::Retrying);
+        assert!(
+            view.attempts.len() < 1500,
+            "history is not kept past the cap"
+        );
+        let done = Next::Done {
+            queue_id: 7,
+            url: "queue/item/7/".into(),
+        };
+        store
+            .record(accepted[0].clone(), attempt(done))
+            .await
+            .unwrap();
+        assert_eq!(store.get(&accepted[0]).unwrap().unwrap().state, State::Done);
     });
 }
 

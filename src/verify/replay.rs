@@ -31,12 +31,23 @@ enum Mark {
     Accepted(Option<Arc<str>>),
 }
 
+#[derive(Debug)]
+struct Entry {
+    /// Unix seconds.
+    expires: u64,
+    mark: Mark,
+    /// Which insertion this is, so a stale copy in `order` never removes a newer entry.
+    generation: u64,
+}
+
 #[derive(Debug, Default)]
 struct Seen {
-    /// Key → (expiry in Unix seconds, mark).
-    entries: HashMap<Key, (u64, Mark)>,
-    /// Insertion order, so expired or oldest entries leave first.
-    order: VecDeque<(Key, u64)>,
+    entries: HashMap<Key, Entry>,
+    /// Insertion order (key, generation, expiry), so expired or oldest entries leave first.
+    /// Released claims leave stale copies behind; they are skipped, and compacted away when
+    /// they outnumber the live entries.
+    order: VecDeque<(Key, u64, u64)>,
+    next_generation: u64,
 }
 
 /// What the memory says about a verified signature.
@@ -117,6 +128,11 @@ impl ReplayGuard {
         self.lock().entries.len()
     }
 
+    #[cfg(test)]
+    fn order_len(&self) -> usize {
+        self.lock().order.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -133,8 +149,8 @@ impl ReplayGuard {
         let mut seen = self.lock();
         seen.drop_expired(now);
         match seen.entries.get(&key) {
-            Some((at, mark)) if *at > now => {
-                return match mark {
+            Some(entry) if entry.expires > now => {
+                return match &entry.mark {
                     Mark::Accepted(Some(first)) => Sight::Stored {
                         first: first.to_string(),
                     },
@@ -158,44 +174,81 @@ impl ReplayGuard {
         let mut seen = self.lock();
         let mark = Mark::Accepted(stored_as.map(Arc::from));
         match seen.entries.get_mut(&key) {
-            Some(entry) if entry.0 == expires => entry.1 = mark,
+            Some(entry) if entry.expires == expires => entry.mark = mark,
             _ => self.insert(&mut seen, key, expires, mark),
         }
     }
 
     fn release(&self, key: Key) {
         let mut seen = self.lock();
-        if matches!(seen.entries.get(&key), Some((_, Mark::InFlight))) {
+        if matches!(
+            seen.entries.get(&key),
+            Some(Entry {
+                mark: Mark::InFlight,
+                ..
+            })
+        ) {
             seen.entries.remove(&key);
+            seen.compact();
         }
     }
 
     fn insert(&self, seen: &mut Seen, key: Key, expires: u64, mark: Mark) {
         let capacity = self.capacity.load(Ordering::Relaxed);
         while seen.entries.len() >= capacity {
-            let Some((old, at)) = seen.order.pop_front() else {
+            let Some((old, generation, _)) = seen.order.pop_front() else {
                 break;
             };
-            if seen.entries.get(&old).is_some_and(|(e, _)| *e == at) {
-                seen.entries.remove(&old);
+            if seen.remove_if_current(old, generation) {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
-        seen.entries.insert(key, (expires, mark));
-        seen.order.push_back((key, expires));
+        let generation = seen.next_generation;
+        seen.next_generation += 1;
+        seen.entries.insert(
+            key,
+            Entry {
+                expires,
+                mark,
+                generation,
+            },
+        );
+        seen.order.push_back((key, generation, expires));
     }
 }
 
 impl Seen {
     fn drop_expired(&mut self, now: u64) {
-        while let Some(&(old, at)) = self.order.front() {
-            if at > now {
+        while let Some(&(old, generation, expires)) = self.order.front() {
+            if expires > now {
                 break;
             }
             self.order.pop_front();
-            if self.entries.get(&old).is_some_and(|(e, _)| *e == at) {
-                self.entries.remove(&old);
-            }
+            self.remove_if_current(old, generation);
+        }
+    }
+
+    /// Removes `key` if its entry is the one that `generation` inserted.
+    fn remove_if_current(&mut self, key: Key, generation: u64) -> bool {
+        let current = self
+            .entries
+            .get(&key)
+            .is_some_and(|entry| entry.generation == generation);
+        if current {
+            self.entries.remove(&key);
+        }
+        current
+    }
+
+    /// Drops stale copies from `order` once they outnumber the live entries.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order.retain(|(key, generation, _)| {
+                entries
+                    .get(key)
+                    .is_some_and(|e| e.generation == *generation)
+            });
         }
     }
 }
@@ -250,6 +303,32 @@ mod tests {
         drop(claim);
         assert!(guard.is_empty());
         accept(&guard, key(1), 1000, 2000, None);
+    }
+
+    #[test]
+    fn released_claims_neither_evict_live_entries_nor_grow_the_order() {
+        let guard = ReplayGuard::default();
+        guard.set_capacity(2);
+        // Key 1 is claimed and dropped (a 429), key 2 accepted, then key 1 retried and
+        // accepted: key 1 is now the newest entry, and the stale copy of its first claim sits
+        // ahead of key 2 in the order.
+        drop(guard.sight(key(1), 1000, 2000));
+        accept(&guard, key(2), 1000, 2000, None);
+        accept(&guard, key(1), 1000, 2000, Some("first"));
+        // Making room must evict the oldest live entry (key 2), not the newest.
+        accept(&guard, key(3), 1000, 2000, None);
+        assert!(matches!(
+            guard.sight(key(1), 1000, 2000),
+            Sight::Stored { .. }
+        ));
+        assert!(matches!(guard.sight(key(2), 1000, 2000), Sight::Fresh(_)));
+        // Thousands of refused calls leave no garbage behind.
+        let guard = ReplayGuard::default();
+        for i in 0..10_000u32 {
+            drop(guard.sight(key(i), 1000, 90_000));
+        }
+        assert!(guard.is_empty());
+        assert!(guard.order_len() <= 64 + 1, "{}", guard.order_len());
     }
 
     #[test]

@@ -236,32 +236,39 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
-/// What a verified signature proves, for replay detection: the MAC as decoded from its header
-/// (so hex in either case, base64 with or without padding, with or without a prefix are one
-/// signature) and the timestamp it covers.
+/// What a verified signature proves, for replay detection: the bytes its MAC covers (as a
+/// SHA-256) and the timestamp among them. Naming a signature by what it signs rather than by
+/// its header makes every spelling of one MAC (hex in either case, base64 with or without
+/// padding, a prefix or none) one signature, and also a second MAC of the same bytes: GitHub
+/// sends SHA-1 and SHA-256 signatures side by side, and either alone verifies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
-    mac: Vec<u8>,
+    message: [u8; 32],
     timestamp: Option<u64>,
 }
 
 impl Signed {
-    fn untimed(mac: Vec<u8>) -> Self {
+    fn of(parts: &[&[u8]], timestamp: Option<u64>) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for part in parts {
+            hasher.update(part);
+        }
         Self {
-            mac,
-            timestamp: None,
+            message: hasher.finalize().into(),
+            timestamp,
         }
     }
 
-    /// A digest naming this signature, scoped to its scheme; never the MAC itself, so the
-    /// replay memory (and the store, which keeps it) holds nothing a sender could reuse.
+    /// A digest naming this signature, scoped to its scheme; never the MAC, so the replay
+    /// memory (and the store, which keeps it) holds nothing a sender could reuse.
     pub fn digest(&self, scheme: &Scheme) -> [u8; 16] {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         hasher.update(scheme.name().as_bytes());
         hasher.update([0]);
         hasher.update(self.timestamp.unwrap_or(0).to_be_bytes());
-        hasher.update(&self.mac);
+        hasher.update(self.message);
         let digest = hasher.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
@@ -290,10 +297,16 @@ impl SignatureCheck {
         self.secrets.len()
     }
 
-    /// Whether a verified signature of this scheme identifies one request, so that it can be
-    /// remembered against replays. `gitlab` sends a shared token and `none` nothing.
-    pub fn has_mac(&self) -> bool {
-        !matches!(self.scheme, Scheme::Gitlab | Scheme::None)
+    /// Whether this check accepts a signature made with one of `other`'s secrets under the same
+    /// scheme, so a request signed for one rule also verifies for the other.
+    pub fn shares_a_secret_with(&self, other: &SignatureCheck) -> bool {
+        self.scheme.name() == other.scheme.name()
+            && self.secrets.iter().any(|mine| {
+                other
+                    .secrets
+                    .iter()
+                    .any(|theirs| crate::secret::constant_time_eq(mine.expose(), theirs.expose()))
+            })
     }
 
     /// Until when (Unix seconds) a verified signature must be remembered: while its timestamp
@@ -373,14 +386,14 @@ impl SignatureCheck {
                     .and_then(|hex| decode_hex(hex, digest_len(algorithm)))
                     .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
                 self.check_mac(algorithm, &[body], &expected)?;
-                Ok(Some(Signed::untimed(expected)))
+                Ok(Some(Signed::of(&[body], None)))
             }
             Scheme::PortSha1 { .. } => {
                 let value = single_header(headers, PORT_SIGNATURE)?;
                 let expected = decode_mac(value, HmacAlgorithm::Sha1)
                     .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
                 self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)?;
-                Ok(Some(Signed::untimed(expected)))
+                Ok(Some(Signed::of(&[body], None)))
             }
             Scheme::Port { tolerance_secs } => {
                 let value = single_header(headers, PORT_SIGNATURE)?;
@@ -395,19 +408,16 @@ impl SignatureCheck {
                 let raw =
                     self.check_mac(HmacAlgorithm::Sha256, &[timestamp, b".", body], &expected);
                 match (raw, compact_json(body)) {
-                    (Ok(()), _) => {}
-                    // Port's execution agent signs the compact JSON but sends it with spaces.
-                    (Err(_), Some(compact)) => self.check_mac(
-                        HmacAlgorithm::Sha256,
-                        &[timestamp, b".", &compact],
-                        &expected,
-                    )?,
-                    (Err(error), None) => return Err(error),
+                    (Ok(()), _) => Ok(Some(Signed::of(&[timestamp, b".", body], Some(ts)))),
+                    // Port's execution agent signs the compact JSON but sends it with spaces;
+                    // the compact bytes are what was signed, however the copy is spaced.
+                    (Err(_), Some(compact)) => {
+                        let signed: [&[u8]; 3] = [timestamp, b".", &compact];
+                        self.check_mac(HmacAlgorithm::Sha256, &signed, &expected)?;
+                        Ok(Some(Signed::of(&signed, Some(ts))))
+                    }
+                    (Err(error), None) => Err(error),
                 }
-                Ok(Some(Signed {
-                    mac: expected,
-                    timestamp: Some(ts),
-                }))
             }
             Scheme::Hmac(hmac) => {
                 let header = hmac.header.as_str();
@@ -432,10 +442,7 @@ impl SignatureCheck {
                     })
                     .collect();
                 self.check_mac(hmac.algorithm, &parts, &expected)?;
-                Ok(Some(Signed {
-                    mac: expected,
-                    timestamp: ts,
-                }))
+                Ok(Some(Signed::of(&parts, ts)))
             }
         }
     }
@@ -541,9 +548,12 @@ fn check_window(
     tolerance_secs: u64,
     now: SystemTime,
 ) -> Result<u64, SignatureError> {
+    // Canonical decimal only: with a leading zero, `{body}{timestamp}` templates would let a
+    // digit move from the end of the body into the timestamp and still verify.
     let digits = std::str::from_utf8(timestamp.trim_ascii())
         .ok()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|s| s.len() == 1 || !s.starts_with('0'))
         .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
     let ts: u64 = digits
         .parse()

@@ -716,10 +716,33 @@ fn check_warns_about_unsafe_but_valid_configurations() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
+    // Two rules signed with one secret, one of them tokenless; and port-sha1 without replay
+    // protection. The store directory exists and is open to other users.
+    std::fs::write(dir.path().join("shared-secret"), "one-secret-for-both\n").expect("write");
+    std::fs::write(
+        dir.path().join("rules/signed.toml"),
+        "token_file = \"../shared-secret\"\n[verify]\nscheme = \"port-sha1\"\nsecret_file = \"../shared-secret\"\nreject_replays = false\n[dispatch]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("rules/tokenless.toml"),
+        "[verify]\nscheme = \"port-sha1\"\nsecret_file = \"../shared-secret\"\n[dispatch]\n",
+    )
+    .expect("write");
+    let store = dir.path().join("var/hookgate");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let output = run(&["check"], dir.path());
     let out = stdout(&output);
     assert!(output.status.success(), "warnings do not fail check: {out}");
     for expected in [
+        "warning: rules/tokenless.toml: token: this rule has no token and verifies with the same secret as `signed`",
+        "warning: rules/signed.toml: verify.reject_replays: port-sha1 signs no timestamp",
+        "warning: hookgate.toml: delivery.store: var/hookgate holds every accepted body and other users can enter it",
         "warning: hookgate.toml: server.listen: 0.0.0.0:8080 is reachable from other hosts",
         "warning: rules/open.toml: verify.scheme: `none` with no IP allowlist",
         "warning: rules/open.toml: token: the secret is written in the rule file",
@@ -729,7 +752,9 @@ fn check_warns_about_unsafe_but_valid_configurations() {
         assert!(out.contains(expected), "missing `{expected}` in\n{out}");
     }
     assert!(
-        !out.contains("inline-sender-token") && !out.contains("inline-job-token"),
+        !out.contains("inline-sender-token")
+            && !out.contains("inline-job-token")
+            && !out.contains("one-secret-for-both"),
         "{out}"
     );
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use hmac::KeyInit as _;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -227,7 +228,7 @@ async fn item3_port_compaction_never_accepts_bytes_that_were_not_signed() {
 #[actix_web::test]
 async fn item4_unsigned_query_parameters_never_reach_a_signed_form_document() {
     let text = format!(
-        "token_env = \"SENDER_TOKEN\"\n[verify]\n{HMAC_VERIFY}\n[[variables]]\nname = \"ENV\"\njsonpath = \"$.env[0]\"\ndefault = \"none\"\n[dispatch]\ntoken_env = \"JOB_TOKEN\"\n"
+        "token_env = \"SENDER_TOKEN\"\n[verify]\n{HMAC_VERIFY}\n[[variables]]\nname = \"ENV\"\njsonpath = \"$.env[0]\"\ndefault = \"none\"\n[[query]]\nname = \"env\"\n[dispatch]\ntoken_env = \"JOB_TOKEN\"\n"
     );
     let app = spawn_app_with(options(vec![("form.toml", text)], false)).await;
     let post = |body: &'static str, content_type: &'static str| {
@@ -252,10 +253,12 @@ async fn item4_unsigned_query_parameters_never_reach_a_signed_form_document() {
             .expect("request"),
     )
     .await;
-    assert_eq!(
-        answer["jobs"]["form"]["resolvedVariables"]["ENV"], "staging",
-        "{answer}"
-    );
+    let variables = &answer["jobs"]["form"]["resolvedVariables"];
+    assert_eq!(variables["ENV"], "staging", "{answer}");
+    // A `[[query]]` variable reads a name the signed form has from the form only.
+    assert_eq!(variables["env"], "staging", "{answer}");
+    assert_eq!(variables["env_0"], "staging", "{answer}");
+    assert!(variables.get("env_1").is_none(), "{answer}");
     // A JSON delivery relabelled as a form: nothing comes from the query.
     let answer = json(
         post(r#"{"env":"staging"}"#, "application/x-www-form-urlencoded")
@@ -323,12 +326,23 @@ async fn item6_a_github_delivery_resent_with_fresh_delivery_ids_is_queued_once()
     assert!(restarted.jenkins.requests().is_empty());
     assert_eq!(app.jenkins.requests().len(), 1);
 
-    // In direct mode nothing is stored, so a repeat is refused outright.
+    // In direct mode nothing is stored, so a repeat is refused outright, also when only the
+    // SHA-1 signature GitHub sends beside the SHA-256 one is kept.
     let direct = spawn_app_with(options(vec![("gh.toml", rule(GITHUB_VERIFY, ""))], false)).await;
+    let mut sha1 = hmac::Hmac::<sha1::Sha1>::new_from_slice(GITHUB_SECRET.as_bytes()).expect("key");
+    hmac::Mac::update(&mut sha1, body.as_bytes());
+    let sha1 = format!(
+        "sha1={}",
+        hex::encode(hmac::Mac::finalize(sha1).into_bytes())
+    );
     let signed = with(
-        json_headers(),
-        "x-hub-signature-256",
-        &github_signature(GITHUB_SECRET, body),
+        with(
+            json_headers(),
+            "x-hub-signature-256",
+            &github_signature(GITHUB_SECRET, body),
+        ),
+        "x-hub-signature",
+        &sha1,
     );
     assert_eq!(
         send(&direct, signed.clone(), body).await.status(),
@@ -338,6 +352,12 @@ async fn item6_a_github_delivery_resent_with_fresh_delivery_ids_is_queued_once()
         send(&direct, signed, body).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    let only_sha1 = with(json_headers(), "x-hub-signature", &sha1);
+    assert_eq!(
+        send(&direct, only_sha1, body).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(direct.jenkins.requests().len(), 1);
 }
 
 /// Item 8: a call answered 429, or evaluated as a dry run, was not accepted, so the sender's
@@ -523,4 +543,30 @@ async fn invariant_no_json_is_parsed_before_a_signature_verifies() {
             .is_some_and(|m| m.contains("line 1")),
     );
     assert!(app.jenkins.requests().is_empty());
+}
+
+/// Item 12: unsigned query parameters cannot use up the budget before the signed body's
+/// variables are read.
+#[actix_web::test]
+async fn item12_query_parameters_cannot_crowd_out_the_bodys_variables() {
+    let text = format!(
+        "token_env = \"SENDER_TOKEN\"\n[verify]\n{HMAC_VERIFY}\n[[variables]]\nname = \"SERVICE\"\njsonpath = \"$.payload.properties.service\"\ndefault = \"api\"\n[[query]]\nname = \"env\"\n[dispatch]\ntoken_env = \"JOB_TOKEN\"\n"
+    );
+    let app = spawn_app_with(options(vec![("crowd.toml", text)], false)).await;
+    let mac = hex::encode(hmac_sha256(PORT_SECRET, &[PORT_BODY.as_bytes()]));
+    let flood = "env&".repeat(hookgate::extract::MAX_VARIABLES + 1);
+    let response = app
+        .client
+        .post(format!("{}?token={SENDER_TOKEN}&{flood}", app.invoke_url()))
+        .headers(with(json_headers(), "x-signature", &mac))
+        .body(PORT_BODY)
+        .send()
+        .await
+        .expect("request");
+    let answer = json(response).await;
+    assert_eq!(
+        answer["jobs"]["crowd"]["resolvedVariables"]["SERVICE"], "payments-api",
+        "{}",
+        answer["jobs"]["crowd"]["status"]
+    );
 }

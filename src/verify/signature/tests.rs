@@ -629,3 +629,70 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn githubs_sha1_and_sha256_signatures_of_one_body_are_one_signature() {
+    // GitHub sends both headers; dropping the SHA-256 one must not make a captured delivery new.
+    let c = check(&section(SchemeName::Github), &["gh"]);
+    let body = b"{\"ref\":\"refs/heads/main\"}";
+    let sha256 = format!(
+        "sha256={}",
+        hex::encode(compute_mac(HmacAlgorithm::Sha256, b"gh", &[body]))
+    );
+    let sha1 = format!(
+        "sha1={}",
+        hex::encode(compute_mac(HmacAlgorithm::Sha1, b"gh", &[body]))
+    );
+    let digest = |pairs: &[(&str, &str)]| {
+        c.verify_signed(&headers(pairs), body, at(1))
+            .expect("verifies")
+            .expect("signed")
+            .digest(c.scheme())
+    };
+    let both = digest(&[("x-hub-signature-256", &sha256), ("x-hub-signature", &sha1)]);
+    assert_eq!(both, digest(&[("x-hub-signature", &sha1)]));
+    assert_eq!(both, digest(&[("x-hub-signature-256", &sha256)]));
+}
+
+#[test]
+fn a_spaced_copy_and_the_compact_original_are_one_port_signature() {
+    let c = check(&section(SchemeName::Port), &["s"]);
+    let compact = br#"{"a":[1,2],"b":"x y"}"#;
+    let mac = compute_mac(HmacAlgorithm::Sha256, b"s", &[b"1000.", compact]);
+    let value = format!("v1,{}", STANDARD.encode(&mac));
+    let h = headers(&[("x-port-timestamp", "1000"), ("x-port-signature", &value)]);
+    let digest = |body: &[u8]| {
+        c.verify_signed(&h, body, at(1000))
+            .expect("verifies")
+            .expect("signed")
+            .digest(c.scheme())
+    };
+    assert_eq!(digest(compact), digest(br#"{"a": [1, 2], "b": "x y"}"#));
+    assert_eq!(
+        digest(compact),
+        digest(b"{ \"a\" :[ 1 ,2 ] ,\"b\":\"x y\" }")
+    );
+}
+
+#[test]
+fn a_timestamp_with_a_leading_zero_is_malformed() {
+    // With `{body}{timestamp}`, `amount=10` + `01700000000` signs the bytes of `amount=100` +
+    // `1700000000`; only canonical decimals are accepted, so the digit cannot move.
+    let mut s = section(SchemeName::Hmac);
+    s.header = Some("X-Signature".into());
+    s.timestamp_header = Some("X-Timestamp".into());
+    s.signed = Some("{body}{timestamp}".into());
+    let c = check(&s, &["k"]);
+    let mac = hex::encode(compute_mac(
+        HmacAlgorithm::Sha256,
+        b"k",
+        &[b"amount=1001700000000"],
+    ));
+    let genuine = headers(&[("x-signature", &mac), ("x-timestamp", "1700000000")]);
+    assert_eq!(c.verify(&genuine, b"amount=100", at(1_700_000_000)), Ok(()));
+    let shifted = headers(&[("x-signature", &mac), ("x-timestamp", "01700000000")]);
+    assert_eq!(
+        c.verify(&shifted, b"amount=10", at(1_700_000_000)),
+        Err(SignatureError::Malformed("x-timestamp".into()))
+    );
+}
