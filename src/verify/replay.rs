@@ -1,7 +1,7 @@
 //! Replay protection: a verified signature is remembered for as long as it could verify again,
 //! so a captured request cannot be sent a second time.
 //!
-//! A signature is named by a digest of the bytes it signs and its timestamp (see
+//! A signature is named by a digest of its decoded MAC (for `github`, of its body) and timestamp (see
 //! [`Signed::digest`](super::signature::Signed::digest)), never by the header's spelling. It is
 //! first *claimed* for the call that carries it; the claim becomes a memory only once that call
 //! was accepted (stored, dispatched, filtered or answered as a duplicate). A call refused with

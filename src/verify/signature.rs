@@ -236,27 +236,32 @@ fn parse_template(template: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
-/// What a verified signature proves, for replay detection: the bytes its MAC covers (as a
-/// SHA-256) and the timestamp among them. Naming a signature by what it signs rather than by
-/// its header makes every spelling of one MAC (hex in either case, base64 with or without
-/// padding, a prefix or none) one signature, and also a second MAC of the same bytes: GitHub
-/// sends SHA-1 and SHA-256 signatures side by side, and either alone verifies.
+/// What a verified signature proves, for replay detection: what identifies the signed bytes
+/// under the rule's secrets, and the timestamp among them. Never the header's spelling, so hex
+/// in either case, base64 with or without padding, a prefix or none are one signature.
+///
+/// For a scheme with one algorithm the decoded MAC identifies the signed bytes. GitHub sends a
+/// SHA-1 and a SHA-256 signature of one body side by side, and either alone verifies, so a
+/// captured delivery carries two MACs: there the body's SHA-256 names it instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
-    message: [u8; 32],
+    material: Vec<u8>,
     timestamp: Option<u64>,
 }
 
 impl Signed {
-    fn of(parts: &[&[u8]], timestamp: Option<u64>) -> Self {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        for part in parts {
-            hasher.update(part);
-        }
+    fn by_mac(mac: Vec<u8>, timestamp: Option<u64>) -> Self {
         Self {
-            message: hasher.finalize().into(),
+            material: mac,
             timestamp,
+        }
+    }
+
+    fn by_message(body: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        Self {
+            material: Sha256::digest(body).to_vec(),
+            timestamp: None,
         }
     }
 
@@ -268,7 +273,7 @@ impl Signed {
         hasher.update(scheme.name().as_bytes());
         hasher.update([0]);
         hasher.update(self.timestamp.unwrap_or(0).to_be_bytes());
-        hasher.update(self.message);
+        hasher.update(&self.material);
         let digest = hasher.finalize();
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
@@ -386,14 +391,14 @@ impl SignatureCheck {
                     .and_then(|hex| decode_hex(hex, digest_len(algorithm)))
                     .ok_or_else(|| SignatureError::Malformed(header.to_owned()))?;
                 self.check_mac(algorithm, &[body], &expected)?;
-                Ok(Some(Signed::of(&[body], None)))
+                Ok(Some(Signed::by_message(body)))
             }
             Scheme::PortSha1 { .. } => {
                 let value = single_header(headers, PORT_SIGNATURE)?;
                 let expected = decode_mac(value, HmacAlgorithm::Sha1)
                     .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
                 self.check_mac(HmacAlgorithm::Sha1, &[body], &expected)?;
-                Ok(Some(Signed::of(&[body], None)))
+                Ok(Some(Signed::by_mac(expected, None)))
             }
             Scheme::Port { tolerance_secs } => {
                 let value = single_header(headers, PORT_SIGNATURE)?;
@@ -408,16 +413,16 @@ impl SignatureCheck {
                 let raw =
                     self.check_mac(HmacAlgorithm::Sha256, &[timestamp, b".", body], &expected);
                 match (raw, compact_json(body)) {
-                    (Ok(()), _) => Ok(Some(Signed::of(&[timestamp, b".", body], Some(ts)))),
-                    // Port's execution agent signs the compact JSON but sends it with spaces;
-                    // the compact bytes are what was signed, however the copy is spaced.
-                    (Err(_), Some(compact)) => {
-                        let signed: [&[u8]; 3] = [timestamp, b".", &compact];
-                        self.check_mac(HmacAlgorithm::Sha256, &signed, &expected)?;
-                        Ok(Some(Signed::of(&signed, Some(ts))))
-                    }
-                    (Err(error), None) => Err(error),
+                    (Ok(()), _) => {}
+                    // Port's execution agent signs the compact JSON but sends it with spaces.
+                    (Err(_), Some(compact)) => self.check_mac(
+                        HmacAlgorithm::Sha256,
+                        &[timestamp, b".", &compact],
+                        &expected,
+                    )?,
+                    (Err(error), None) => return Err(error),
                 }
+                Ok(Some(Signed::by_mac(expected, Some(ts))))
             }
             Scheme::Hmac(hmac) => {
                 let header = hmac.header.as_str();
@@ -442,7 +447,7 @@ impl SignatureCheck {
                     })
                     .collect();
                 self.check_mac(hmac.algorithm, &parts, &expected)?;
-                Ok(Some(Signed::of(&parts, ts)))
+                Ok(Some(Signed::by_mac(expected, ts)))
             }
         }
     }
