@@ -1,13 +1,13 @@
 //! Replay protection: a verified signature is remembered for as long as it could verify again,
 //! so a captured request cannot be sent a second time.
 //!
-//! A signature is named by a digest of its decoded MAC (for `github`, of its body) and timestamp (see
-//! [`Signed::digest`](super::signature::Signed::digest)), never by the header's spelling. It is
-//! first *claimed* for the call that carries it; the claim becomes a memory only once that call
-//! was accepted (stored, dispatched, filtered or answered as a duplicate). A call refused with
-//! 429 or 503, or a dry run, drops its claim, so the sender's retry still works. A stored call's
-//! delivery id is kept with its signature, so a sender retrying a request whose answer it lost
-//! is told which delivery it made.
+//! A signature is named by a digest of its decoded MAC (for `github`, of its body) and its
+//! timestamp (see [`Signed::digest`](super::signature::Signed::digest)), never by the header's
+//! spelling. It is first *claimed* for the call that carries it; the claim becomes a memory only
+//! once that call was accepted (stored, dispatched, filtered or answered as a duplicate). A call
+//! refused with 429 or 503, or a dry run, drops its claim, so the sender's retry still works. A
+//! stored call's delivery id is kept with its signature, so a sender retrying a request whose
+//! answer it lost is told which delivery it made.
 //!
 //! Memory is bounded: at most `capacity` signatures per rule (`server.replay_cache_entries`).
 //! When full, the oldest entry is dropped (and counted). In queue mode the store keeps the
