@@ -240,13 +240,23 @@ impl Store {
         &self.inner.path
     }
 
-    /// Whether the last write succeeded (reported by `/readyz`).
+    /// Whether the last write of a new call (or probe) succeeded and no write failed since
+    /// (reported by `/readyz`).
     pub fn is_healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::Relaxed)
     }
 
     fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
         self.inner.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    /// Outcomes and purges may use the headroom above `max_store_bytes`, so their success says
+    /// nothing about room for new calls; only their failure is news.
+    fn note_failure<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.is_err() {
+            self.inner.healthy.store(false, Ordering::Relaxed);
+        }
         result
     }
 
@@ -289,7 +299,7 @@ impl Store {
             .writer
             .run(move |tx| ops::record(tx, &id, &attempt, room))
             .await;
-        self.note(result)
+        self.note_failure(result)
     }
 
     /// A write that changes nothing, to find out whether the store is writable again. At most
@@ -319,7 +329,7 @@ impl Store {
                 Ok(purged)
             })
             .await;
-        self.note(result)
+        self.note_failure(result)
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {

@@ -485,6 +485,7 @@ fn outcomes_are_recorded_when_new_calls_are_already_refused() {
             accepted.len()
         );
         assert!(!store.probe().await, "not ready for new calls");
+        assert!(!store.is_healthy());
         // Far more retries than 1 MiB of headroom could keep as history (a long outage):
         // past the cap they are counted without history rows, so every one is written.
         let retries = accepted.iter().flat_map(|id| {
@@ -493,6 +494,8 @@ fn outcomes_are_recorded_when_new_calls_are_already_refused() {
         for result in futures_util::future::join_all(retries).await {
             result.expect("an outcome is always written");
         }
+        // Outcomes written into the headroom do not make a full store look ready again.
+        assert!(!store.is_healthy());
         let view = store.get(&accepted[0]).unwrap().unwrap();
         assert_eq!(view.state, State::Retrying);
         assert!(
