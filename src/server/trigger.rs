@@ -88,6 +88,8 @@ pub async fn run(
     // The body is parsed once for every rule the token selected; a single rule's shape is
     // enough only when it is the only reader.
     let shared_body = candidates.len() > 1;
+    // Signatures of rules that filtered the call: used up once the call as a whole is accepted.
+    let mut filtered_claims = Vec::new();
 
     for candidate in candidates {
         let rule = candidate.rule();
@@ -159,10 +161,7 @@ pub async fn run(
         if !outcome.matched {
             tracing::info!(rule = name, "Filter did not match; nothing dispatched.");
             state.metrics.request(name, Outcome::Filtered);
-            // A filtered call was handled: its signature is used up.
-            if let Some(claim) = claim {
-                claim.accept(None);
-            }
+            filtered_claims.extend(claim);
             stages.push((rule, Stage::Done(Entry::Filtered(evaluation))));
         } else if dry_run {
             // Dropping the claim leaves the signature usable for the real call.
@@ -204,6 +203,24 @@ pub async fn run(
 
     let stages = withhold_if_rate_limited(state, stages);
     let entries = dispatch(state, stages).await;
+    // A filtered call was handled, so its signature is used up, unless the call was refused
+    // (429, 503): then nothing of it counts, and the sender's retry must work.
+    let refused = entries.iter().any(|(_, entry)| {
+        matches!(
+            entry,
+            Entry::RateLimited(..)
+                | Entry::Withheld(_)
+                | Entry::Dispatched {
+                    result: Err(DispatchError::Store(_)),
+                    ..
+                }
+        )
+    });
+    if !refused && !dry_run {
+        for claim in filtered_claims {
+            claim.accept(None);
+        }
+    }
     respond(entries, dry_run)
 }
 

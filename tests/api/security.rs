@@ -570,3 +570,46 @@ async fn item12_query_parameters_cannot_crowd_out_the_bodys_variables() {
         answer["jobs"]["crowd"]["status"]
     );
 }
+
+/// Item 8, across a fan-out: a rule that filtered a call refused as a whole (429), or a dry run,
+/// has not used up its signature either, so the retry is filtered again, not refused as a
+/// replay.
+#[actix_web::test]
+async fn item8_a_refused_fan_out_call_leaves_every_rules_signature_usable() {
+    let never = rule(
+        PORT_VERIFY,
+        "[filter]\ntext = \"$ACTION\"\nexpression = \"^never$\"",
+    );
+    let limited = rule(PORT_VERIFY, "[rate]\nper_sec = 1\nburst = 1");
+    let app = spawn_app_with(options(
+        vec![("never.toml", never), ("limited.toml", limited)],
+        false,
+    ))
+    .await;
+    let statuses = |answer: &Value| {
+        (
+            answer["jobs"]["never"]["status"].clone(),
+            answer["jobs"]["limited"]["status"].clone(),
+        )
+    };
+    let t = now();
+    let first = port_headers(PORT_SECRET, t, PORT_BODY);
+    let response = send(&app, with(first.clone(), "gwt-dry-run", "true"), PORT_BODY).await;
+    assert_eq!(
+        statuses(&json(response).await),
+        (Value::from("filtered"), Value::from("triggered"))
+    );
+    let response = send(&app, first, PORT_BODY).await;
+    assert_eq!(response.status(), StatusCode::OK, "after its dry run");
+    let other = PORT_BODY.replace("1.4.2", "1.4.3");
+    let second = port_headers(PORT_SECRET, t, &other);
+    let response = send(&app, second.clone(), &other).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    let response = send(&app, second, &other).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        statuses(&json(response).await),
+        (Value::from("filtered"), Value::from("triggered"))
+    );
+}
