@@ -183,6 +183,22 @@ impl Gateway {
         }
         for rule in self.rules.iter() {
             let shown = rule.file.display().to_string();
+            // Signatures are reloaded from the stored deliveries at start-up, so a delivery
+            // purged before its signature's window ends takes that memory with it.
+            let retention = self.settings.delivery.done_retention_secs;
+            if let Some(window) = rule.signature.replay_memory_secs()
+                && rule.reject_replays
+                && self.settings.delivery.mode == DeliveryMode::Queue
+                && window > retention
+            {
+                warnings.push(Problem::new(
+                    &shown,
+                    "verify",
+                    format!(
+                        "signatures are remembered for {window} s but delivered calls are kept {retention} s (delivery.done_retention_secs): after a restart, older signatures are forgotten"
+                    ),
+                ));
+            }
             if rule.signature.scheme().name() == "port-sha1" && !rule.reject_replays {
                 warnings.push(Problem::new(
                     &shown,

@@ -7,7 +7,8 @@ use serde::Serialize;
 use super::State;
 
 /// 2: bodies moved to their own table (1 kept them in `deliveries`).
-/// 3: remembered signatures (`replays`) and per-state counts kept by triggers (`queue_counts`).
+/// 3: the verified signature kept with each delivery (`replay_key`, `replay_expires_at`) and
+///    per-state counts kept by triggers (`queue_counts`).
 const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
@@ -26,7 +27,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error      TEXT,
     finished_at     INTEGER,
     queue_id        INTEGER,
-    queue_url       TEXT
+    queue_url       TEXT,
+    -- The verified signature the call was accepted with (a digest, never the MAC), reloaded
+    -- into the replay memory at start-up while it is inside its window. Kept in the row that
+    -- is written anyway: a table of its own would add a random B-tree insert per call.
+    replay_key        BLOB,
+    replay_expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS deliveries_pending_seq ON deliveries (seq)
     WHERE state IN ('queued', 'retrying');
@@ -60,16 +66,6 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
--- Verified signatures of stored calls, so a restart does not reopen their replay window. The
--- key is a digest of the decoded MAC, never the MAC.
-CREATE TABLE IF NOT EXISTS replays (
-    rule        TEXT    NOT NULL,
-    key         BLOB    NOT NULL,
-    delivery_id TEXT    NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    PRIMARY KEY (rule, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS replays_expiry ON replays (expires_at);
 -- Deliveries per state, kept by triggers in the same transaction as every change (the
 -- gateway's and the operator commands' alike), so the queue gauges never count rows.
 CREATE TABLE IF NOT EXISTS queue_counts (
@@ -94,6 +90,12 @@ const SEED_COUNTS: &str = "
 INSERT OR REPLACE INTO queue_counts (state, n)
     SELECT column1, (SELECT COUNT(*) FROM deliveries WHERE state = column1)
     FROM (VALUES ('queued'), ('retrying'), ('dead'), ('done'));
+";
+
+/// Schema 2 rows have no signature columns (a new store gets them from `SCHEMA`).
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE deliveries ADD COLUMN replay_key BLOB;
+ALTER TABLE deliveries ADD COLUMN replay_expires_at INTEGER;
 ";
 
 /// Schema 1 kept each body in its `deliveries` row; runs after `SCHEMA` has created `bodies`.
@@ -123,6 +125,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     tx.execute_batch(SCHEMA)?;
     if version == 1 {
         tx.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    if version == 1 || version == 2 {
+        tx.execute_batch(MIGRATE_2_TO_3)?;
     }
     tx.execute_batch(SEED_COUNTS)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -163,58 +168,21 @@ pub struct NewDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     Stored,
-    /// A repeat of a stored delivery: the same verified signature inside its replay window,
-    /// or the same idempotency key inside its TTL.
+    /// A delivery with the same idempotency key was accepted within its TTL. (A repeated
+    /// signature is recognised before the store, by the rule's replay memory.)
     Duplicate {
         first: String,
     },
 }
 
-/// Accepts one delivery: a repeat of a stored call (its signature remembered, or its
-/// idempotency key inside the TTL) is answered with the first delivery; otherwise it is stored.
+/// Accepts one delivery: a repeat of a stored call (its idempotency key inside the TTL) is
+/// answered with the first delivery; otherwise it is stored, with the signature it was verified
+/// by.
 pub(super) fn accept(
     tx: &Transaction<'_>,
     delivery: &NewDelivery,
     now_ms: i64,
 ) -> Result<Accepted, rusqlite::Error> {
-    let accepted = check_and_store(tx, delivery, now_ms)?;
-    if let Some(mark) = &delivery.replay {
-        let first = match &accepted {
-            Accepted::Stored => &delivery.id,
-            Accepted::Duplicate { first } => first,
-        };
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO replays (rule, key, delivery_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            delivery.rule,
-            mark.key.as_slice(),
-            first,
-            i64::try_from(mark.expires_at).unwrap_or(i64::MAX)
-        ])?;
-    }
-    Ok(accepted)
-}
-
-fn check_and_store(
-    tx: &Transaction<'_>,
-    delivery: &NewDelivery,
-    now_ms: i64,
-) -> Result<Accepted, rusqlite::Error> {
-    if let Some(mark) = &delivery.replay {
-        let first: Option<String> = tx
-            .prepare_cached(
-                "SELECT delivery_id FROM replays WHERE rule = ?1 AND key = ?2 AND expires_at > ?3",
-            )?
-            .query_row(
-                params![delivery.rule, mark.key.as_slice(), now_ms / 1000],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if let Some(first) = first {
-            return Ok(Accepted::Duplicate { first });
-        }
-    }
     if let Some(key) = &delivery.idempotency {
         let first: Option<String> = tx
             .prepare_cached(
@@ -239,14 +207,19 @@ fn check_and_store(
             now_ms.saturating_add(key.ttl_ms)
         ])?;
     }
-    tx.prepare_cached("INSERT INTO deliveries (id, rule, jenkins, state, content_type, request_id, accepted_at, next_attempt_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6)")?.execute(params![
+    tx.prepare_cached("INSERT INTO deliveries (id, rule, jenkins, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8)")?.execute(params![
             delivery.id,
             delivery.rule,
             delivery.jenkins,
             delivery.content_type,
             delivery.request_id,
-            now_ms
+            now_ms,
+            delivery.replay.as_ref().map(|mark| mark.key.to_vec()),
+            delivery
+                .replay
+                .as_ref()
+                .map(|mark| i64::try_from(mark.expires_at).unwrap_or(i64::MAX)),
         ],
     )?;
     tx.prepare_cached("INSERT INTO bodies (delivery_seq, body) VALUES (?1, ?2)")?
@@ -357,8 +330,12 @@ pub(super) fn ensure_room(tx: &Transaction<'_>, room: Option<i64>) -> Result<(),
     let Some(room) = room else {
         return Ok(());
     };
-    let pages: i64 = tx.query_row("PRAGMA page_count", [], |row| row.get(0))?;
-    let free: i64 = tx.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+    let pages: i64 = tx
+        .prepare_cached("PRAGMA page_count")?
+        .query_row([], |row| row.get(0))?;
+    let free: i64 = tx
+        .prepare_cached("PRAGMA freelist_count")?
+        .query_row([], |row| row.get(0))?;
     if pages - free > room {
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
@@ -452,17 +429,12 @@ pub(super) fn purge_done(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, 
     )
 }
 
-/// Deletes idempotency keys and remembered signatures whose window has passed.
+/// Deletes idempotency keys whose TTL has passed.
 pub(super) fn purge_expired_keys(
     tx: &Transaction<'_>,
     now_ms: i64,
 ) -> Result<usize, rusqlite::Error> {
-    let keys = tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])?;
-    let replays = tx.execute(
-        "DELETE FROM replays WHERE expires_at <= ?1",
-        [now_ms / 1000],
-    )?;
-    Ok(keys + replays)
+    tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])
 }
 
 /// A remembered signature, reloaded into the rule's replay memory at start-up.
@@ -480,9 +452,11 @@ pub(super) fn remembered(
     conn: &Connection,
     now_secs: u64,
 ) -> Result<Vec<RememberedSignature>, rusqlite::Error> {
+    // Once per start: a scan of the deliveries (no index is kept for it, so accepting a call
+    // pays nothing for it).
     let mut statement = conn.prepare(
-        "SELECT rule, key, delivery_id, expires_at FROM replays WHERE expires_at > ?1
-         ORDER BY expires_at",
+        "SELECT rule, replay_key, id, replay_expires_at FROM deliveries
+         WHERE replay_key IS NOT NULL AND replay_expires_at > ?1 ORDER BY replay_expires_at",
     )?;
     let rows = statement.query_map([i64::try_from(now_secs).unwrap_or(i64::MAX)], |row| {
         let key: Vec<u8> = row.get(1)?;

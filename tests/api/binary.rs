@@ -702,7 +702,7 @@ fn check_warns_about_unsafe_but_valid_configurations() {
     std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
     std::fs::write(
         dir.path().join("hookgate.toml"),
-        "[server]\nlisten = \"0.0.0.0:8080\"\n[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n",
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[jenkins.main]\nurl = \"http://127.0.0.1:1\"\n[delivery]\ndone_retention_secs = 3600\n",
     )
     .expect("write");
     let open = dir.path().join("rules/open.toml");
@@ -741,6 +741,7 @@ fn check_warns_about_unsafe_but_valid_configurations() {
     assert!(output.status.success(), "warnings do not fail check: {out}");
     for expected in [
         "warning: rules/tokenless.toml: token: this rule has no token and verifies with the same secret as `signed`",
+        "warning: rules/tokenless.toml: verify: signatures are remembered for 86400 s but delivered calls are kept 3600 s",
         "warning: rules/signed.toml: verify.reject_replays: port-sha1 signs no timestamp",
         "warning: hookgate.toml: delivery.store: var/hookgate holds every accepted body and other users can enter it",
         "warning: hookgate.toml: server.listen: 0.0.0.0:8080 is reachable from other hosts",
