@@ -51,7 +51,9 @@ pub struct Rule {
     pub inline_secrets: Vec<&'static str>,
     /// `verify.reject_replays`: refuse a signature seen before inside its window.
     pub reject_replays: bool,
-    pub replays: ReplayGuard,
+    /// Shared with the claims of calls in progress, which may outlive the request that made
+    /// them (an accepted call is recorded even when its sender has gone).
+    pub replays: Arc<ReplayGuard>,
 }
 
 impl Rule {

@@ -126,12 +126,12 @@ impl<'a> Verified<'a> {
 
 /// Where a verified request stands against the rule's replay memory.
 #[derive(Debug)]
-pub enum Replay<'a> {
+pub enum Replay {
     /// The rule remembers no signatures (`gitlab`, `none`, or `reject_replays = false`).
     Untracked,
     /// First sight: the signature is claimed for this call, and must be accepted once the call
     /// is (dropping the claim forgets it, so a refused call can be retried).
-    Fresh(Claim<'a>),
+    Fresh(Claim),
     /// A repeat of a call that was stored as delivery `first`: answered as a duplicate, never
     /// dispatched again.
     Repeat { first: String },
@@ -143,7 +143,7 @@ pub fn check<'a>(
     candidate: Candidate<'a>,
     inbound: &'a Inbound<'a>,
     now: SystemTime,
-) -> Result<(Verified<'a>, Replay<'a>), Rejection> {
+) -> Result<(Verified<'a>, Replay), Rejection> {
     let rule = candidate.rule;
     if !rule.allow.allows(inbound.client) {
         return Err(Rejection::Forbidden(inbound.client));

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::model::{RuleFile, SchemeName};
 use super::{DispatchSpec, Rule};
@@ -11,7 +12,6 @@ use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariabl
 use crate::filter::Filter;
 use crate::secret::{Secret, SecretSource};
 use crate::verify::ip::AllowList;
-use crate::verify::replay::ReplayGuard;
 use crate::verify::signature::{Scheme, SignatureCheck};
 
 /// Reads, parses and compiles one rule file.
@@ -221,7 +221,7 @@ pub(super) fn compile(
         .filter_map(|(field, inline)| inline.then_some(field))
         .collect(),
         reject_replays: file.verify.reject_replays.unwrap_or(true),
-        replays: ReplayGuard::default(),
+        replays: Arc::default(),
         rate: file
             .rate
             .as_ref()

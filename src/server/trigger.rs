@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError, web};
 use serde::Serialize;
 use ulid::Ulid;
 
@@ -42,13 +42,13 @@ enum Check {
 }
 
 /// A rule's state after evaluation: finished, or matched with a delivery to make.
-enum Stage<'a> {
+enum Stage {
     Done(Entry),
     Matched {
         evaluation: Evaluation,
         delivery: Delivery,
         /// The verified signature, remembered once the delivery is accepted.
-        claim: Option<Claim<'a>>,
+        claim: Option<Claim>,
     },
 }
 
@@ -56,6 +56,8 @@ enum Entry {
     Rejected(Check),
     Filtered(Evaluation),
     FilterFailed(Evaluation),
+    /// The dispatch task ended without an answer (a bug): nothing is known to be accepted.
+    Internal(Evaluation),
     DryRun(Evaluation),
     /// The rule's rate is used up; the wait until it accepts another call.
     RateLimited(Evaluation, std::time::Duration),
@@ -76,14 +78,14 @@ enum Entry {
 }
 
 pub async fn run(
-    state: &AppState,
+    state: &web::Data<AppState>,
     inbound: &Inbound<'_>,
     candidates: Vec<Candidate<'_>>,
     dry_run: bool,
     request_id: Option<&str>,
 ) -> HttpResponse {
     let now = SystemTime::now();
-    let mut stages: Vec<(&Arc<Rule>, Stage<'_>)> = Vec::with_capacity(candidates.len());
+    let mut stages: Vec<(&Arc<Rule>, Stage)> = Vec::with_capacity(candidates.len());
     let mut body: Option<Result<Body<'_>, BodyError>> = None;
     // The body is parsed once for every rule the token selected; a single rule's shape is
     // enough only when it is the only reader.
@@ -227,10 +229,10 @@ pub async fn run(
 /// A per-rule rate limit that refuses one matched rule refuses the whole call, so that a 429
 /// always means nothing of the call was accepted. Every matched rule's limit is checked, so
 /// the answer names each one that is over its rate.
-fn withhold_if_rate_limited<'r, 'a>(
+fn withhold_if_rate_limited<'r>(
     state: &AppState,
-    stages: Vec<(&'r Arc<Rule>, Stage<'a>)>,
-) -> Vec<(&'r Arc<Rule>, Stage<'a>)> {
+    stages: Vec<(&'r Arc<Rule>, Stage)>,
+) -> Vec<(&'r Arc<Rule>, Stage)> {
     let waits: Vec<Option<std::time::Duration>> = stages
         .iter()
         .map(|(rule, stage)| match stage {
@@ -275,13 +277,20 @@ fn withhold_if_rate_limited<'r, 'a>(
 
 /// Hands every matched delivery of the call to the dispatcher at once (one transaction in queue
 /// mode, concurrent calls in direct mode), then remembers the signatures of those accepted.
+///
+/// This runs as a task of its own, so that once a call is handed over its outcome is recorded
+/// with its signature even if the request's future were dropped meanwhile (a sender that gives
+/// up, a forced shutdown): the sender's retry is then answered as a duplicate instead of storing
+/// the call twice. (actix today runs a handler to completion after its client has gone; this
+/// does not depend on it.)
 async fn dispatch<'r>(
-    state: &AppState,
-    stages: Vec<(&'r Arc<Rule>, Stage<'_>)>,
+    state: &web::Data<AppState>,
+    stages: Vec<(&'r Arc<Rule>, Stage)>,
 ) -> Vec<(&'r Arc<Rule>, Entry)> {
     let mut entries = Vec::with_capacity(stages.len());
     let mut matched = Vec::new();
     let mut deliveries = Vec::new();
+    let mut claims = Vec::new();
     for (rule, stage) in stages {
         match stage {
             Stage::Done(entry) => entries.push((rule, entry)),
@@ -291,7 +300,8 @@ async fn dispatch<'r>(
                 claim,
             } => {
                 deliveries.push(delivery);
-                matched.push((rule, evaluation, claim));
+                claims.push(claim);
+                matched.push((rule, evaluation));
             }
         }
     }
@@ -299,26 +309,38 @@ async fn dispatch<'r>(
         return entries;
     }
     let started = Instant::now();
-    let results = state.dispatcher.dispatch_all(&deliveries).await;
+    let handed_over = actix_web::rt::spawn({
+        let state = web::Data::clone(state);
+        async move {
+            let results = state.dispatcher.dispatch_all(&deliveries).await;
+            for ((claim, delivery), result) in claims.into_iter().zip(&deliveries).zip(&results) {
+                if let Some(claim) = claim {
+                    remember_if_accepted(claim, delivery, result);
+                }
+            }
+            (deliveries, results)
+        }
+    });
+    let (deliveries, results) = match handed_over.await {
+        Ok(done) => done,
+        // Only a panic in the dispatcher ends the task early; nothing is known to be accepted.
+        Err(error) => {
+            tracing::error!(%error, "Dispatching the call failed unexpectedly.");
+            return entries
+                .into_iter()
+                .chain(
+                    matched
+                        .into_iter()
+                        .map(|(rule, evaluation)| (rule, Entry::Internal(evaluation))),
+                )
+                .collect();
+        }
+    };
     let elapsed = started.elapsed();
-    for (((rule, evaluation, claim), delivery), result) in
+    for (((rule, evaluation), delivery), result) in
         matched.into_iter().zip(&deliveries).zip(results)
     {
         record_dispatch(state, rule, delivery.id(), &result, elapsed);
-        if let Some(claim) = claim {
-            match &result {
-                Ok(Dispatched::Queued) => claim.accept(Some(&delivery.id().to_string())),
-                Ok(Dispatched::Duplicate { first }) => claim.accept(Some(first)),
-                // Jenkins may have acted on a call whose answer timed out or was not GWT's:
-                // a retry of it could start the job twice, so it is remembered too.
-                Ok(Dispatched::Delivered(_))
-                | Err(DispatchError::Timeout(_) | DispatchError::UnexpectedAnswer { .. }) => {
-                    claim.accept(None)
-                }
-                // Not accepted: the claim is dropped, so the sender's retry is not a replay.
-                Err(_) => drop(claim),
-            }
-        }
         entries.push((
             rule,
             Entry::Dispatched {
@@ -329,6 +351,26 @@ async fn dispatch<'r>(
         ));
     }
     entries
+}
+
+/// Remembers a delivery's signature once the call was accepted, with the delivery it was stored
+/// as; drops the claim (so the sender's retry is not a replay) when it was not.
+fn remember_if_accepted(
+    claim: Claim,
+    delivery: &Delivery,
+    result: &Result<Dispatched, DispatchError>,
+) {
+    match result {
+        Ok(Dispatched::Queued) => claim.accept(Some(&delivery.id().to_string())),
+        Ok(Dispatched::Duplicate { first }) => claim.accept(Some(first)),
+        // Jenkins may have acted on a call whose answer timed out or was not GWT's: a retry of
+        // it could start the job twice, so it is remembered too.
+        Ok(Dispatched::Delivered(_))
+        | Err(DispatchError::Timeout(_) | DispatchError::UnexpectedAnswer { .. }) => {
+            claim.accept(None)
+        }
+        Err(_) => drop(claim),
+    }
 }
 
 fn record_dispatch(
@@ -571,6 +613,13 @@ fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
             let mut job = evaluated(evaluation, Status::Failed, false);
             if let JobEntry::Evaluated { error, .. } = &mut job {
                 *error = Some("The filter could not be evaluated.".to_owned());
+            }
+            (job, Severity::Internal)
+        }
+        Entry::Internal(evaluation) => {
+            let mut job = evaluated(evaluation, Status::Failed, false);
+            if let JobEntry::Evaluated { error, .. } = &mut job {
+                *error = Some("The call could not be handled; retry it.".to_owned());
             }
             (job, Severity::Internal)
         }

@@ -52,9 +52,9 @@ struct Seen {
 
 /// What the memory says about a verified signature.
 #[derive(Debug)]
-pub enum Sight<'g> {
+pub enum Sight {
     /// Not seen inside its window: claimed for this call.
-    Fresh(Claim<'g>),
+    Fresh(Claim),
     /// Seen, and its first call was stored as this delivery.
     Stored { first: String },
     /// Seen, and its first call was not stored (or is still being handled).
@@ -62,15 +62,16 @@ pub enum Sight<'g> {
 }
 
 /// A signature claimed for one call. Dropping it without [`Claim::accept`] forgets it again.
+/// It owns its guard, so it can go with a call whose sender has gone.
 #[derive(Debug)]
-pub struct Claim<'g> {
-    guard: &'g ReplayGuard,
+pub struct Claim {
+    guard: Arc<ReplayGuard>,
     key: Key,
     expires: u64,
     accepted: bool,
 }
 
-impl Claim<'_> {
+impl Claim {
     pub fn key(&self) -> Key {
         self.key
     }
@@ -87,7 +88,7 @@ impl Claim<'_> {
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         if !self.accepted {
             self.guard.release(self.key);
@@ -145,7 +146,7 @@ impl ReplayGuard {
 
     /// Looks a verified signature up at `now` (Unix seconds); when it is new, claims it until
     /// `expires`.
-    pub fn sight(&self, key: Key, now: u64, expires: u64) -> Sight<'_> {
+    pub fn sight(self: &Arc<Self>, key: Key, now: u64, expires: u64) -> Sight {
         let mut seen = self.lock();
         seen.drop_expired(now);
         match seen.entries.get(&key) {
@@ -161,7 +162,7 @@ impl ReplayGuard {
         }
         self.insert(&mut seen, key, expires, Mark::InFlight);
         Sight::Fresh(Claim {
-            guard: self,
+            guard: Arc::clone(self),
             key,
             expires,
             accepted: false,
@@ -263,7 +264,7 @@ mod tests {
         key
     }
 
-    fn accept(guard: &ReplayGuard, k: Key, now: u64, expires: u64, first: Option<&str>) {
+    fn accept(guard: &Arc<ReplayGuard>, k: Key, now: u64, expires: u64, first: Option<&str>) {
         match guard.sight(k, now, expires) {
             Sight::Fresh(claim) => claim.accept(first),
             other => panic!("expected a fresh signature, got {other:?}"),
@@ -272,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_signature_is_accepted_once_until_it_expires() {
-        let guard = ReplayGuard::default();
+        let guard = Arc::new(ReplayGuard::default());
         accept(&guard, key(1), 1000, 1300, None);
         assert!(matches!(guard.sight(key(1), 1000, 1300), Sight::Replayed));
         assert!(matches!(guard.sight(key(1), 1299, 1300), Sight::Replayed));
@@ -283,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_stored_call_is_remembered_with_its_delivery() {
-        let guard = ReplayGuard::default();
+        let guard = Arc::new(ReplayGuard::default());
         accept(&guard, key(1), 1000, 2000, Some("01FIRST"));
         match guard.sight(key(1), 1500, 2500) {
             Sight::Stored { first } => assert_eq!(first, "01FIRST"),
@@ -293,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_dropped_claim_is_forgotten_and_a_claim_in_progress_is_a_replay() {
-        let guard = ReplayGuard::default();
+        let guard = Arc::new(ReplayGuard::default());
         let claim = match guard.sight(key(1), 1000, 2000) {
             Sight::Fresh(claim) => claim,
             other => panic!("{other:?}"),
@@ -307,7 +308,7 @@ mod tests {
 
     #[test]
     fn released_claims_neither_evict_live_entries_nor_grow_the_order() {
-        let guard = ReplayGuard::default();
+        let guard = Arc::new(ReplayGuard::default());
         guard.set_capacity(2);
         // Key 1 is claimed and dropped (a 429), key 2 accepted, then key 1 retried and
         // accepted: key 1 is now the newest entry, and the stale copy of its first claim sits
@@ -323,7 +324,7 @@ mod tests {
         ));
         assert!(matches!(guard.sight(key(2), 1000, 2000), Sight::Fresh(_)));
         // Thousands of refused calls leave no garbage behind.
-        let guard = ReplayGuard::default();
+        let guard = Arc::new(ReplayGuard::default());
         for i in 0..10_000u32 {
             drop(guard.sight(key(i), 1000, 90_000));
         }
@@ -333,7 +334,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_by_the_capacity() {
-        let guard = ReplayGuard::default();
+        let guard = Arc::new(ReplayGuard::default());
         guard.set_capacity(100);
         for i in 0..1000u32 {
             accept(&guard, key(i), 1000, 1300, None);

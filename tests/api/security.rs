@@ -613,3 +613,42 @@ async fn item8_a_refused_fan_out_call_leaves_every_rules_signature_usable() {
         (Value::from("filtered"), Value::from("triggered"))
     );
 }
+
+/// Item 9, when the sender gives up while the store commits (its connection closes before the
+/// answer): the call is still stored and its signature remembered, so the sender's retry is told
+/// it is a duplicate instead of storing the call twice.
+#[actix_web::test]
+async fn item9_a_call_whose_sender_gave_up_waiting_is_stored_once() {
+    let app = spawn_app_with(options(vec![("port.toml", rule(PORT_VERIFY, ""))], true)).await;
+    let headers = port_headers(PORT_SECRET, now(), PORT_BODY);
+    // Another connection holds the write lock, so the commit waits (within the busy timeout).
+    let lock = rusqlite::Connection::open(app.store.join("deliveries.sqlite3")).expect("open");
+    lock.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let gave_up = impatient
+        .post(format!("{}?token={SENDER_TOKEN}", app.invoke_url()))
+        .headers(headers.clone())
+        .body(PORT_BODY)
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the sender should have timed out");
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    lock.execute_batch("COMMIT").expect("release");
+    drop(lock);
+    let admin = hookgate::store::Admin::open(&app.store).expect("store");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin.list(None, None, 10).expect("list").is_empty() {
+        assert!(Instant::now() < deadline, "the call was never stored");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = send(&app, headers, PORT_BODY).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let job = json(response).await["jobs"]["port"].clone();
+    assert_eq!(job["status"], "duplicate", "{job}");
+    let stored = admin.list(None, None, 10).expect("list");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(job["delivery"], stored[0].id.as_str());
+}
