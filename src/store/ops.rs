@@ -259,7 +259,7 @@ fn bounded(text: Option<&str>) -> Option<&str> {
     })
 }
 
-/// Records an attempt and the delivery's next state. Past `room` (the store is at
+/// Records an attempt and the delivery's next state. Without `keep_history` (the store is at
 /// `max_store_bytes`) the attempt is counted but its history row is not kept, so outcomes stay
 /// about the size of the row they update: retries during a long outage on a full store can
 /// never use up the headroom that keeps outcomes writable.
@@ -267,7 +267,7 @@ pub(super) fn record(
     tx: &Transaction<'_>,
     id: &str,
     attempt: &AttemptRecord,
-    room: Option<i64>,
+    keep_history: bool,
 ) -> Result<(), rusqlite::Error> {
     let found: Option<(i64, i64)> = tx
         .prepare_cached(
@@ -281,7 +281,7 @@ pub(super) fn record(
     };
     let n = attempts + 1;
     let error = bounded(attempt.error.as_deref());
-    if ensure_room(tx, room).is_ok() {
+    if keep_history {
         tx.prepare_cached("INSERT INTO attempts (delivery_seq, n, at, duration_ms, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(params![seq, n, attempt.at_ms, attempt.duration_ms, attempt.status, error],
         )?;
     }
@@ -327,22 +327,29 @@ pub(super) fn probe(tx: &Transaction<'_>, room: Option<i64>) -> Result<(), rusql
 /// it, while outcomes of attempts may use the headroom above it: an attempt whose outcome
 /// cannot be written would otherwise be made again.
 pub(super) fn ensure_room(tx: &Transaction<'_>, room: Option<i64>) -> Result<(), rusqlite::Error> {
-    let Some(room) = room else {
-        return Ok(());
-    };
-    let pages: i64 = tx
+    match room {
+        Some(room) if pages_in_use(tx)? > room => Err(store_full()),
+        _ => Ok(()),
+    }
+}
+
+/// Pages holding data (the file's pages less the free list).
+pub(super) fn pages_in_use(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    let pages: i64 = conn
         .prepare_cached("PRAGMA page_count")?
         .query_row([], |row| row.get(0))?;
-    let free: i64 = tx
+    let free: i64 = conn
         .prepare_cached("PRAGMA freelist_count")?
         .query_row([], |row| row.get(0))?;
-    if pages - free > room {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
-            Some("the store has reached delivery.max_store_bytes".to_owned()),
-        ));
-    }
-    Ok(())
+    Ok(pages - free)
+}
+
+/// The error a write past `delivery.max_store_bytes` fails with, as a full disk would.
+pub(super) fn store_full() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("the store has reached delivery.max_store_bytes".to_owned()),
+    )
 }
 
 /// A delivery the worker should attempt. The body is read separately, only for the
