@@ -412,15 +412,15 @@ impl SignatureCheck {
                     .ok_or_else(|| SignatureError::Malformed(PORT_SIGNATURE.to_owned()))?;
                 let raw =
                     self.check_mac(HmacAlgorithm::Sha256, &[timestamp, b".", body], &expected);
-                match (raw, compact_json(body)) {
-                    (Ok(()), _) => {}
-                    // Port's execution agent signs the compact JSON but sends it with spaces.
-                    (Err(_), Some(compact)) => self.check_mac(
+                if let Err(error) = raw {
+                    // Port's execution agent signs the compact JSON but sends it with spaces;
+                    // only then is the body validated and compacted.
+                    let compact = compact_json(body).ok_or(error)?;
+                    self.check_mac(
                         HmacAlgorithm::Sha256,
                         &[timestamp, b".", &compact],
                         &expected,
-                    )?,
-                    (Err(error), None) => return Err(error),
+                    )?;
                 }
                 Ok(Some(Signed::by_mac(expected, Some(ts))))
             }
