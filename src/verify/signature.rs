@@ -317,16 +317,11 @@ impl SignatureCheck {
     /// Until when (Unix seconds) a verified signature must be remembered: while its timestamp
     /// is still inside the window, or for the replay window of schemes that sign none.
     pub fn remember_until(&self, signed: &Signed, now: SystemTime) -> u64 {
-        let now = unix_seconds(now);
-        let tolerance = match &self.scheme {
-            Scheme::Port { tolerance_secs } => Some(*tolerance_secs),
-            Scheme::Hmac(hmac) if hmac.timestamp_header.is_some() => Some(hmac.tolerance_secs),
-            _ => None,
-        };
-        match (signed.timestamp, tolerance) {
+        let memory = self.replay_memory_secs().unwrap_or(0);
+        match signed.timestamp {
             // The window check accepts the timestamp up to `tolerance` seconds either side.
-            (Some(ts), Some(tolerance)) => ts.saturating_add(tolerance).saturating_add(1),
-            _ => now.saturating_add(self.replay_window_secs()),
+            Some(ts) => ts.saturating_add(memory).saturating_add(1),
+            None => unix_seconds(now).saturating_add(memory),
         }
     }
 
@@ -342,10 +337,6 @@ impl SignatureCheck {
             }
             Scheme::Gitlab | Scheme::None => None,
         }
-    }
-
-    fn replay_window_secs(&self) -> u64 {
-        self.replay_memory_secs().unwrap_or(0)
     }
 
     /// Checks the signature of `body` as received with `headers`.
