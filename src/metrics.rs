@@ -159,8 +159,8 @@ impl Metrics {
         }
     }
 
-    /// Sets the queue gauges from a store scan.
-    pub fn queue(&self, stats: &crate::store::Stats) {
+    /// Sets the queue gauges from the store's published counts, the oldest age as of `now_ms`.
+    pub fn queue(&self, stats: &crate::store::Stats, now_ms: i64) {
         for (state, count) in &stats.by_state {
             self.queue_depth
                 .get_or_create(&StateLabels {
@@ -168,7 +168,7 @@ impl Metrics {
                 })
                 .set(i64::try_from(*count).unwrap_or(i64::MAX));
         }
-        let age_ms = stats.oldest_pending_age_ms.unwrap_or(0);
+        let age_ms = stats.oldest_pending_age_ms(now_ms).unwrap_or(0);
         #[allow(clippy::cast_precision_loss)] // ages in ms are far below 2^52
         self.oldest_pending_seconds.set(age_ms as f64 / 1000.0);
     }

@@ -112,15 +112,20 @@ fn connect(path: &Path, max_bytes: u64) -> Result<Connection, rusqlite::Error> {
     // seen written, and the pending indexes stay hot, instead of paying a pread per page.
     conn.pragma_update(None, "cache_size", -16_384)?;
     if max_bytes > 0 {
-        let pages = pages_for(&conn, max_bytes)?;
+        let pages = pages(max_bytes, page_size(&conn)?);
         conn.pragma_update(None, "max_page_count", pages.max(16))?;
     }
     Ok(conn)
 }
 
-fn pages_for(conn: &Connection, bytes: u64) -> Result<i64, rusqlite::Error> {
-    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
-    Ok(i64::try_from(bytes).unwrap_or(i64::MAX) / page_size.max(1))
+fn page_size(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+    Ok(size.max(1))
+}
+
+/// Whole pages of `page_size` in `bytes`.
+fn pages(bytes: u64, page_size: i64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX) / page_size
 }
 
 /// The store holds every accepted body: only hookgate's user may read it. The directory is
@@ -170,6 +175,8 @@ fn create_private(dir: &Path, _path: &Path) -> Result<(), StoreError> {
 #[derive(Debug, Default)]
 struct Usage {
     page_size: i64,
+    /// Pages new calls may fill (`None`: no cap); outcomes may use the headroom above.
+    room: Option<i64>,
     pages_in_use: std::sync::atomic::AtomicI64,
     added_bytes: std::sync::atomic::AtomicI64,
 }
@@ -184,9 +191,9 @@ impl Usage {
         self.added_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Whether `extra` more bytes would take the store past `room` (pages).
-    fn over(&self, room: Option<i64>, extra: i64) -> bool {
-        room.is_some_and(|room| {
+    /// Whether `extra` more bytes would take the store past its room.
+    fn over(&self, extra: i64) -> bool {
+        self.room.is_some_and(|room| {
             let used = self
                 .pages_in_use
                 .load(Ordering::Relaxed)
@@ -212,9 +219,7 @@ struct Inner {
     /// Operator lookups (`GET /deliveries/{id}`), apart so they never wait on the worker's.
     lookup: Mutex<Connection>,
     healthy: AtomicBool,
-    /// Pages new calls may fill (`None`: no cap); outcomes may use the headroom above.
-    room: Option<i64>,
-    /// How full the store is, for checking `room` per call without a query.
+    /// How full the store is, for checking its room per call without a query.
     usage: Arc<Usage>,
     /// The queue gauges, refreshed by the writer after each batch.
     gauges: Arc<Mutex<Stats>>,
@@ -243,16 +248,12 @@ impl Store {
         };
         let mut conn = connect(&path, writer_cap)?;
         ops::migrate(&mut conn)?;
-        let room = if max_bytes > 0 {
-            Some(pages_for(&conn, max_bytes)?)
-        } else {
-            None
-        };
         let reader = connect(&path, 0)?;
         let lookup = connect(&path, 0)?;
-        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        let page_size = page_size(&conn)?;
         let usage = Arc::new(Usage {
-            page_size: page_size.max(1),
+            page_size,
+            room: (max_bytes > 0).then(|| pages(max_bytes, page_size)),
             ..Usage::default()
         });
         let gauges = Arc::new(Mutex::new(Stats::default()));
@@ -261,7 +262,7 @@ impl Store {
         let writer = writer::Handle::spawn(
             conn,
             Box::new(move |conn| {
-                match ops::stats(conn, now_ms()) {
+                match ops::stats(conn) {
                     Ok(stats) => *lock(&published) = stats,
                     Err(error) => tracing::warn!(%error, "Cannot read the queue counts."),
                 }
@@ -278,7 +279,6 @@ impl Store {
                 reader: Mutex::new(reader),
                 lookup: Mutex::new(lookup),
                 healthy: AtomicBool::new(true),
-                room,
                 usage,
                 gauges,
                 last_probe: Mutex::new(None),
@@ -324,7 +324,6 @@ impl Store {
         &self,
         deliveries: Vec<NewDelivery>,
     ) -> Result<Vec<Accepted>, StoreError> {
-        let room = self.inner.room;
         let usage = Arc::clone(&self.inner.usage);
         // What the call adds, rows and indexes included, counted until the writer measures again.
         let adds = deliveries
@@ -339,7 +338,7 @@ impl Store {
             .inner
             .writer
             .run(move |tx| {
-                if usage.over(room, adds) {
+                if usage.over(adds) {
                     return Err(ops::store_full());
                 }
                 let now = now_ms();
@@ -356,12 +355,11 @@ impl Store {
 
     /// Records one attempt and the delivery's next state.
     pub async fn record(&self, id: String, attempt: AttemptRecord) -> Result<(), StoreError> {
-        let room = self.inner.room;
         let usage = Arc::clone(&self.inner.usage);
         let result = self
             .inner
             .writer
-            .run(move |tx| ops::record(tx, &id, &attempt, !usage.over(room, 0)))
+            .run(move |tx| ops::record(tx, &id, &attempt, !usage.over(0)))
             .await;
         self.note_failure(result)
     }
@@ -375,7 +373,7 @@ impl Store {
         {
             return ok;
         }
-        let room = self.inner.room;
+        let room = self.inner.usage.room;
         let result = self.inner.writer.run(move |tx| ops::probe(tx, room)).await;
         let ok = self.note(result).is_ok();
         *lock(&self.inner.last_probe) = Some((std::time::Instant::now(), ok));
@@ -427,12 +425,8 @@ impl Store {
     }
 
     /// The queue gauges as of the writer's last batch; reads memory only, never the store.
-    pub fn queue_stats(&self, now_ms: i64) -> Stats {
-        let mut stats = lock(&self.inner.gauges).clone();
-        stats.oldest_pending_age_ms = stats
-            .oldest_pending_accepted_at
-            .map(|at| (now_ms - at).max(0));
-        stats
+    pub fn queue_stats(&self) -> Stats {
+        lock(&self.inner.gauges).clone()
     }
 
     /// Signatures of stored calls still inside their replay window, to reload at start-up.

@@ -100,7 +100,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Some(store) = state.dispatcher.store() {
         state
             .metrics
-            .queue(&store.queue_stats(crate::store::now_ms()));
+            .queue(&store.queue_stats(), crate::store::now_ms());
     }
     HttpResponse::Ok()
         .insert_header((

@@ -632,12 +632,19 @@ pub struct Stats {
     pub by_state: Vec<(State, u64)>,
     /// When the oldest queued or retrying delivery was accepted (ms since the epoch).
     pub oldest_pending_accepted_at: Option<i64>,
-    pub oldest_pending_age_ms: Option<i64>,
+}
+
+impl Stats {
+    /// How long the oldest queued or retrying delivery has waited at `now_ms`.
+    pub fn oldest_pending_age_ms(&self, now_ms: i64) -> Option<i64> {
+        self.oldest_pending_accepted_at
+            .map(|at| (now_ms - at).max(0))
+    }
 }
 
 /// Reads the trigger-kept counts and the oldest pending delivery: a few rows through
 /// indexes, whatever the store's size.
-pub(super) fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, rusqlite::Error> {
+pub(super) fn stats(conn: &Connection) -> Result<Stats, rusqlite::Error> {
     let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
     let mut statement = conn.prepare_cached("SELECT state, n FROM queue_counts")?;
     let rows = statement.query_map([], |row| Ok((state(row, 0)?, row.get::<_, i64>(1)?)))?;
@@ -659,6 +666,5 @@ pub(super) fn stats(conn: &Connection, now_ms: i64) -> Result<Stats, rusqlite::E
     Ok(Stats {
         by_state,
         oldest_pending_accepted_at: oldest,
-        oldest_pending_age_ms: oldest.map(|t| (now_ms - t).max(0)),
     })
 }
