@@ -142,7 +142,7 @@ impl Gateway {
             ));
         }
         let store = &self.settings.delivery.store;
-        if self.settings.delivery.mode == DeliveryMode::Queue && group_or_world_accessible(store) {
+        if self.settings.delivery.mode == DeliveryMode::Queue && mode_has(store, SHARED) {
             warnings.push(Problem::new(
                 &file,
                 "delivery.store",
@@ -223,7 +223,7 @@ impl Gateway {
                     "the secret is written in the rule file; prefer *_env or *_file on a secret mount",
                 ));
             }
-            if !rule.inline_secrets.is_empty() && world_readable(&rule.file) {
+            if !rule.inline_secrets.is_empty() && mode_has(&rule.file, WORLD_READABLE) {
                 warnings.push(Problem::new(
                     &shown,
                     "",
@@ -235,27 +235,22 @@ impl Gateway {
     }
 }
 
+/// Whether any of the permission bits in `mask` is set on `path` (always false off Unix).
 #[cfg(unix)]
-fn world_readable(path: &std::path::Path) -> bool {
+fn mode_has(path: &Path, mask: u32) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & mask != 0)
 }
 
 #[cfg(not(unix))]
-fn world_readable(_path: &std::path::Path) -> bool {
+fn mode_has(_path: &Path, _mask: u32) -> bool {
     false
 }
 
-#[cfg(unix)]
-fn group_or_world_accessible(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
-}
-
-#[cfg(not(unix))]
-fn group_or_world_accessible(_path: &std::path::Path) -> bool {
-    false
-}
+/// Other users may read it.
+const WORLD_READABLE: u32 = 0o004;
+/// Group or other users may read, write or enter it.
+const SHARED: u32 = 0o077;
 
 /// Parses `admin.listen` and reads the admin token. Off loopback a token is required: the
 /// admin endpoints expose queue state and delivery history to whoever can reach them.
