@@ -400,6 +400,30 @@ impl RequestVariable {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// Puts value `i` through the deletion filter as `<name>_<i>`, and as the bare `<name>` too
+    /// when `bare`. A value the filter gives up on is left out, as GWT leaves it unresolved.
+    fn put_value(
+        &self,
+        out: &mut Variables,
+        budget: &mut Budget,
+        i: usize,
+        value: &str,
+        bare: bool,
+    ) -> Result<(), OverBudget> {
+        let Some(filtered) = self.filter.apply(value) else {
+            return Ok(());
+        };
+        if bare {
+            put(out, budget, self.name.clone(), filtered.to_string())?;
+        }
+        put(
+            out,
+            budget,
+            format!("{}_{i}", self.name),
+            filtered.into_owned(),
+        )
+    }
 }
 
 /// Header variables: `<name>_<i>` for every value and `<name>` for the first, even when there
@@ -415,14 +439,7 @@ pub fn resolve_headers(
             .get_all(variable.key.as_str())
             .map(|value| String::from_utf8_lossy(value.as_bytes()));
         for (i, value) in values.enumerate() {
-            let Some(filtered) = variable.filter.apply(&value) else {
-                continue;
-            };
-            if i == 0 && put(out, budget, variable.name.clone(), filtered.to_string()).is_err() {
-                return;
-            }
-            let indexed = format!("{}_{i}", variable.name);
-            if put(out, budget, indexed, filtered.into_owned()).is_err() {
+            if variable.put_value(out, budget, i, &value, i == 0).is_err() {
                 return;
             }
         }
@@ -439,24 +456,16 @@ pub fn resolve_query(
     budget: &mut Budget,
 ) {
     for variable in variables {
-        let count = params
+        let values: Vec<&str> = params
             .iter()
             .filter(|(name, _)| *name == variable.key)
-            .count();
-        let values = params
-            .iter()
-            .filter(|(name, _)| *name == variable.key)
-            .map(|(_, value)| value.as_str());
-        for (i, value) in values.enumerate() {
-            let Some(filtered) = variable.filter.apply(value) else {
-                continue;
-            };
-            if count == 1 && put(out, budget, variable.name.clone(), filtered.to_string()).is_err()
+            .map(|(_, value)| value.as_str())
+            .collect();
+        for (i, value) in values.iter().enumerate() {
+            if variable
+                .put_value(out, budget, i, value, values.len() == 1)
+                .is_err()
             {
-                return;
-            }
-            let indexed = format!("{}_{i}", variable.name);
-            if put(out, budget, indexed, filtered.into_owned()).is_err() {
                 return;
             }
         }
