@@ -54,12 +54,10 @@ pub struct Application {
 }
 
 /// Reloads the signatures of stored calls into each rule's replay memory, so a restart does not
-/// reopen their window. A store that cannot be read here is reported, not fatal: the accept
-/// transaction still refuses a stored signature a second time.
+/// reopen their window. A store that cannot be read here is reported, not fatal: the gateway
+/// then starts with an empty memory, as it did before signatures were kept.
 fn restore_replays(store: &Store, rules: &RuleSet) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = u64::try_from(crate::store::now_ms() / 1000).unwrap_or(0);
     match store.remembered_signatures(now) {
         Ok(remembered) => {
             for signature in &remembered {
