@@ -68,6 +68,15 @@ async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -
     }
 }
 
+/// Another connection to the gateway's store, holding its write lock until `COMMIT`, as an
+/// operator command or a stalled disk would.
+fn hold_write_lock(app: &TestApp) -> rusqlite::Connection {
+    let lock =
+        rusqlite::Connection::open(app.store.join(hookgate::store::FILE_NAME)).expect("open");
+    lock.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    lock
+}
+
 fn distinct_deliveries(app: &TestApp) -> BTreeSet<String> {
     app.jenkins
         .requests()
@@ -135,8 +144,7 @@ async fn item1_an_outcome_the_store_refuses_is_kept_until_written_and_not_sent_a
         .as_str()
         .expect("delivery id")
         .to_owned();
-    let lock = rusqlite::Connection::open(app.store.join("deliveries.sqlite3")).expect("open");
-    lock.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    let lock = hold_write_lock(&app);
     // The gateway's writer gives up after its 5 s busy timeout; hold the lock past that.
     actix_web::rt::time::sleep(Duration::from_millis(6500)).await;
     lock.execute_batch("COMMIT").expect("release");
@@ -622,8 +630,7 @@ async fn item9_a_call_whose_sender_gave_up_waiting_is_stored_once() {
     let app = spawn_app_with(options(vec![("port.toml", rule(PORT_VERIFY, ""))], true)).await;
     let headers = port_headers(PORT_SECRET, now(), PORT_BODY);
     // Another connection holds the write lock, so the commit waits (within the busy timeout).
-    let lock = rusqlite::Connection::open(app.store.join("deliveries.sqlite3")).expect("open");
-    lock.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+    let lock = hold_write_lock(&app);
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
