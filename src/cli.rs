@@ -56,6 +56,10 @@ enum Command {
         /// A query parameter, `name=value`; repeatable.
         #[arg(long = "query", value_name = "K=V")]
         query: Vec<String>,
+        /// Print one JSON object (resolvedVariables, regexpFilterText, triggered, wouldSend …)
+        /// instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the headers (and a curl line) that make a validly signed request for a rule,
     /// reading the secret as the rule does.
@@ -90,8 +94,9 @@ pub fn main() -> ExitCode {
             payload,
             headers,
             query,
+            json,
         } => with_gateway(settings, source, |gateway| {
-            offline::test(gateway, &rule, &payload, &headers, &query)
+            offline::test(gateway, &rule, &payload, &headers, &query, json)
         }),
         Command::Sign { rule, payload } => with_gateway(settings, source, |gateway| {
             offline::sign(gateway, &rule, &payload)

@@ -496,7 +496,7 @@ pub struct Body<'a> {
 }
 
 /// The body is not JSON although the rule's variables need it (answered 400).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("body is not valid JSON at line {line}, column {column}")]
 pub struct BodyError {
     pub line: usize,

@@ -1,8 +1,8 @@
 //! hookgate: a security-hardened webhook gateway in front of Jenkins' Generic Webhook Trigger.
 //!
 //! Modules follow a request's path: `config` and `rules` are compiled at start-up into a
-//! `gateway`; `server` receives a call, `verify` checks it, `extract` and `filter` apply the
-//! rule, `dispatch` hands it to Jenkins, through the durable `store` in queue mode. See ARCHITECTURE.md.
+//! `gateway`; `server` receives a call, `verify` checks it, `pipeline` applies the rule (`extract`,
+//! then `filter`), `dispatch` hands it to Jenkins, through the durable `store` in queue mode. See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod extract;
 pub mod filter;
 pub mod gateway;
 pub mod metrics;
+pub mod pipeline;
 pub mod rules;
 pub mod secret;
 pub mod server;

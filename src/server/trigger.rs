@@ -18,20 +18,15 @@ use ulid::Ulid;
 use super::AppState;
 use crate::dispatch::{Delivery, DispatchError, Dispatched};
 use crate::error::{ApiError, cause_chain, error_body, insert_retry_after};
-use crate::extract::{self, Body, BodyError, Shape, Variables};
+use crate::extract::Variables;
 use crate::metrics::Outcome;
+use crate::pipeline::{self, Bodies, Evaluated, Evaluation, Stopped};
 use crate::rules::Rule;
 use crate::store::ReplayMark;
 use crate::verify::ip::ClientAddr;
 use crate::verify::replay::Claim;
 use crate::verify::token::Candidate;
 use crate::verify::{self, Inbound, Rejection, Replay};
-
-/// The filter inputs and result GWT echoes for every rule it evaluated.
-struct Evaluation {
-    variables: Variables,
-    rendered_text: String,
-}
 
 /// Which check a rule failed, in the contract's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,10 +81,8 @@ pub async fn run(
 ) -> HttpResponse {
     let now = SystemTime::now();
     let mut stages: Vec<(&Arc<Rule>, Stage)> = Vec::with_capacity(candidates.len());
-    let mut body: Option<Result<Body<'_>, BodyError>> = None;
-    // The body is parsed once for every rule the token selected; a single rule's shape is
-    // enough only when it is the only reader.
-    let shared_body = candidates.len() > 1;
+    // The body is parsed once for every rule the token selected.
+    let mut bodies = Bodies::new(candidates.len());
     // Signatures of rules that filtered the call: used up once the call as a whole is accepted.
     let mut filtered_claims = Vec::new();
 
@@ -109,45 +102,26 @@ pub async fn run(
                 continue;
             }
         };
-        let parsed = if rule.needs_json() {
-            let shape = if shared_body {
-                &Shape::Whole
-            } else {
-                &rule.body_shape
-            };
-            match body.get_or_insert_with(|| Body::parse(&verified, shape)) {
-                Ok(parsed) => Some(&*parsed),
-                Err(error) => {
-                    tracing::warn!(rule = name, reason = %error, "Body is not what the rule needs.");
-                    state.metrics.request(name, Outcome::BadRequest);
-                    let check = Check::InvalidBody {
-                        line: error.line,
-                        column: error.column,
-                    };
-                    stages.push((rule, Stage::Done(Entry::Rejected(check))));
-                    continue;
-                }
+        // `matched` holds the idempotency key (if any) when the filter matched.
+        let (evaluation, matched) = match pipeline::evaluate(&verified, &mut bodies) {
+            Ok(Evaluated::Matched { evaluation, key }) => (evaluation, Some(key)),
+            Ok(Evaluated::Filtered(evaluation)) => (evaluation, None),
+            Err(Stopped::InvalidBody(error)) => {
+                tracing::warn!(rule = name, reason = %error, "Body is not what the rule needs.");
+                state.metrics.request(name, Outcome::BadRequest);
+                let check = Check::InvalidBody {
+                    line: error.line,
+                    column: error.column,
+                };
+                stages.push((rule, Stage::Done(Entry::Rejected(check))));
+                continue;
             }
-        } else {
-            None
-        };
-        let variables = extract::resolve(&verified, parsed);
-        let outcome = match rule.filter.evaluate(&variables) {
-            Ok(outcome) => outcome,
-            Err(error) => {
+            Err(Stopped::FilterFailed { evaluation, error }) => {
                 tracing::error!(rule = name, error = %error, "Filter could not be evaluated.");
                 state.metrics.request(name, Outcome::Failed);
-                let evaluation = Evaluation {
-                    variables,
-                    rendered_text: String::new(),
-                };
                 stages.push((rule, Stage::Done(Entry::FilterFailed(evaluation))));
                 continue;
             }
-        };
-        let evaluation = Evaluation {
-            variables,
-            rendered_text: outcome.rendered_text,
         };
         let claim = match replay {
             Replay::Untracked => None,
@@ -160,21 +134,19 @@ pub async fn run(
             }
             Replay::Repeat { .. } => None,
         };
-        if !outcome.matched {
+        let Some(key) = matched else {
             tracing::info!(rule = name, "Filter did not match; nothing dispatched.");
             state.metrics.request(name, Outcome::Filtered);
             filtered_claims.extend(claim);
             stages.push((rule, Stage::Done(Entry::Filtered(evaluation))));
-        } else if dry_run {
+            continue;
+        };
+        if dry_run {
             // Dropping the claim leaves the signature usable for the real call.
             tracing::info!(rule = name, "Dry run; nothing dispatched.");
             state.metrics.request(name, Outcome::DryRun);
             stages.push((rule, Stage::Done(Entry::DryRun(evaluation))));
         } else {
-            let key = rule
-                .idempotency
-                .as_ref()
-                .and_then(|spec| spec.key(&verified, parsed));
             if rule.idempotency.is_some() && key.is_none() {
                 tracing::warn!(
                     rule = name,
