@@ -1,13 +1,22 @@
 //! Jayway JSONPath (the dialect GWT users write) on top of jsonpath-rust (RFC 9535).
 //!
-//! The adapter does three things jsonpath-rust does not: it accepts Jayway's spellings
-//! (`.['a','b']`, dotted names with `-`, a trailing `.length()`), it keeps Jayway's split between
-//! *definite* paths (one value, or not found) and *indefinite* ones (always a list, maybe empty),
-//! and it returns owned values so the flattener sees exactly what Jayway would hand to Gson.
+//! jsonpath-rust parses the path and decides filter expressions; everything else is done here:
+//!
+//! - Jayway's spellings (`.['a','b']`, dotted names with `-`) are rewritten into RFC 9535.
+//! - Paths are evaluated segment by segment, each segment applied to each node of the current
+//!   list in turn, all of a union's selectors for one node before the next node (RFC 9535
+//!   §2.5.1.2, and Jayway's per-node token chain). jsonpath-rust 1.0.12 applies each selector of
+//!   a union to the whole list instead (`process_selectors` in its `query/segment.rs`), so
+//!   `$.commits[*]['modified','added']` came out as every `modified`, then every `added`.
+//! - A trailing `.length()` answers the size of what the path selects.
+//! - Jayway's split between *definite* paths (one value, or not found) and *indefinite* ones
+//!   (always a list, maybe empty) is kept, and values are returned owned, so the flattener sees
+//!   exactly what Jayway would hand to Gson.
 
-use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
+use jsonpath_rust::parser::model::{Filter, FilterAtom, JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
-use jsonpath_rust::query::js_path_process;
+use jsonpath_rust::query::Query;
+use jsonpath_rust::query::state::State;
 use serde_json::Value;
 
 use super::CompileCache;
@@ -50,8 +59,7 @@ impl JaywayPath {
     fn parse(expression: &str) -> Result<Self, String> {
         let trimmed = expression.trim();
         let (path, length) = strip_length_function(trimmed);
-        let rfc = translate(path)?;
-        let query = parse_json_path(&rfc).map_err(|e| format!("invalid JSONPath: {e}"))?;
+        let query = parse_rfc(path)?;
         let definite = query.segments.iter().all(|segment| {
             matches!(
                 segment,
@@ -88,15 +96,17 @@ impl JaywayPath {
     }
 
     pub fn evaluate(&self, document: &Value) -> Resolved {
-        let selected = match &self.steps {
-            Some(steps) => match walk(document, steps) {
-                Some(value) => value.clone(),
+        let selected = if self.definite {
+            let target = match &self.steps {
+                Some(steps) => walk(document, steps),
+                None => self.select(document).first().copied(),
+            };
+            match target {
+                Some(node) => node.clone(),
                 None => return Resolved::NotFound,
-            },
-            None => match self.select(document) {
-                Some(value) => value,
-                None => return Resolved::NotFound,
-            },
+            }
+        } else {
+            Value::Array(self.select(document).into_iter().cloned().collect())
         };
         if !self.length {
             return Resolved::Value(selected);
@@ -111,19 +121,146 @@ impl JaywayPath {
         Resolved::Value(Value::from(size))
     }
 
-    /// What jsonpath-rust selects: one value for a definite path (`None` when not found), a
-    /// list for an indefinite one.
-    fn select(&self, document: &Value) -> Option<Value> {
-        // jsonpath-rust only fails on malformed function results, which the grammar already
-        // excludes for the paths `compile` accepts; treat any failure as "not found", as GWT
-        // treats every evaluation exception.
-        let hits = js_path_process(&self.query, document).ok()?;
-        if self.definite {
-            hits.into_iter().next().map(|hit| hit.val.clone())
-        } else {
-            Some(Value::Array(
-                hits.into_iter().map(|hit| hit.val.clone()).collect(),
-            ))
+    /// The nodes the path selects, in order: each segment applied to each node of the list the
+    /// previous segments left, one node after the other.
+    fn select<'v>(&self, document: &'v Value) -> Vec<&'v Value> {
+        let mut nodes = vec![document];
+        let mut next = Vec::new();
+        for segment in &self.query.segments {
+            for node in &nodes {
+                apply_segment(segment, node, document, &mut next);
+            }
+            std::mem::swap(&mut nodes, &mut next);
+            next.clear();
+            if nodes.is_empty() {
+                break;
+            }
+        }
+        nodes
+    }
+}
+
+/// Appends what `segment` selects from `node` to `out`: a union's selectors one after the other
+/// for this node (RFC 9535 §2.5.1.2); a descendant segment's for this node and then for each
+/// node below it, depth first in document order (§2.5.2.2, and Jayway's `ScanPathToken.walk`).
+fn apply_segment<'v>(
+    segment: &Segment,
+    node: &'v Value,
+    root: &'v Value,
+    out: &mut Vec<&'v Value>,
+) {
+    match segment {
+        Segment::Selector(selector) => apply_selector(selector, node, root, out),
+        Segment::Selectors(selectors) => {
+            for selector in selectors {
+                apply_selector(selector, node, root, out);
+            }
+        }
+        Segment::Descendant(inner) => {
+            apply_segment(inner, node, root, out);
+            for child in children(node) {
+                apply_segment(segment, child, root, out);
+            }
+        }
+    }
+}
+
+/// One selector on one node, as RFC 9535 §2.3 (and jsonpath-rust's `query/selector.rs`)
+/// defines it.
+fn apply_selector<'v>(
+    selector: &Selector,
+    node: &'v Value,
+    root: &'v Value,
+    out: &mut Vec<&'v Value>,
+) {
+    match (selector, node) {
+        (Selector::Name(name), Value::Object(members)) => out.extend(members.get(name)),
+        (Selector::Index(index), Value::Array(items)) => out.extend(element(items, *index)),
+        (Selector::Slice(start, end, step), Value::Array(items)) => {
+            slice(items, *start, *end, *step, out);
+        }
+        (Selector::Wildcard, _) => out.extend(children(node)),
+        (Selector::Filter(filter), _) => {
+            out.extend(children(node).filter(|child| matches_filter(filter, child, root)));
+        }
+        _ => {}
+    }
+}
+
+/// An array's elements or an object's member values, in document order.
+fn children(node: &Value) -> impl Iterator<Item = &Value> {
+    let (items, members) = match node {
+        Value::Array(items) => (items.as_slice(), None),
+        Value::Object(members) => (&[][..], Some(members)),
+        _ => (&[][..], None),
+    };
+    items
+        .iter()
+        .chain(members.into_iter().flat_map(|members| members.values()))
+}
+
+/// An index selector: from the start, or from the end when negative.
+fn element(items: &[Value], index: i64) -> Option<&Value> {
+    if index >= 0 {
+        items.get(usize::try_from(index).ok()?)
+    } else {
+        let back = usize::try_from(index.unsigned_abs()).ok()?;
+        items.get(items.len().checked_sub(back)?)
+    }
+}
+
+/// A slice selector (RFC 9535 §2.3.4.2.2), bounds normalised and clamped as jsonpath-rust's
+/// `process_slice` does.
+fn slice<'v>(
+    items: &'v [Value],
+    start: Option<i64>,
+    end: Option<i64>,
+    step: Option<i64>,
+    out: &mut Vec<&'v Value>,
+) {
+    let len = i64::try_from(items.len()).unwrap_or(i64::MAX);
+    let normalise = |i: i64| if i >= 0 { i } else { len + i };
+    let mut push = |i: i64| {
+        if let Some(item) = usize::try_from(i).ok().and_then(|i| items.get(i)) {
+            out.push(item);
+        }
+    };
+    match step.unwrap_or(1) {
+        step if step > 0 => {
+            let upper = normalise(end.unwrap_or(len)).clamp(0, len);
+            let mut i = normalise(start.unwrap_or(0)).clamp(0, len);
+            while i < upper {
+                push(i);
+                i = i.saturating_add(step);
+            }
+        }
+        step if step < 0 => {
+            let lower = normalise(end.unwrap_or(-len - 1)).clamp(-1, len - 1);
+            let mut i = normalise(start.unwrap_or(len - 1)).clamp(-1, len - 1);
+            while lower < i {
+                push(i);
+                i = i.saturating_add(step);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `item` passes a filter expression, `$` in it being `root`. The logical operators are
+/// applied here, each comparison or test is decided by jsonpath-rust, as its
+/// `Filter::process_elem` does.
+fn matches_filter(filter: &Filter, item: &Value, root: &Value) -> bool {
+    match filter {
+        Filter::Or(any) => any.iter().any(|f| matches_filter(f, item, root)),
+        Filter::And(all) => all.iter().all(|f| matches_filter(f, item, root)),
+        Filter::Atom(FilterAtom::Filter { expr, not }) => matches_filter(expr, item, root) != *not,
+        Filter::Atom(atom) => {
+            // A state whose root is the document and whose current node (`@`) is `item`.
+            let state = State::data(root, State::root(item).data);
+            atom.process(state)
+                .ok_val()
+                .and_then(|answer| answer.as_bool())
+                .unwrap_or_default()
         }
     }
 }
@@ -148,6 +285,11 @@ fn strip_length_function(path: &str) -> (&str, bool) {
         }
     }
     (path, false)
+}
+
+fn parse_rfc(path: &str) -> Result<JpQuery, String> {
+    let rfc = translate(path)?;
+    parse_json_path(&rfc).map_err(|e| format!("invalid JSONPath: {e}"))
 }
 
 /// Rewrites Jayway spellings into RFC 9535: every dotted name becomes a bracketed name (so
@@ -339,6 +481,77 @@ mod tests {
         assert_eq!(missing.evaluate(&doc), Resolved::NotFound);
     }
 
+    /// Unions after a wildcard, index list, slice, filter or descendant segment: each node's
+    /// selections in turn (RFC 9535 §2.5.1.2; Jayway evaluates the token chain per node, and a
+    /// multi-member token iterates its names per node, `PropertyPathToken.java:84-90`, as a
+    /// multi-index token does its indices, `ArrayIndexToken.java:36-38`).
+    #[test]
+    fn unions_are_applied_node_by_node() {
+        let commits = json!({"commits": [
+            {"modified": ["m1"], "added": ["a1"], "removed": ["r1"]},
+            {"modified": ["m2"], "added": [], "removed": []},
+        ]});
+        let matrix = json!({"m": [[1, 2, 3], [4, 5, 6]]});
+        let items = json!({"want": "y", "a": [
+            {"k": 1, "x": "x0", "y": "y0"},
+            {"x": "x1", "y": "y1"},
+            {"k": 2, "x": "x2", "y": "y2", "v": "y"},
+        ]});
+        let tree = json!({"a": 1, "b": 2, "c": {"b": 3, "a": 4, "d": [{"a": 5}]}});
+        let cases: &[(&str, &Value, Value)] = &[
+            (
+                "$.commits[*].['modified','added','removed'][*]",
+                &commits,
+                json!(["m1", "a1", "r1", "m2"]),
+            ),
+            (
+                "$.commits[*]['removed','modified']",
+                &commits,
+                json!([["r1"], ["m1"], [], ["m2"]]),
+            ),
+            ("$.m[*][0,2]", &matrix, json!([1, 3, 4, 6])),
+            ("$.m[*][-1,0]", &matrix, json!([3, 1, 6, 4])),
+            ("$.m[0:2][2,1]", &matrix, json!([3, 2, 6, 5])),
+            (
+                "$.a[0:3:2]['y','x']",
+                &items,
+                json!(["y0", "x0", "y2", "x2"]),
+            ),
+            (
+                "$.a[?(@.k)]['y','x']",
+                &items,
+                json!(["y0", "x0", "y2", "x2"]),
+            ),
+            // A filter that reads the root still sees the document's root.
+            (
+                "$.a[?(@.v == $.want)]['y','x']",
+                &items,
+                json!(["y2", "x2"]),
+            ),
+            ("$.a[*]['x','y'][0]", &items, json!([])),
+            // Descendants: each node, depth first in document order, then its selections.
+            ("$..['a','b']", &tree, json!([1, 2, 4, 3, 5])),
+            (
+                "$..[*]",
+                &json!({"p": [1, [2]], "q": 3}),
+                json!([[1, [2]], 3, 1, [2], 2]),
+            ),
+            (
+                "$..[1,0]",
+                &json!({"p": [1, [2, 3]]}),
+                json!([[2, 3], 1, 3, 2]),
+            ),
+        ];
+        for (path, doc, expected) in cases {
+            let compiled = JaywayPath::compile(path).unwrap();
+            assert_eq!(
+                compiled.evaluate(doc),
+                Resolved::Value(expected.clone()),
+                "{path}"
+            );
+        }
+    }
+
     #[test]
     fn descendant_order_is_jayway_pre_order() {
         // GWT's own example: `$..id` on a GitLab note event answers [28, 1, "1c3e…"].
@@ -350,11 +563,143 @@ mod tests {
         assert_eq!(path.evaluate(&doc), Resolved::Value(json!([28, 1, "1c3e"])));
     }
 
-    mod walking {
+    mod properties {
+        use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
+        use jsonpath_rust::query::js_path_process;
         use proptest::prelude::*;
+        use serde_json::Value;
 
         use super::super::{JaywayPath, walk};
         use crate::extract::tests::{definite_paths, json_documents};
+
+        /// What jsonpath-rust selects for the whole query.
+        fn jsonpath_rust(query: &JpQuery, doc: &Value) -> Vec<Value> {
+            js_path_process(query, doc)
+                .unwrap()
+                .into_iter()
+                .map(|hit| hit.val.clone())
+                .collect()
+        }
+
+        /// The reference for per-node order: each segment on each node in turn, and a union
+        /// as each of its selectors on that node in turn, every single selector evaluated by
+        /// jsonpath-rust with the node as root (where its order is right).
+        fn per_node(segments: &[Segment], doc: &Value) -> Vec<Value> {
+            fn selectors(segment: &Segment) -> Vec<Selector> {
+                match segment {
+                    Segment::Selector(selector) => vec![selector.clone()],
+                    Segment::Selectors(selectors) => selectors.clone(),
+                    Segment::Descendant(_) => unreachable!("no nested descendants"),
+                }
+            }
+            fn on(segment: &Segment, node: &Value, out: &mut Vec<Value>) {
+                for selector in selectors(segment) {
+                    let query = JpQuery::new(vec![Segment::Selector(selector)]);
+                    out.extend(jsonpath_rust(&query, node));
+                }
+            }
+            fn descend(segment: &Segment, node: &Value, out: &mut Vec<Value>) {
+                on(segment, node, out);
+                match node {
+                    Value::Array(items) => items.iter().for_each(|i| descend(segment, i, out)),
+                    Value::Object(members) => {
+                        members.values().for_each(|v| descend(segment, v, out));
+                    }
+                    _ => {}
+                }
+            }
+            let mut nodes = vec![doc.clone()];
+            for segment in segments {
+                let mut next = Vec::new();
+                for node in &nodes {
+                    match segment {
+                        Segment::Descendant(inner) => descend(inner, node, &mut next),
+                        other => on(other, node, &mut next),
+                    }
+                }
+                nodes = next;
+            }
+            nodes
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            "[ab]{1,2}"
+        }
+
+        /// Filters over the generated documents; `root` adds ones that read `$`.
+        fn filter(root: bool) -> BoxedStrategy<String> {
+            let local = prop_oneof![
+                name().prop_map(|n| format!("[?(@.{n})]")),
+                name().prop_map(|n| format!("[?(!@.{n})]")),
+                (name(), name()).prop_map(|(a, b)| format!("[?(@.{a} || @['{b}'])]")),
+                (name(), name()).prop_map(|(a, b)| format!("[?((@.{a}) && @.{b} == true)]")),
+                Just("[?(@ == null)]".to_owned()),
+                Just("[?(@ > 0)]".to_owned()),
+                name().prop_map(|n| format!("[?(length(@.{n}) >= 1)]")),
+            ];
+            if root {
+                prop_oneof![
+                    local,
+                    (name(), name()).prop_map(|(a, b)| format!("[?(@.{a} == $.{b})]")),
+                    name().prop_map(|n| format!("[?($.{n})]")),
+                ]
+                .boxed()
+            } else {
+                local.boxed()
+            }
+        }
+
+        /// One single-selector segment, in Jayway's spelling.
+        fn single(root: bool) -> BoxedStrategy<String> {
+            prop_oneof![
+                name().prop_map(|n| format!(".{n}")),
+                name().prop_map(|n| format!("['{n}']")),
+                Just("[*]".to_owned()),
+                Just(".*".to_owned()),
+                (-3i64..4).prop_map(|i| format!("[{i}]")),
+                (-3i64..4, -3i64..4).prop_map(|(a, b)| format!("[{a}:{b}]")),
+                (
+                    prop::option::of(-3i64..4),
+                    prop::option::of(-3i64..4),
+                    -2i64..3
+                )
+                    .prop_map(|(a, b, step)| {
+                        let bound = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+                        format!("[{}:{}:{step}]", bound(a), bound(b))
+                    }),
+                filter(root),
+                name().prop_map(|n| format!("..{n}")),
+                Just("..*".to_owned()),
+                (-2i64..3).prop_map(|i| format!("..[{i}]")),
+            ]
+            .boxed()
+        }
+
+        /// A union segment: names, indices, or mixed selectors, maybe after `..`.
+        fn union() -> impl Strategy<Value = String> {
+            let selector = prop_oneof![
+                name().prop_map(|n| format!("'{n}'")),
+                (-3i64..4).prop_map(|i| i.to_string()),
+                (0i64..3, 0i64..4).prop_map(|(a, b)| format!("{a}:{b}")),
+                Just("*".to_owned()),
+                name().prop_map(|n| format!("?(@.{n})")),
+            ];
+            (
+                prop::collection::vec(selector, 2..4),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(selectors, descendant, dot)| {
+                    let lead = if descendant {
+                        ".."
+                    } else if dot {
+                        "."
+                    } else {
+                        ""
+                    };
+                    format!("{lead}[{}]", selectors.join(","))
+                })
+        }
 
         proptest! {
             /// The direct walk selects exactly what jsonpath-rust selects for a definite path.
@@ -365,7 +710,36 @@ mod tests {
             ) {
                 let compiled = JaywayPath::compile(&path).unwrap();
                 let steps = compiled.steps().expect("definite path has steps");
-                prop_assert_eq!(walk(&doc, steps).cloned(), compiled.select(&doc), "{}", path);
+                let first = jsonpath_rust(&compiled.query, &doc).into_iter().next();
+                prop_assert_eq!(walk(&doc, steps).cloned(), first, "{}", path);
+            }
+
+            /// Without unions jsonpath-rust's order is right, and the adapter's evaluation
+            /// selects the same nodes in the same order, filters reading `$` included.
+            #[test]
+            fn single_selector_paths_agree_with_jsonpath_rust(
+                doc in json_documents("[ab]{1,2}", "[ab]{0,2}"),
+                segments in prop::collection::vec(single(true), 0..5),
+            ) {
+                let path = format!("${}", segments.concat());
+                let compiled = JaywayPath::compile(&path).unwrap();
+                let ours: Vec<Value> = compiled.select(&doc).into_iter().cloned().collect();
+                prop_assert_eq!(ours, jsonpath_rust(&compiled.query, &doc), "{}", path);
+            }
+
+            /// With unions anywhere (after wildcards, index lists, slices, filters, `..`), the
+            /// selection is each node's in turn.
+            #[test]
+            fn unions_follow_per_node_order(
+                doc in json_documents("[ab]{1,2}", "[ab]{0,2}"),
+                before in prop::collection::vec(single(false), 0..3),
+                unions in prop::collection::vec(union(), 1..3),
+                after in prop::collection::vec(single(false), 0..2),
+            ) {
+                let path = format!("${}{}{}", before.concat(), unions.concat(), after.concat());
+                let compiled = JaywayPath::compile(&path).unwrap();
+                let ours: Vec<Value> = compiled.select(&doc).into_iter().cloned().collect();
+                prop_assert_eq!(ours, per_node(&compiled.query.segments, &doc), "{}", path);
             }
         }
     }

@@ -246,9 +246,11 @@ fn descendant_ids_on_a_gitlab_note_in_document_order() {
 
 #[test]
 fn union_over_changed_files_as_in_the_github_feature() {
+    // GWT's `gitlab/gitlab-push-specific-folder.feature`: each commit's modified, added and
+    // removed files in turn, not every commit's modified files first.
     let push = r#"{"commits": [
-        {"modified": ["a.txt"], "added": ["b.txt"], "removed": []},
-        {"modified": [], "added": [], "removed": ["c.txt"]}
+        {"added": ["added/file.txt"], "modified": ["modified/file.txt"], "removed": ["removed/file.txt"]},
+        {"added": [], "modified": ["this/is/modified.txt"], "removed": []}
     ]}"#;
     check(
         &var(
@@ -257,10 +259,14 @@ fn union_over_changed_files_as_in_the_github_feature() {
         ),
         body(push),
         &[
-            ("changed_files", r#"["a.txt","b.txt","c.txt"]"#),
-            ("changed_files_0", "a.txt"),
-            ("changed_files_1", "b.txt"),
-            ("changed_files_2", "c.txt"),
+            (
+                "changed_files",
+                r#"["modified/file.txt","added/file.txt","removed/file.txt","this/is/modified.txt"]"#,
+            ),
+            ("changed_files_0", "modified/file.txt"),
+            ("changed_files_1", "added/file.txt"),
+            ("changed_files_2", "removed/file.txt"),
+            ("changed_files_3", "this/is/modified.txt"),
         ],
     );
 }
