@@ -280,6 +280,18 @@ fn jayway_extras_filter_and_length_work() {
         &[("L", "[2]"), ("L_0", "2")],
     );
     check(&var("N", "$.commits.length()"), body(doc), &[("N", "3")]);
+    // After an indefinite path, `length()` is one length per match (GWT's
+    // `array-without-attribute-and-avalue.feature`): the matching label has two members.
+    check(
+        &var("D", "$.labels[?(@.name == 'deploy')].length()"),
+        body(doc),
+        &[("D", "[2]"), ("D_0", "2")],
+    );
+    check(
+        &var("D", "$.labels[?(@.name == 'docs')].length()"),
+        body(doc),
+        &[("D", "[]")],
+    );
     check(
         &var("H", "$.x-gitlab.kind"),
         body(r#"{"x-gitlab": {"kind": "push"}}"#),
@@ -571,6 +583,35 @@ fn length_filter_ignores_zero_commits() {
     let rule = filter_rule(&var("count", "$.commits.length()"), "$count", "^[1-9]");
     check_filter(&rule, body(r#"{"commits": []}"#), "0", false);
     check_filter(&rule, body(r#"{"commits": [{"id": 1}]}"#), "1", true);
+}
+
+#[test]
+fn length_after_a_filter_triggers_only_without_the_label() {
+    // GWT's `array-without-attribute-and-avalue.feature`.
+    let rule = filter_rule(
+        &var("docs", r#"$.labels[?(@.name == "documentation")].length()"#),
+        "$docs",
+        r"\[\]",
+    );
+    let labels = |names: &[&str]| {
+        let labels: Vec<String> = names
+            .iter()
+            .map(|name| {
+                format!(
+                    r#"{{"id":144,"node_id":"MD","url":"https://api.github.com/repos/","name":"{name}","color":"d73","default":true,"description":"d"}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"labels":[{}]}}"#, labels.join(","))
+    };
+    check_filter(
+        &rule,
+        body(&labels(&["bug", "documentation"])),
+        "[7]",
+        false,
+    );
+    check_filter(&rule, body(&labels(&["bug"])), "[]", true);
+    check_filter(&rule, body(&labels(&[])), "[]", true);
 }
 
 fn render(text: &str, variables: &Variables) -> String {
