@@ -246,9 +246,11 @@ fn descendant_ids_on_a_gitlab_note_in_document_order() {
 
 #[test]
 fn union_over_changed_files_as_in_the_github_feature() {
+    // GWT's `gitlab/gitlab-push-specific-folder.feature`: each commit's modified, added and
+    // removed files in turn, not every commit's modified files first.
     let push = r#"{"commits": [
-        {"modified": ["a.txt"], "added": ["b.txt"], "removed": []},
-        {"modified": [], "added": [], "removed": ["c.txt"]}
+        {"added": ["added/file.txt"], "modified": ["modified/file.txt"], "removed": ["removed/file.txt"]},
+        {"added": [], "modified": ["this/is/modified.txt"], "removed": []}
     ]}"#;
     check(
         &var(
@@ -257,10 +259,14 @@ fn union_over_changed_files_as_in_the_github_feature() {
         ),
         body(push),
         &[
-            ("changed_files", r#"["a.txt","b.txt","c.txt"]"#),
-            ("changed_files_0", "a.txt"),
-            ("changed_files_1", "b.txt"),
-            ("changed_files_2", "c.txt"),
+            (
+                "changed_files",
+                r#"["modified/file.txt","added/file.txt","removed/file.txt","this/is/modified.txt"]"#,
+            ),
+            ("changed_files_0", "modified/file.txt"),
+            ("changed_files_1", "added/file.txt"),
+            ("changed_files_2", "removed/file.txt"),
+            ("changed_files_3", "this/is/modified.txt"),
         ],
     );
 }
@@ -274,6 +280,18 @@ fn jayway_extras_filter_and_length_work() {
         &[("L", "[2]"), ("L_0", "2")],
     );
     check(&var("N", "$.commits.length()"), body(doc), &[("N", "3")]);
+    // After an indefinite path, `length()` is one length per match (GWT's
+    // `array-without-attribute-and-avalue.feature`): the matching label has two members.
+    check(
+        &var("D", "$.labels[?(@.name == 'deploy')].length()"),
+        body(doc),
+        &[("D", "[2]"), ("D_0", "2")],
+    );
+    check(
+        &var("D", "$.labels[?(@.name == 'docs')].length()"),
+        body(doc),
+        &[("D", "[]")],
+    );
     check(
         &var("H", "$.x-gitlab.kind"),
         body(r#"{"x-gitlab": {"kind": "push"}}"#),
@@ -565,6 +583,35 @@ fn length_filter_ignores_zero_commits() {
     let rule = filter_rule(&var("count", "$.commits.length()"), "$count", "^[1-9]");
     check_filter(&rule, body(r#"{"commits": []}"#), "0", false);
     check_filter(&rule, body(r#"{"commits": [{"id": 1}]}"#), "1", true);
+}
+
+#[test]
+fn length_after_a_filter_triggers_only_without_the_label() {
+    // GWT's `array-without-attribute-and-avalue.feature`.
+    let rule = filter_rule(
+        &var("docs", r#"$.labels[?(@.name == "documentation")].length()"#),
+        "$docs",
+        r"\[\]",
+    );
+    let labels = |names: &[&str]| {
+        let labels: Vec<String> = names
+            .iter()
+            .map(|name| {
+                format!(
+                    r#"{{"id":144,"node_id":"MD","url":"https://api.github.com/repos/","name":"{name}","color":"d73","default":true,"description":"d"}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"labels":[{}]}}"#, labels.join(","))
+    };
+    check_filter(
+        &rule,
+        body(&labels(&["bug", "documentation"])),
+        "[7]",
+        false,
+    );
+    check_filter(&rule, body(&labels(&["bug"])), "[]", true);
+    check_filter(&rule, body(&labels(&[])), "[]", true);
 }
 
 fn render(text: &str, variables: &Variables) -> String {
