@@ -1,0 +1,327 @@
+//! The GWT scenario corpus (`tests/gwt/*.toml`): the plugin's own published scenarios (its
+//! Cucumber features and the JUnit resolver/renderer tests), rewritten as hookgate rules, run
+//! through `serve` (real sockets, fake Jenkins) and through `hookgate test --json`, each call
+//! checked against what GWT's assertions say: the variables, the rendered filter text, and
+//! whether the job is triggered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::helpers::{AppOptions, JOB_TOKEN, json, spawn_app_with};
+
+/// One corpus file: the GWT source it reproduces and its cases.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorpusFile {
+    /// The file in `jenkinsci/generic-webhook-trigger-plugin` (at 4c0b8adc) the cases come from.
+    source: String,
+    #[serde(rename = "case")]
+    cases: Vec<Case>,
+}
+
+/// One configuration (a scenario's Givens) and the calls made against it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    /// Unique over the corpus; the rule's name.
+    name: String,
+    /// The scenario or JUnit test this case reproduces.
+    scenario: String,
+    /// The rule's `[[variables]]`, `[[headers]]`, `[[query]]` and `[filter]` sections; the
+    /// runner adds `verify` (none) and `dispatch`.
+    rule: String,
+    #[serde(rename = "call")]
+    calls: Vec<Call>,
+}
+
+/// One request (a scenario's When) and what GWT's Thens say about it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Call {
+    #[serde(default)]
+    body: String,
+    #[serde(default = "json_content_type")]
+    content_type: String,
+    /// Header lines in order; a repeated name gives several values.
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    /// Query parameters in order; a repeated name gives several values.
+    #[serde(default)]
+    query: Vec<(String, String)>,
+    /// GWT's `variables are resolved to`: each listed variable has this value, where `""` also
+    /// stands for "not resolved" (as the plugin's step definitions read a missing entry).
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    /// The listed variables are all there are (JUnit's `hasSize` / `containsOnlyKeys`); `""`
+    /// then means resolved to the empty string.
+    #[serde(default)]
+    complete: bool,
+    /// `filter text is rendered to`.
+    rendered: Option<String>,
+    /// `the job is triggered` / `is not triggered`.
+    triggered: Option<bool>,
+}
+
+fn json_content_type() -> String {
+    "application/json".to_owned()
+}
+
+/// What one path (serve or test) answered for a call.
+struct Answer {
+    variables: BTreeMap<String, String>,
+    rendered: String,
+    triggered: bool,
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gwt")
+}
+
+/// Every corpus file, in name order.
+fn load() -> Vec<(String, CorpusFile)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .expect("tests/gwt exists")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no corpus files in tests/gwt");
+    let files: Vec<(String, CorpusFile)> = paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read corpus file");
+            let file: CorpusFile = toml::from_str(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, file)
+        })
+        .collect();
+    let mut names = std::collections::HashSet::new();
+    for (file, corpus) in &files {
+        assert!(
+            corpus.source.starts_with("src/test/"),
+            "{file}: source must name the plugin's test file"
+        );
+        for case in &corpus.cases {
+            assert!(names.insert(case.name.clone()), "{file}: case name {} twice", case.name);
+            assert!(!case.calls.is_empty(), "{file}: {} has no call", case.name);
+        }
+    }
+    files
+}
+
+/// The rule file a case's snippet becomes: tokenless, unsigned, dispatching to the fake job.
+fn rule_text(case: &Case) -> String {
+    format!(
+        "description = {:?}\n[verify]\nscheme = \"none\"\n\n{}\n\n[dispatch]\ntoken_env = \"JOB_TOKEN\"\n",
+        case.scenario, case.rule
+    )
+}
+
+/// Compares one answer with GWT's assertions; returns the differences.
+fn compare(answer: &Answer, call: &Call) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, expected) in &call.variables {
+        let got = answer.variables.get(name);
+        let same = if call.complete {
+            got == Some(expected)
+        } else {
+            got.map_or("", String::as_str) == expected
+        };
+        if !same {
+            problems.push(format!("variable {name}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    if call.complete {
+        for name in answer.variables.keys() {
+            if !call.variables.contains_key(name) {
+                problems.push(format!(
+                    "unexpected variable {name} = {:?}",
+                    answer.variables[name]
+                ));
+            }
+        }
+    }
+    if let Some(rendered) = &call.rendered
+        && &answer.rendered != rendered
+    {
+        problems.push(format!(
+            "rendered filter text: expected {rendered:?}, got {:?}",
+            answer.rendered
+        ));
+    }
+    if let Some(triggered) = call.triggered
+        && answer.triggered != triggered
+    {
+        problems.push(format!(
+            "triggered: expected {triggered}, got {} (rendered {:?})",
+            answer.triggered, answer.rendered
+        ));
+    }
+    problems
+}
+
+fn string_map(value: &Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("resolvedVariables is not an object: {value}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string value").to_owned()))
+        .collect()
+}
+
+/// Collects every difference of every call, so one run lists all broken scenarios.
+fn report(path: &str, failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} GWT scenario call(s) differ through {path}:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[actix_web::test]
+async fn every_gwt_scenario_resolves_and_filters_as_gwt_through_serve() {
+    let files = load();
+    let rules: Vec<(&'static str, String)> = files
+        .iter()
+        .flat_map(|(_, file)| &file.cases)
+        .map(|case| {
+            let name: &'static str = Box::leak(format!("{}.toml", case.name).into_boxed_str());
+            (name, rule_text(case))
+        })
+        .collect();
+    let app = spawn_app_with(AppOptions {
+        rules,
+        ..AppOptions::default()
+    })
+    .await;
+    let mut failures = Vec::new();
+    let mut calls = 0;
+    for (file, corpus) in &files {
+        for case in &corpus.cases {
+            for (i, call) in case.calls.iter().enumerate() {
+                calls += 1;
+                let url = reqwest::Url::parse_with_params(&app.hook_url(&case.name), &call.query)
+                    .expect("url");
+                let mut request = app
+                    .client
+                    .post(url)
+                    .header("content-type", &call.content_type)
+                    .body(call.body.clone());
+                for (name, value) in &call.headers {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.expect("request");
+                let status = response.status();
+                let body = json(response).await;
+                let job = &body["jobs"][&case.name];
+                if !status.is_success() || job.is_null() {
+                    failures.push(format!("{file} {} call {i}: {status} {body}", case.name));
+                    continue;
+                }
+                let answer = Answer {
+                    variables: string_map(&job["resolvedVariables"]),
+                    rendered: job["regexpFilterText"].as_str().expect("text").to_owned(),
+                    triggered: job["triggered"].as_bool().expect("triggered"),
+                };
+                failures.extend(
+                    compare(&answer, call)
+                        .into_iter()
+                        .map(|p| format!("{file} {} call {i}: {p}", case.name)),
+                );
+            }
+        }
+    }
+    report("serve", failures);
+    // Every triggered call reached Jenkins once, and nothing else did.
+    let triggered = files
+        .iter()
+        .flat_map(|(_, file)| &file.cases)
+        .flat_map(|case| &case.calls)
+        .filter(|call| call.triggered == Some(true))
+        .count();
+    assert!(calls > 0);
+    assert!(app.jenkins.requests().len() >= triggered);
+}
+
+#[test]
+fn every_gwt_scenario_resolves_and_filters_as_gwt_through_hookgate_test() {
+    let files = load();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("mkdir");
+    for case in files.iter().flat_map(|(_, file)| &file.cases) {
+        std::fs::write(rules.join(format!("{}.toml", case.name)), rule_text(case))
+            .expect("write rule");
+    }
+    let config = dir.path().join("hookgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[rules]\ndir = {:?}\n[jenkins.main]\nurl = \"http://127.0.0.1:9\"\n",
+            rules.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let mut failures = Vec::new();
+    for (file, corpus) in &files {
+        for case in &corpus.cases {
+            for (i, call) in case.calls.iter().enumerate() {
+                let payload = dir.path().join("payload");
+                std::fs::write(&payload, &call.body).expect("write payload");
+                let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+                command
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["test", &case.name])
+                    .arg(&payload)
+                    .arg("--json")
+                    .arg("--header")
+                    .arg(format!("Content-Type: {}", call.content_type))
+                    .env_remove("HOOKGATE_CONFIG")
+                    .env("JOB_TOKEN", JOB_TOKEN);
+                for (name, value) in &call.headers {
+                    command.arg("--header").arg(format!("{name}: {value}"));
+                }
+                for (name, value) in &call.query {
+                    command.arg("--query").arg(format!("{name}={value}"));
+                }
+                let output = command.output().expect("hookgate runs");
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let Ok(report) = serde_json::from_str::<Value>(&stdout) else {
+                    failures.push(format!(
+                        "{file} {} call {i}: not JSON: {stdout}{}",
+                        case.name,
+                        String::from_utf8_lossy(&output.stderr)
+                    ));
+                    continue;
+                };
+                if report.get("error").is_some() {
+                    failures.push(format!("{file} {} call {i}: {report}", case.name));
+                    continue;
+                }
+                let answer = Answer {
+                    variables: string_map(&report["resolvedVariables"]),
+                    rendered: report["regexpFilterText"].as_str().expect("text").to_owned(),
+                    triggered: report["triggered"].as_bool().expect("triggered"),
+                };
+                // The exit code says the same as the report: 0 would dispatch, 2 filtered.
+                let code = output.status.code();
+                if code != Some(if answer.triggered { 0 } else { 2 }) {
+                    failures.push(format!("{file} {} call {i}: exit {code:?}", case.name));
+                }
+                failures.extend(
+                    compare(&answer, call)
+                        .into_iter()
+                        .map(|p| format!("{file} {} call {i}: {p}", case.name)),
+                );
+            }
+        }
+    }
+    report("hookgate test", failures);
+}
