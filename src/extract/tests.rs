@@ -1,31 +1,24 @@
 //! Data-driven tests of GWT's variable and filter semantics (reference `gwt-plugin.md` §6–7):
 //! one `check` per case, each a rule snippet as users write it, a request, and every variable
-//! GWT would produce.
+//! GWT would produce. Every case is compiled into a whole rule and run through the pipeline
+//! `serve` runs (`pipeline::evaluate`), so what is tested here is what a request gets.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::web::Bytes;
 use proptest::prelude::*;
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::{
-    BodyVariable, Budget, MAX_VARIABLE_BYTES, RequestVariable, Variables, resolve_body,
-    resolve_headers, resolve_query,
-};
+use super::{BodyVariable, Budget, MAX_VARIABLE_BYTES, Variables, resolve_body};
 use crate::filter::{Filter, FilterError, MAX_RENDERED_BYTES};
-use crate::rules::model::{FilterSection, HeaderEntry, QueryEntry, VariableEntry};
-
-/// The variable and filter sections of a rule file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Snippet {
-    #[serde(default)]
-    variables: Vec<VariableEntry>,
-    #[serde(default)]
-    headers: Vec<HeaderEntry>,
-    #[serde(default)]
-    query: Vec<QueryEntry>,
-    filter: Option<FilterSection>,
-}
+use crate::pipeline::{self, Bodies, Evaluated, Stopped};
+use crate::rules::Rule;
+use crate::rules::model::{FilterSection, VariableEntry};
+use crate::verify::ip::ClientAddr;
+use crate::verify::{self, Inbound};
 
 #[derive(Default)]
 struct Request<'a> {
@@ -55,58 +48,54 @@ fn compile_error<T>(errors: Vec<super::CompileError>) -> T {
     panic!("rule does not compile: {reasons:?}")
 }
 
-fn run(rule: &str, request: &Request<'_>) -> Outcome {
-    let snippet: Snippet =
-        toml::from_str(rule).unwrap_or_else(|e| panic!("bad snippet {rule}: {e}"));
-    let bodies: Vec<BodyVariable> = snippet
-        .variables
-        .iter()
-        .map(|v| BodyVariable::compile(v).unwrap_or_else(compile_error))
-        .collect();
-    let headers: Vec<RequestVariable> = snippet
-        .headers
-        .iter()
-        .map(|h| RequestVariable::from_header(h).unwrap_or_else(compile_error))
-        .collect();
-    let query: Vec<RequestVariable> = snippet
-        .query
-        .iter()
-        .map(|q| RequestVariable::from_query(q).unwrap_or_else(compile_error))
-        .collect();
-    let filter = Filter::compile(snippet.filter.as_ref()).unwrap_or_else(compile_error);
+/// Compiles `sections` (a rule's variables, headers, query and filter, as users write them)
+/// into a whole rule, as `hookgate serve` loads it.
+fn compile_rule(sections: &str) -> Arc<Rule> {
+    let text = format!("[verify]\nscheme = \"none\"\n\n{sections}\n\n[dispatch]\n");
+    let jenkins = BTreeSet::from(["main".to_owned()]);
+    let env: HashMap<String, String> = HashMap::new();
+    let rule = crate::rules::compile_text(&text, Path::new("case.toml"), &jenkins, &env)
+        .unwrap_or_else(|problems| {
+            let reasons: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            panic!("rule does not compile: {reasons:?}\n{text}")
+        });
+    Arc::new(rule)
+}
 
-    let mut header_map = HeaderMap::new();
+/// Runs `rule` on `request` through the pipeline `serve` and `hookgate test` run.
+fn evaluate(rule: &str, request: &Request<'_>) -> Result<Outcome, Stopped> {
+    let rule = compile_rule(rule);
+    let mut headers = HeaderMap::new();
     for (name, value) in request.headers {
-        header_map.append(
+        headers.append(
             HeaderName::from_bytes(name.as_bytes()).unwrap(),
             HeaderValue::from_str(value).unwrap(),
         );
     }
-    let params: Vec<(String, String)> = request
-        .query
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    // A body that is not JSON leaves every JSONPath variable unresolved, as in GWT.
-    let document: Option<Value> = serde_json::from_str(request.body).ok();
-
-    let mut variables = Variables::new();
-    let mut budget = Budget::default();
-    resolve_headers(&headers, &header_map, &mut variables, &mut budget);
-    resolve_query(&query, &params, &mut variables, &mut budget);
-    resolve_body(
-        &bodies,
-        document.as_ref(),
-        request.body,
-        &mut variables,
-        &mut budget,
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(request.query.iter())
+        .finish();
+    let inbound = Inbound::new(
+        &headers,
+        &query,
+        Bytes::copy_from_slice(request.body.as_bytes()),
+        ClientAddr::Unknown,
     );
-    let outcome = filter.evaluate(&variables).expect("filter evaluates");
-    Outcome {
-        variables,
-        rendered: outcome.rendered_text,
-        matched: outcome.matched,
-    }
+    let verified = verify::assume_verified_for_offline_test(&rule, &inbound);
+    let (evaluation, matched) = match pipeline::evaluate(&verified, &mut Bodies::new(1))? {
+        Evaluated::Matched { evaluation, .. } => (evaluation, true),
+        Evaluated::Filtered(evaluation) => (evaluation, false),
+    };
+    Ok(Outcome {
+        variables: evaluation.variables,
+        rendered: evaluation.rendered_text,
+        matched,
+    })
+}
+
+fn run(rule: &str, request: &Request<'_>) -> Outcome {
+    evaluate(rule, request)
+        .unwrap_or_else(|stopped| panic!("rule:\n{rule}\nbody: {}\n{stopped}", request.body))
 }
 
 /// Asserts the complete set of variables `rule` resolves from `request`.
@@ -157,7 +146,12 @@ fn string_number_and_boolean_leaves() {
 fn null_missing_and_unparsable_resolve_to_nothing() {
     check(&var("V", "$.n"), body(r#"{"n": null}"#), &[]);
     check(&var("V", "$.missing"), body(r#"{"n": 1}"#), &[]);
-    check(&var("V", "$.a"), body("not json"), &[]);
+    // GWT leaves a body that is not JSON unresolved; hookgate answers 400 (a deliberate
+    // difference), so it never reaches the variables.
+    assert!(matches!(
+        evaluate(&var("V", "$.a"), &body("not json")),
+        Err(Stopped::InvalidBody(_))
+    ));
     check(&var("V", "$.a"), body(""), &[]);
 }
 
@@ -657,8 +651,14 @@ fn renderer_quirks_match_gwt() {
 
 #[test]
 fn invalid_definitions_are_reported_by_field() {
+    #[derive(serde::Deserialize)]
+    struct Sections {
+        #[serde(default)]
+        variables: Vec<VariableEntry>,
+        filter: Option<FilterSection>,
+    }
     let field = |toml: &str| -> Vec<&'static str> {
-        let snippet: Snippet = toml::from_str(toml).unwrap();
+        let snippet: Sections = toml::from_str(toml).unwrap();
         BodyVariable::compile(&snippet.variables[0])
             .expect_err("must not compile")
             .into_iter()
@@ -677,7 +677,7 @@ fn invalid_definitions_are_reported_by_field() {
         field("[[variables]]\nname = \"1 bad\"\njsonpath = \"$.a\"\nregex_filter = \"(\""),
         ["name", "regex_filter"]
     );
-    let filter: Snippet =
+    let filter: Sections =
         toml::from_str("[filter]\ntext = \"$a\"\nexpression = \"[z-a]\"").unwrap();
     let errors = Filter::compile(filter.filter.as_ref()).expect_err("must not compile");
     assert_eq!(errors[0].field, "expression");
@@ -839,11 +839,13 @@ fn invariant_every_regex_runs_under_the_backtrack_limit() {
     // A catastrophic pattern (the back-reference keeps it in fancy-regex's backtracking VM) on
     // a hostile value: the filter gives up with an error instead of running for ever.
     let rule = filter_rule(&var("V", "$.v"), "$V", r"^((a|aa)*)\1c");
-    let snippet: Snippet = toml::from_str(&rule).expect("rule");
-    let filter = Filter::compile(snippet.filter.as_ref()).expect("compiles");
-    let variables: Variables = [("V".to_owned(), "a".repeat(64))].into_iter().collect();
+    let value = "a".repeat(64);
+    let payload = format!("{{\"v\": \"{value}\"}}");
     assert!(matches!(
-        filter.evaluate(&variables),
-        Err(FilterError::Regex(_))
+        evaluate(&rule, &body(&payload)),
+        Err(Stopped::FilterFailed {
+            error: FilterError::Regex(_),
+            ..
+        })
     ));
 }

@@ -94,8 +94,8 @@ fn load() -> Vec<(String, CorpusFile)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).expect("read corpus file");
-            let file: CorpusFile = toml::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let file: CorpusFile =
+                toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             (name, file)
         })
@@ -107,7 +107,11 @@ fn load() -> Vec<(String, CorpusFile)> {
             "{file}: source must name the plugin's test file"
         );
         for case in &corpus.cases {
-            assert!(names.insert(case.name.clone()), "{file}: case name {} twice", case.name);
+            assert!(
+                names.insert(case.name.clone()),
+                "{file}: case name {} twice",
+                case.name
+            );
             assert!(!case.calls.is_empty(), "{file}: {} has no call", case.name);
         }
     }
@@ -133,7 +137,9 @@ fn compare(answer: &Answer, call: &Call) -> Vec<String> {
             got.map_or("", String::as_str) == expected
         };
         if !same {
-            problems.push(format!("variable {name}: expected {expected:?}, got {got:?}"));
+            problems.push(format!(
+                "variable {name}: expected {expected:?}, got {got:?}"
+            ));
         }
     }
     if call.complete {
@@ -307,7 +313,10 @@ fn every_gwt_scenario_resolves_and_filters_as_gwt_through_hookgate_test() {
                 }
                 let answer = Answer {
                     variables: string_map(&report["resolvedVariables"]),
-                    rendered: report["regexpFilterText"].as_str().expect("text").to_owned(),
+                    rendered: report["regexpFilterText"]
+                        .as_str()
+                        .expect("text")
+                        .to_owned(),
                     triggered: report["triggered"].as_bool().expect("triggered"),
                 };
                 // The exit code says the same as the report: 0 would dispatch, 2 filtered.
