@@ -1,8 +1,8 @@
 //! Jayway JSONPath 2.9.0 (the dialect GWT users write, evaluated as GWT's `JsonPath.read` does
 //! with the default configuration) on top of jsonpath-rust's parser and filter expressions.
 //!
-//! - Jayway's spellings (`.['a','b']`, dotted names with `-`) are rewritten into RFC 9535,
-//!   which jsonpath-rust parses.
+//! - Jayway's spellings (`.['a','b']`, dotted names with `-`, a path without `$`) are rewritten
+//!   into RFC 9535, which jsonpath-rust parses.
 //! - The parsed segments become Jayway's token chain (`PathCompiler.java`): a property token
 //!   with one or several names, an array index token with one or several indices, a slice, a
 //!   wildcard, a filter, a deep scan. Unions Jayway cannot parse (names mixed with indices, or
@@ -144,7 +144,8 @@ impl JaywayPath {
 
     fn parse(expression: &str) -> Result<Self, String> {
         let root = expression.trim() == "$";
-        let (path, call) = split_length_call(expression.trim());
+        let rooted = rooted(expression);
+        let (path, call) = split_length_call(&rooted);
         let (tokens, length) = match call {
             None => (tokens(path)?, None),
             Some(Call::Dot) => {
@@ -248,6 +249,21 @@ impl JaywayPath {
         };
         run.token(0, document)?;
         Ok(run.hits)
+    }
+}
+
+/// Jayway prefixes `$.` to a path that starts with neither `$` nor `@` (`PathCompiler.compile`,
+/// `PathCompiler.java:64-70`: the test is on the trimmed path, the prefix goes before the
+/// untrimmed one), and evaluates a path starting with `@` exactly as one starting with `$`
+/// (`RootPathToken` only keeps the character for printing).
+fn rooted(expression: &str) -> Cow<'_, str> {
+    let trimmed = expression.trim();
+    if let Some(rest) = trimmed.strip_prefix('@') {
+        Cow::Owned(format!("${rest}"))
+    } else if trimmed.starts_with('$') {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(format!("$.{}", expression.trim_end()))
     }
 }
 
@@ -948,6 +964,11 @@ mod tests {
             "$[::2]",
             "$[2147483648]",
             "$[0:2147483648]",
+            // Without `$`, Jayway prefixes `$.` (`PathCompiler.java:67-70`): `..a` becomes
+            // `$...a` (a `.` after `..`, `PathCompiler.java:172-174`), and a leading blank
+            // stays after the `$.` (`$. a`, no name).
+            "..a",
+            " a.b",
             // `..*` then a last member or `*`: Jayway's answer depends on earlier requests.
             "$..*.a",
             "$..[*].a",
@@ -969,6 +990,9 @@ mod tests {
             "$..[?(@.a)].b",
             "$..[0].a",
             "$[1:5:2]",
+            "a.b",
+            "@.a",
+            "@",
         ] {
             assert!(JaywayPath::compile(supported).is_ok(), "{supported}");
         }
@@ -1586,6 +1610,58 @@ mod tests {
             ),
         ];
         check_cases(&nums, cases);
+    }
+
+    /// Jayway prefixes `$.` to a path that starts with neither `$` nor `@`
+    /// (`PathCompiler.java:67-70`), and `@` is a root like `$` (`PathCompiler.java:97-99`,
+    /// `RootPathToken.java:61-68`).
+    #[test]
+    fn paths_without_a_root_as_jayway() {
+        let doc = json!({"a": [{"n": 1, "b": 1, "c": 2}, {"b": 5, "c": 2}], "o": {"a": 2}});
+        let cases: &[(&str, Option<Value>, &str)] = &[
+            ("a[0].n", Some(json!(1)), "`$.a[0].n`"),
+            ("a[?(@.b==4)].c", Some(json!([])), "NullHandlingTest.path2"),
+            ("a[?(@.b==5)].c", Some(json!([2])), "NullHandlingTest.path"),
+            (
+                "o.a  ",
+                Some(json!(2)),
+                "trailing blanks are trimmed, PathCompiler.java:65-69",
+            ),
+            (
+                "['o']['a']",
+                Some(json!(2)),
+                "`$.['o']`: the `.` before `[` is dropped, PathCompiler.java:163-176",
+            ),
+            (
+                "[0]",
+                None,
+                "`$.[0]` on an object throws, ArrayPathToken.java:43-50",
+            ),
+            (
+                "*",
+                Some(json!([doc["a"].clone(), doc["o"].clone()])),
+                "`$.*`",
+            ),
+            (
+                ".a",
+                Some(json!([doc["a"].clone(), 2])),
+                "`$..a`, a deep scan",
+            ),
+            ("length()", Some(json!(2)), "`$.length()`"),
+            ("@.o.a", Some(json!(2)), "`@` is a root token"),
+            (" @.o.a", Some(json!(2)), "the test is on the trimmed path"),
+            ("@", Some(doc.clone()), "RootPathToken.java:62-64"),
+            ("$", Some(doc.clone()), "RootPathToken.java:62-64"),
+        ];
+        check_cases(&doc, cases);
+        // GWT answers `$` with the raw body, comparing the trimmed expression
+        // (`PostContentParameterResolver.resolveJsonPath`); `@` is an ordinary path there.
+        assert!(JaywayPath::compile(" $ ").unwrap().is_root());
+        assert!(!JaywayPath::compile("@").unwrap().is_root());
+        assert!(!JaywayPath::compile("$.length()").unwrap().is_root());
+        let on_array = json!([10, 20]);
+        let first = JaywayPath::compile("[0]").unwrap();
+        assert_eq!(first.evaluate(&on_array), Resolved::Value(json!(10)));
     }
 
     /// Every case of Jayway 2.9.0's `length()`, with the Jayway source or test it comes from.

@@ -351,6 +351,21 @@ fn a_name_union_at_the_end_is_one_object_as_in_jayway() {
 }
 
 #[test]
+fn a_path_without_dollar_is_read_from_the_root_as_in_jayway() {
+    // `PathCompiler.compile` prefixes `$.` (`PathCompiler.java:67-70`).
+    check(
+        &var("USER", "pusher.name"),
+        body(r#"{"pusher": {"name": "octocat"}}"#),
+        &[("USER", "octocat")],
+    );
+    check(
+        &var("FIRST", "commits[0].id"),
+        body(r#"{"commits": [{"id": "c1"}]}"#),
+        &[("FIRST", "c1")],
+    );
+}
+
+#[test]
 fn regex_filter_deletes_every_match() {
     let rule = format!("{}regex_filter = \"[aA]\"\n", var("user", "$.user.name"));
     check(
