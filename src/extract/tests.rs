@@ -294,6 +294,72 @@ fn jayway_extras_filter_and_length_work() {
 }
 
 #[test]
+fn a_missing_member_before_a_wildcard_or_filter_is_unresolved_as_in_jayway() {
+    // Jayway throws PathNotFoundException for a missing member while the path before it is
+    // definite (`PathToken.handleObjectProperty`), even when a wildcard or filter follows, and
+    // GWT leaves the variable unresolved; after a wildcard the member is skipped.
+    let with_default = |path: &str| format!("{}default = \"fallback\"\n", var("V", path));
+    check(&with_default("$.zzz[*]"), body("{}"), &[("V", "fallback")]);
+    let labels = "$.labels[?(@.name == 'x')]";
+    check(
+        &with_default(labels),
+        body(r#"{"action": "opened"}"#),
+        &[("V", "fallback")],
+    );
+    check(
+        &with_default(labels),
+        body(r#"{"labels": []}"#),
+        &[("V", "[]")],
+    );
+    check(
+        &with_default("$.commits[*].zzz[*]"),
+        body(r#"{"commits": [{"id": 1}]}"#),
+        &[("V", "[]")],
+    );
+    // A member of a string, or an index of an object, on a definite path: unresolved too.
+    check(
+        &with_default("$.ref[*]"),
+        body(r#"{"ref": "main"}"#),
+        &[("V", "[]")],
+    );
+    check(
+        &with_default("$.ref.name[*]"),
+        body(r#"{"ref": "main"}"#),
+        &[("V", "fallback")],
+    );
+}
+
+#[test]
+fn a_name_union_at_the_end_is_one_object_as_in_jayway() {
+    // Jayway merges the members of a leaf name union into one map (`PathToken.java:92-122`),
+    // a definite answer that GWT flattens like any object; absent members are left out.
+    check(
+        &var("PR", "$.pull_request['title','body','draft']"),
+        body(r#"{"pull_request": {"body": "B", "title": "T", "number": 7}}"#),
+        &[
+            ("PR", r#"{"title":"T","body":"B"}"#),
+            ("PR_body", "B"),
+            ("PR_title", "T"),
+        ],
+    );
+}
+
+#[test]
+fn a_path_without_dollar_is_read_from_the_root_as_in_jayway() {
+    // `PathCompiler.compile` prefixes `$.` (`PathCompiler.java:67-70`).
+    check(
+        &var("USER", "pusher.name"),
+        body(r#"{"pusher": {"name": "octocat"}}"#),
+        &[("USER", "octocat")],
+    );
+    check(
+        &var("FIRST", "commits[0].id"),
+        body(r#"{"commits": [{"id": "c1"}]}"#),
+        &[("FIRST", "c1")],
+    );
+}
+
+#[test]
 fn regex_filter_deletes_every_match() {
     let rule = format!("{}regex_filter = \"[aA]\"\n", var("user", "$.user.name"));
     check(
