@@ -555,10 +555,25 @@ impl<'a> Body<'a> {
         }
         // Checked once here, so neither the parse nor `$` (the raw text) needs to again.
         let text = std::str::from_utf8(bytes).map_err(|e| BodyError::at(bytes, e.valid_up_to()))?;
-        let doc = shape.parse(text).map_err(|e| BodyError {
-            line: e.line(),
-            column: e.column(),
-        })?;
+        let doc = match shape.parse(text) {
+            Ok(doc) => doc,
+            // GWT reads bodies with json-smart's permissive grammar, so a body with trailing
+            // commas or single quotes is a normal GWT payload. It is tried only once the
+            // strict parse failed, and what it refuses too is answered with the strict
+            // parse's position, which is where the body stops being JSON.
+            Err(strict) => match lenient::parse(text) {
+                Ok(doc) => {
+                    tracing::debug!(reason = %strict, "Body read with GWT's permissive JSON grammar.");
+                    doc
+                }
+                Err(_) => {
+                    return Err(BodyError {
+                        line: strict.line(),
+                        column: strict.column(),
+                    });
+                }
+            },
+        };
         Ok(Self {
             doc: Some(doc),
             raw: Cow::Borrowed(text),

@@ -309,6 +309,48 @@ async fn invalid_json_gets_400_with_the_parse_position_after_the_signature_passe
     assert!(app.jenkins.requests().is_empty());
 }
 
+/// GWT reads bodies with json-smart's permissive grammar; a payload it accepts is resolved
+/// here too (after the signature verified), and what neither parser takes stays a 400.
+#[actix_web::test]
+async fn a_body_gwt_reads_permissively_resolves_as_in_gwt() {
+    let app = spawn_app().await;
+    for body in [
+        // Trailing commas, as in the plugin's own fixtures.
+        "{\"action\": \"deploy_service\", \"context\": {\"runId\": \"r_9\",},}",
+        // Single quotes and a bare key.
+        "{'action': 'deploy_service', context: {runId: 'r_9'}}",
+        // Data after the document is ignored, as json-smart does.
+        "{\"action\": \"deploy_service\", \"context\": {\"runId\": \"r_9\"}} trailing",
+    ] {
+        let response = app.post_port(body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{body}");
+        let answer = json(response).await;
+        let job = &answer["jobs"]["port-deploy"];
+        assert_eq!(
+            job["resolvedVariables"]["ACTION"], "deploy_service",
+            "{body}"
+        );
+        assert_eq!(job["resolvedVariables"]["RUN_ID"], "r_9", "{body}");
+        assert_eq!(job["triggered"], true, "{body}");
+    }
+    assert_eq!(app.jenkins.requests().len(), 3);
+    // A body that is no JSON container at all (GWT would leave every variable unresolved)
+    // and one json-smart refuses too: 400 with the strict parser's position.
+    for (body, position) in [
+        ("deploy please", "line 1, column 1"),
+        (
+            "{\"action\": \"deploy_service\",\n  \"context\": {",
+            "line 2, column 14",
+        ),
+    ] {
+        let response = app.post_port(body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let message = json(response).await["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(position), "{body}: {message}");
+    }
+    assert_eq!(app.jenkins.requests().len(), 3);
+}
+
 #[actix_web::test]
 async fn a_filter_miss_answers_200_not_triggered_and_dispatches_nothing() {
     let app = spawn_app().await;
