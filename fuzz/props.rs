@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use hookgate::extract::{BodyVariable, Budget, MAX_VARIABLE_BYTES, Variables, resolve_body};
+use hookgate::extract::{
+    BodyVariable, Budget, MAX_VARIABLE_BYTES, Variables, lenient_parse, resolve_body,
+};
 use hookgate::filter::{Filter, MAX_RENDERED_BYTES, render_text};
 use hookgate::rules::model::{FilterSection, VariableEntry, VerifySection};
 use hookgate::secret::Secret;
@@ -288,6 +290,104 @@ pub fn extract(data: &[u8]) {
         total <= MAX_VARIABLE_BYTES,
         "variables take {total} bytes, over {MAX_VARIABLE_BYTES}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// lenient_json
+// ---------------------------------------------------------------------------------------------
+
+/// Input: the body (lossily UTF-8, as hookgate only parses valid UTF-8). Properties: the
+/// lenient parse never panics and only gives objects and arrays; what serde_json reads as an
+/// object or array it reads the same; and its own documents, written back out as JSON, read
+/// back the same. Text with DEL is not compared: json-smart drops a raw DEL from a string
+/// that has an escape, where serde_json keeps it. Nor must it accept what serde_json accepts
+/// when a float literal is over 18 characters long (see [`has_long_float`]).
+pub fn lenient_json(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let lenient = lenient_parse(&text);
+    if let Ok(doc) = &lenient {
+        assert!(doc.is_object() || doc.is_array(), "not a container: {doc}");
+        let written = doc.to_string();
+        if !written.contains('\u{7f}') {
+            let again = lenient_parse(&written)
+                .unwrap_or_else(|e| panic!("its own document {written:?} refused: {e}"));
+            assert!(
+                same_document(&again, doc),
+                "{written:?} read back as {again}"
+            );
+        }
+    }
+    let strict = serde_json::from_str::<Value>(&text)
+        .ok()
+        .filter(|doc| doc.is_object() || doc.is_array());
+    if let Some(strict) = strict
+        && !text.contains('\u{7f}')
+    {
+        match lenient {
+            Ok(lenient) => assert!(
+                same_document(&lenient, &strict),
+                "{text:?}: lenient {lenient}, serde_json {strict}"
+            ),
+            Err(e) => assert!(
+                has_long_float(&text),
+                "serde_json accepts {text:?}, lenient: {e}"
+            ),
+        }
+    }
+}
+
+/// Whether JSON `text` has a number literal over 18 characters with a fraction or exponent.
+/// json-smart reads those with `new BigDecimal`, which refuses what serde_json reads as 0 or
+/// infinity: more than ten significant exponent digits, or a scale beyond `int`.
+fn has_long_float(text: &str) -> bool {
+    let (mut in_string, mut escaped) = (false, false);
+    let (mut length, mut float) = (0, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E' => {
+                length += 1;
+                float |= matches!(b, b'.' | b'e' | b'E');
+                if length > 18 && float {
+                    return true;
+                }
+            }
+            _ => {
+                in_string = b == b'"';
+                (length, float) = (0, false);
+            }
+        }
+    }
+    false
+}
+
+/// Equal documents, key order and number kinds included, except that json-smart reads `-0`
+/// as the integer 0 where serde_json makes it -0.0.
+fn same_document(lenient: &Value, strict: &Value) -> bool {
+    match (lenient, strict) {
+        (Value::Number(l), Value::Number(s)) => {
+            l.to_string() == s.to_string()
+                || (l.as_u64() == Some(0) && s.as_f64().is_some_and(|f| f == 0.0))
+        }
+        (Value::Array(l), Value::Array(s)) => {
+            l.len() == s.len() && l.iter().zip(s).all(|(l, s)| same_document(l, s))
+        }
+        (Value::Object(l), Value::Object(s)) => {
+            l.len() == s.len()
+                && l.iter()
+                    .zip(s)
+                    .all(|((lk, lv), (sk, sv))| lk == sk && same_document(lv, sv))
+        }
+        _ => lenient == strict,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

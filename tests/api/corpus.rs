@@ -64,6 +64,11 @@ fn corpus_extract() {
 }
 
 #[test]
+fn corpus_lenient_json() {
+    replay("lenient_json", props::lenient_json);
+}
+
+#[test]
 fn corpus_filter() {
     replay("filter", props::filter);
 }
