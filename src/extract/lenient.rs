@@ -547,7 +547,15 @@ fn integer(token: &str) -> Option<Value> {
         }
         r = r.wrapping_mul(10).wrapping_add(digit(s[p]));
     }
-    Some(Value::from(if negative { r } else { r.wrapping_neg() }))
+    // USE_INTEGER_STORAGE's `(int) r`, which only truncates when such odd digits pushed `r`
+    // the wrong way.
+    let r = if negative { r } else { r.wrapping_neg() };
+    let fits_int = if negative {
+        r >= i64::from(i32::MIN)
+    } else {
+        r <= i64::from(i32::MAX)
+    };
+    Some(Value::from(if fits_int { i64::from(r as i32) } else { r }))
 }
 
 /// `new BigInteger(token, 10)`, which unlike `parseNumber` wants digits only; hookgate keeps
@@ -874,6 +882,10 @@ mod tests {
         check("[1\u{1}]", "[-37]");
         check("[1 \u{1}]", "[-107]");
         check("[1.5\u{1}]", "[1.5]");
+        // ...and USE_INTEGER_STORAGE's `(int)` cast then truncates what they push too far.
+        check(&format!("[1{}]", "\u{1}".repeat(10)), "[727450743]");
+        check(&format!("[-{}]", "\u{1}".repeat(10)), "[682614665]");
+        check(&format!("[-1{}]", "\u{1}".repeat(18)), "[-1504648311]");
     }
 
     #[test]
