@@ -450,7 +450,9 @@ impl<'v> Run<'_, 'v> {
                 // `[from:]`; in `[from:to]` each index is read as `handleArrayIndex` reads it.
                 let (from, to) = match *slice {
                     Slice::From(from) => ((if from < 0 { len + from } else { from }).max(0), len),
-                    Slice::Between(from, to) => (from, to.min(len)),
+                    // Indices before `-len` select nothing, so starting there changes nothing
+                    // and `[-2147483648:1]` does not loop two billion times.
+                    Slice::Between(from, to) => (from.max(-len), to.min(len)),
                     Slice::To(to) => (0, (if to < 0 { len + to } else { to }).min(len)),
                 };
                 for index in from..to {
@@ -1569,6 +1571,11 @@ mod tests {
                 "$[0:1]",
                 Some(json!([1])),
                 "ArraySlicingTest.get_between_index_2",
+            ),
+            (
+                "$[-2147483648:1]",
+                Some(json!([1, 3, 5, 7, 8, 13, 20, 1])),
+                "ArraySliceToken.sliceBetween: indices below -len select nothing",
             ),
             (
                 "$[1:15]",
