@@ -190,8 +190,66 @@ fn report(path: &str, failures: Vec<String>) {
     );
 }
 
+/// One call of the corpus, with where it comes from.
+struct Probe<'c> {
+    file: &'c str,
+    case: &'c Case,
+    index: usize,
+    call: &'c Call,
+}
+
+impl Probe<'_> {
+    fn label(&self) -> String {
+        format!("{} {} call {}", self.file, self.case.name, self.index)
+    }
+}
+
+/// Posts one call; returns the rule's job entry, or why there is none.
+async fn post(
+    app: &crate::helpers::TestApp,
+    url: &str,
+    call: &Call,
+    dry_run: bool,
+    rule: &str,
+) -> Result<Value, String> {
+    let url = reqwest::Url::parse_with_params(url, &call.query).expect("url");
+    let mut request = app
+        .client
+        .post(url)
+        .header("content-type", &call.content_type)
+        .body(call.body.clone());
+    if dry_run {
+        request = request.header("gwt-dry-run", "true");
+    }
+    for (name, value) in &call.headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let body = json(response).await;
+    let job = &body["jobs"][rule];
+    if !status.is_success() || job.is_null() {
+        return Err(format!("{status} {body}"));
+    }
+    Ok(job.clone())
+}
+
+fn answer_of(job: &Value) -> Answer {
+    Answer {
+        variables: string_map(&job["resolvedVariables"]),
+        rendered: job["regexpFilterText"].as_str().expect("text").to_owned(),
+        triggered: job["triggered"].as_bool().expect("triggered"),
+    }
+}
+
+/// Every call goes three ways: to its rule's own endpoint (`/hooks/{rule}`, a real dispatch to
+/// the fake Jenkins); to `/generic-webhook-trigger/invoke` without a token, which selects every
+/// corpus rule at once, so the body is parsed whole and shared (as a dry run); and through
+/// `hookgate test --json`. Each answer must say what GWT's assertions say, and the three must
+/// agree with each other, down to the body `hookgate test` says it would send and the body
+/// Jenkins received.
 #[actix_web::test]
-async fn every_gwt_scenario_resolves_and_filters_as_gwt_through_serve() {
+async fn every_gwt_scenario_resolves_and_filters_as_gwt_through_serve_and_hookgate_test() {
     let files = load();
     let rules: Vec<(&'static str, String)> = files
         .iter()
@@ -201,59 +259,141 @@ async fn every_gwt_scenario_resolves_and_filters_as_gwt_through_serve() {
             (name, rule_text(case))
         })
         .collect();
+    let probes: Vec<Probe<'_>> = files
+        .iter()
+        .flat_map(|(file, corpus)| {
+            corpus.cases.iter().flat_map(move |case| {
+                case.calls
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, call)| Probe {
+                        file,
+                        case,
+                        index,
+                        call,
+                    })
+            })
+        })
+        .collect();
     let app = spawn_app_with(AppOptions {
         rules,
         ..AppOptions::default()
     })
     .await;
+
     let mut failures = Vec::new();
-    let mut triggered = 0;
-    for (file, corpus) in &files {
-        for case in &corpus.cases {
-            for (i, call) in case.calls.iter().enumerate() {
-                let url = reqwest::Url::parse_with_params(&app.hook_url(&case.name), &call.query)
-                    .expect("url");
-                let mut request = app
-                    .client
-                    .post(url)
-                    .header("content-type", &call.content_type)
-                    .body(call.body.clone());
-                for (name, value) in &call.headers {
-                    request = request.header(name, value);
-                }
-                let response = request.send().await.expect("request");
-                let status = response.status();
-                let body = json(response).await;
-                let job = &body["jobs"][&case.name];
-                if !status.is_success() || job.is_null() {
-                    failures.push(format!("{file} {} call {i}: {status} {body}", case.name));
-                    continue;
-                }
-                let answer = Answer {
-                    variables: string_map(&job["resolvedVariables"]),
-                    rendered: job["regexpFilterText"].as_str().expect("text").to_owned(),
-                    triggered: job["triggered"].as_bool().expect("triggered"),
-                };
-                triggered += usize::from(answer.triggered);
+    let mut served: Vec<Option<Value>> = Vec::with_capacity(probes.len());
+    for probe in &probes {
+        let name = &probe.case.name;
+        match post(&app, &app.hook_url(name), probe.call, false, name).await {
+            Ok(job) => {
+                let answer = answer_of(&job);
                 failures.extend(
-                    compare(&answer, call)
+                    compare(&answer, probe.call)
                         .into_iter()
-                        .map(|p| format!("{file} {} call {i}: {p}", case.name)),
+                        .map(|p| format!("{} (serve): {p}", probe.label())),
                 );
+                served.push(Some(job));
+            }
+            Err(error) => {
+                failures.push(format!("{} (serve): {error}", probe.label()));
+                served.push(None);
             }
         }
     }
-    report("serve", failures);
-    // Every triggered call reached Jenkins once, and nothing else did.
-    assert_eq!(app.jenkins.requests().len(), triggered);
+    // Every triggered call reached Jenkins once, in order, and nothing else did.
+    let received = app.jenkins.requests();
+    let triggered: Vec<&Value> = served
+        .iter()
+        .flatten()
+        .filter(|job| job["triggered"] == true)
+        .collect();
+    assert_eq!(received.len(), triggered.len(), "Jenkins calls");
+
+    for (probe, first) in probes.iter().zip(&served) {
+        let name = &probe.case.name;
+        match post(&app, &app.invoke_url(), probe.call, true, name).await {
+            Ok(job) => {
+                let shared = answer_of(&job);
+                failures.extend(
+                    compare(&shared, probe.call)
+                        .into_iter()
+                        .map(|p| format!("{} (fan-out): {p}", probe.label())),
+                );
+                if let Some(first) = first {
+                    let first = answer_of(first);
+                    if (&first.variables, &first.rendered, first.triggered)
+                        != (&shared.variables, &shared.rendered, shared.triggered)
+                    {
+                        failures.push(format!(
+                            "{}: the fan-out answer differs from the rule's own",
+                            probe.label()
+                        ));
+                    }
+                }
+            }
+            Err(error) => failures.push(format!("{} (fan-out): {error}", probe.label())),
+        }
+    }
+    assert_eq!(
+        app.jenkins.requests().len(),
+        received.len(),
+        "dry runs dispatched"
+    );
+
+    let reports = hookgate_test_all(&probes);
+    let mut sent = received.iter();
+    for ((probe, report), first) in probes.iter().zip(reports).zip(&served) {
+        let label = probe.label();
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => {
+                failures.push(format!("{label} (hookgate test): {error}"));
+                continue;
+            }
+        };
+        let tested = answer_of(&report);
+        failures.extend(
+            compare(&tested, probe.call)
+                .into_iter()
+                .map(|p| format!("{label} (hookgate test): {p}")),
+        );
+        let Some(first) = first else { continue };
+        let served_answer = answer_of(first);
+        if (
+            &served_answer.variables,
+            &served_answer.rendered,
+            served_answer.triggered,
+        ) != (&tested.variables, &tested.rendered, tested.triggered)
+        {
+            failures.push(format!("{label}: hookgate test differs from serve"));
+        }
+        if served_answer.triggered {
+            let jenkins = sent.next().expect("a Jenkins call per triggered answer");
+            let would_send = report["wouldSend"]["body"].as_str().unwrap_or_default();
+            if would_send.as_bytes() != jenkins.body.as_slice() {
+                failures.push(format!(
+                    "{label}: hookgate test would send {would_send:?}, Jenkins received {:?}",
+                    String::from_utf8_lossy(&jenkins.body)
+                ));
+            }
+        } else if !report["wouldSend"].is_null() {
+            failures.push(format!("{label}: hookgate test would send a filtered call"));
+        }
+    }
+    report("the corpus", failures);
 }
 
-#[test]
-fn every_gwt_scenario_resolves_and_filters_as_gwt_through_hookgate_test() {
-    let files = load();
+/// Runs `hookgate test --json` for every call, a few processes at a time; each run compiles
+/// only its case's rule (a config and rules directory per case).
+fn hookgate_test_all(probes: &[Probe<'_>]) -> Vec<Result<Value, String>> {
     let dir = tempfile::tempdir().expect("tempdir");
-    // One config per case, with that case's rule only, so each run compiles one rule.
-    for case in files.iter().flat_map(|(_, file)| &file.cases) {
+    let mut written = std::collections::HashSet::new();
+    for probe in probes {
+        let case = probe.case;
+        if !written.insert(case.name.as_str()) {
+            continue;
+        }
         let rules = dir.path().join(&case.name);
         std::fs::create_dir(&rules).expect("mkdir");
         std::fs::write(rules.join("rule.toml"), rule_text(case)).expect("write rule");
@@ -266,37 +406,24 @@ fn every_gwt_scenario_resolves_and_filters_as_gwt_through_hookgate_test() {
         )
         .expect("write config");
     }
-    let calls: Vec<(&str, &Case, usize, &Call)> = files
-        .iter()
-        .flat_map(|(file, corpus)| {
-            corpus.cases.iter().flat_map(move |case| {
-                case.calls
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, call)| (file.as_str(), case, i, call))
-            })
-        })
-        .collect();
-    // A process per call; a few at a time, so the corpus stays a few seconds on two cores.
     let workers = 4;
-    let failures: Vec<String> = std::thread::scope(|scope| {
+    let mut results: Vec<(usize, Result<Value, String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|worker| {
-                let calls = &calls;
                 let dir = dir.path();
                 scope.spawn(move || {
-                    calls
+                    probes
                         .iter()
+                        .enumerate()
                         .skip(worker)
                         .step_by(workers)
-                        .flat_map(|(file, case, i, call)| {
-                            let config = dir.join(format!("{}.toml", case.name));
-                            let payload = dir.join(&case.name).join(format!("payload-{i}"));
-                            test_one(&config, &payload, call)
-                                .into_iter()
-                                .map(move |p| format!("{file} {} call {i}: {p}", case.name))
+                        .map(|(n, probe)| {
+                            let config = dir.join(format!("{}.toml", probe.case.name));
+                            let payload =
+                                dir.join(format!("{}-{}.payload", probe.case.name, probe.index));
+                            (n, test_one(&config, &payload, probe.call))
                         })
-                        .collect::<Vec<String>>()
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -305,11 +432,12 @@ fn every_gwt_scenario_resolves_and_filters_as_gwt_through_hookgate_test() {
             .flat_map(|handle| handle.join().expect("worker"))
             .collect()
     });
-    report("hookgate test", failures);
+    results.sort_by_key(|(n, _)| *n);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
-/// Runs `hookgate test --json` for one call; returns the differences from GWT's assertions.
-fn test_one(config: &Path, payload: &Path, call: &Call) -> Vec<String> {
+/// Runs `hookgate test --json` for one call: its report, checked against its exit code.
+fn test_one(config: &Path, payload: &Path, call: &Call) -> Result<Value, String> {
     std::fs::write(payload, &call.body).expect("write payload");
     let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
     command
@@ -330,28 +458,20 @@ fn test_one(config: &Path, payload: &Path, call: &Call) -> Vec<String> {
     }
     let output = command.output().expect("hookgate runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let Ok(report) = serde_json::from_str::<Value>(&stdout) else {
-        return vec![format!(
+    let report: Value = serde_json::from_str(&stdout).map_err(|_| {
+        format!(
             "not JSON: {stdout}{}",
             String::from_utf8_lossy(&output.stderr)
-        )];
-    };
+        )
+    })?;
     if report.get("error").is_some() {
-        return vec![report.to_string()];
+        return Err(report.to_string());
     }
-    let answer = Answer {
-        variables: string_map(&report["resolvedVariables"]),
-        rendered: report["regexpFilterText"]
-            .as_str()
-            .expect("text")
-            .to_owned(),
-        triggered: report["triggered"].as_bool().expect("triggered"),
-    };
-    let mut problems = compare(&answer, call);
     // The exit code says the same as the report: 0 would dispatch, 2 filtered.
+    let triggered = report["triggered"] == true;
     let code = output.status.code();
-    if code != Some(if answer.triggered { 0 } else { 2 }) {
-        problems.push(format!("exit {code:?}"));
+    if code != Some(if triggered { 0 } else { 2 }) {
+        return Err(format!("exit {code:?} for triggered = {triggered}"));
     }
-    problems
+    Ok(report)
 }
