@@ -20,9 +20,10 @@
 //! `(?i)` folds ASCII only), and no inline flag at all, so nothing depends on fancy-regex's
 //! defaults. Java's `$`, `\Z`, `(?m)^`, `(?m)$` and `\b` have no zero-width equivalent among the
 //! assertions the regex crate runs itself, so they become look-arounds, which fancy-regex runs in
-//! its backtracking VM. A `$` at the very end of a filter's expression is the exception (see
-//! [`Use::Find`]): as only whether the filter matches is wanted there, it may consume the final
-//! line terminator, and `^refs/heads/main$` stays in the fast delegated path.
+//! its backtracking VM. The edges of a filter's expression are the exception (see
+//! [`Use::Find`]): as only whether the filter matches is wanted there, a final `$` may consume
+//! the line terminator it looks past, and a `\b` at either end may consume the character outside
+//! the word, so `^refs/heads/main$` and `\bskip ci\b` stay in the fast delegated path.
 
 use std::collections::HashMap;
 
@@ -31,7 +32,9 @@ use std::collections::HashMap;
 pub(crate) enum Use {
     /// `Matcher.find()`: only whether there is a match (GWT's filter expression). A `$` or `\Z`
     /// that nothing in the pattern can follow may then consume the one final line terminator it
-    /// looks past: whether a match exists is unchanged, and no look-ahead is needed.
+    /// looks past, and a `\b` or `\B` that starts or ends the pattern beside a known ASCII
+    /// character may consume the character on its other side: whether a match exists is
+    /// unchanged, and no look-around is needed.
     Find,
     /// `String.replaceAll`: the matches themselves count (GWT's `regexpFilter` deletes them), so
     /// every assertion stays zero-width.
@@ -50,7 +53,7 @@ pub(crate) fn translate(pattern: &str, usage: Use) -> Result<String, String> {
         // change whether the pattern matches, so such patterns keep every `$` zero-width.
         consume_at_end: usage == Use::Find && !node.has_backref(),
     };
-    emitter.emit(&node, true, &mut out);
+    emitter.emit_top(&node, &mut out);
     Ok(out)
 }
 
@@ -912,8 +915,12 @@ impl Parser {
                 '\0' if self.cursor >= self.pattern_length => break,
                 _ => self.atom()?,
             };
-            let node = self.closure(node)?;
-            nodes.push(node);
+            // A run of literals comes back as a concatenation; kept flat, every character
+            // is a neighbour of what follows it.
+            match self.closure(node)? {
+                Node::Concat(run) => nodes.extend(run),
+                node => nodes.push(node),
+            }
         }
         Ok(match nodes.len() {
             0 => Node::Empty,
@@ -1884,6 +1891,78 @@ fn ascii_bound(negated: bool) -> String {
     }
 }
 
+/// Whether a node matches one ASCII character, and which kind of word character it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AsciiKind {
+    /// Only ASCII letters and digits: a mark after it has a base.
+    LetterOrDigit,
+    /// Only `_`: a word character, but no base for a mark after it.
+    Underscore,
+    /// Word characters of both kinds.
+    Word,
+    /// No word character (and, being ASCII, no mark).
+    NonWord,
+}
+
+fn ascii_kind(node: &Node) -> Option<AsciiKind> {
+    let ranges = match node {
+        Node::Char(ch) => vec![(*ch, *ch)],
+        Node::Set(Set::Ranges(ranges)) if !ranges.is_empty() => ranges.clone(),
+        _ => return None,
+    };
+    if ranges.iter().any(|&(_, hi)| hi > 0x7F) {
+        return None;
+    }
+    let chars = || ranges.iter().flat_map(|&(lo, hi)| lo..=hi);
+    let word = |ch: u32| is_alpha(ch) || is_digit(ch) || ch == c('_');
+    Some(if chars().all(|ch| is_alpha(ch) || is_digit(ch)) {
+        AsciiKind::LetterOrDigit
+    } else if chars().all(|ch| ch == c('_')) {
+        AsciiKind::Underscore
+    } else if chars().all(word) {
+        AsciiKind::Word
+    } else if !chars().any(word) {
+        AsciiKind::NonWord
+    } else {
+        return None;
+    })
+}
+
+// The character before a position, consumed: whether it is a word character for Java's `\b`
+// (an ASCII one, or a BMP non-spacing mark after a BMP letter or digit through other marks).
+const WORD_BEFORE: &str =
+    "(?:[0-9A-Z_a-z]|[[\\p{L}\\p{Nd}]&&[\\x{0}-\\x{FFFF}]][\\p{Mn}&&[\\x{0}-\\x{FFFF}]]+)";
+const NON_WORD_BEFORE: &str = "(?:\\A|[^0-9A-Z_a-z[\\p{Mn}&&[\\x{0}-\\x{FFFF}]]]|(?:\\A|[^[[\\p{L}\\p{Nd}]&&[\\x{0}-\\x{FFFF}]][\\p{Mn}&&[\\x{0}-\\x{FFFF}]]])[\\p{Mn}&&[\\x{0}-\\x{FFFF}]]+)";
+
+/// A `\b` (or `\B`) that starts the pattern, before `next`: with the character after the
+/// boundary known, the boundary only depends on the one before.
+fn leading_bound(negated: bool, next: &Node) -> Option<&'static str> {
+    let next_is_word = ascii_kind(next)? != AsciiKind::NonWord;
+    Some(if next_is_word != negated {
+        NON_WORD_BEFORE
+    } else {
+        WORD_BEFORE
+    })
+}
+
+/// A `\b` (or `\B`) that ends the pattern, after `prev`. After a letter or digit, a mark is
+/// a word character (it has its base); after `_` or a non-word character it is not.
+fn trailing_bound(negated: bool, prev: &Node) -> Option<&'static str> {
+    let (prev_is_word, marks_join) = match ascii_kind(prev)? {
+        AsciiKind::LetterOrDigit => (true, true),
+        AsciiKind::Underscore => (true, false),
+        AsciiKind::Word => return None,
+        AsciiKind::NonWord => (false, false),
+    };
+    let word_after = prev_is_word == negated;
+    Some(match (word_after, marks_join) {
+        (true, true) => "[0-9A-Z_a-z\\p{Mn}]",
+        (true, false) => "[0-9A-Z_a-z]",
+        (false, true) => "(?:\\z|[^0-9A-Z_a-z\\p{Mn}])",
+        (false, false) => "(?:\\z|[^0-9A-Z_a-z])",
+    })
+}
+
 struct Emitter {
     groups: usize,
     consume_at_end: bool,
@@ -1963,12 +2042,7 @@ impl Emitter {
                     out.push_str(&format!("(?:\\{group})"));
                 }
             }
-            Node::Concat(nodes) => {
-                let last = nodes.len().saturating_sub(1);
-                for (i, node) in nodes.iter().enumerate() {
-                    self.emit(node, at_end && i == last, out);
-                }
-            }
+            Node::Concat(nodes) => self.emit_concat(nodes, false, at_end, out),
             Node::Alt(nodes) => {
                 out.push_str("(?:");
                 for (i, node) in nodes.iter().enumerate() {
@@ -1979,6 +2053,55 @@ impl Emitter {
                 }
                 out.push(')');
             }
+        }
+    }
+
+    /// The whole pattern: under [`Use::Find`], what comes before a match is not part of
+    /// anything either, so a `\b` the pattern (or one of its top-level alternatives) starts
+    /// with may consume the character before.
+    fn emit_top(&self, node: &Node, out: &mut String) {
+        match node {
+            Node::Concat(nodes) => self.emit_concat(nodes, true, true, out),
+            Node::Alt(branches) => {
+                out.push_str("(?:");
+                for (i, branch) in branches.iter().enumerate() {
+                    if i > 0 {
+                        out.push('|');
+                    }
+                    match branch {
+                        Node::Concat(nodes) => self.emit_concat(nodes, true, true, out),
+                        other => self.emit(other, true, out),
+                    }
+                }
+                out.push(')');
+            }
+            other => self.emit(other, true, out),
+        }
+    }
+
+    fn emit_concat(&self, nodes: &[Node], at_start: bool, at_end: bool, out: &mut String) {
+        let last = nodes.len().saturating_sub(1);
+        for (i, node) in nodes.iter().enumerate() {
+            if let Node::Bound {
+                negated,
+                unicode: false,
+            } = node
+            {
+                // `\bword` and `word\b` at the edges of a filter, where the character inside
+                // is known, need only look at the one outside, which can then be consumed.
+                let bound = if at_start && i == 0 && self.consume_at_end {
+                    nodes.get(1).and_then(|next| leading_bound(*negated, next))
+                } else if at_end && i == last && i > 0 && self.consume_at_end {
+                    trailing_bound(*negated, &nodes[i - 1])
+                } else {
+                    None
+                };
+                if let Some(bound) = bound {
+                    out.push_str(bound);
+                    continue;
+                }
+            }
+            self.emit(node, at_end && i == last, out);
         }
     }
 
@@ -2266,6 +2389,38 @@ mod tests {
         (r"x\b", "x\u{1d167}", false, BOUND),
         (r"\u0301\b", "é\u{301}", true, BOUND),
         (r"\u0301\b", "!\u{301}", false, BOUND),
+        (r"\bmain\b", "main", true, BOUND),
+        (r"\bmain\b", "xmain", false, BOUND),
+        (r"\bmain\b", "émain", true, BOUND),
+        (r"\bmain\b", "main\u{301}", false, BOUND),
+        (r"\bmain\b", "main\u{1d167}", false, BOUND),
+        (r"\bmain\b", "main_", false, BOUND),
+        (r"\bmain\b", "a\u{301}main", false, BOUND),
+        (r"\bmain\b", "a\u{301}\u{302}main", false, BOUND),
+        (r"\bmain\b", "!\u{301}main", true, BOUND),
+        (r"\bmain\b", "_\u{301}main", true, BOUND),
+        (r"\bmain\b", "😀\u{301}main", true, BOUND),
+        (r"\bmain\b", "\u{1d167}main", true, BOUND),
+        (r"\b\.x", "a.x", true, BOUND),
+        (r"\b\.x", " .x", false, BOUND),
+        (r"\b\.x", "a\u{301}.x", true, BOUND),
+        (r"x_\b", "x_\u{301}", true, BOUND),
+        (r"x_\b", "x_a", false, BOUND),
+        (r"x\.\b", "x.a", true, BOUND),
+        (r"x\.\b", "x.\u{301}", false, BOUND),
+        (r"\Bain", "main", true, BOUND),
+        (r"\Bain", "ain", false, BOUND),
+        (r"\Bain", "a\u{301}ain", true, BOUND),
+        (r"\Bain", "!\u{301}ain", false, BOUND),
+        (r"a\B", "ab", true, BOUND),
+        (r"a\B", "a\u{301}", true, BOUND),
+        (r"a\B", "a ", false, BOUND),
+        (r"_\B", "_\u{301}", false, BOUND),
+        (r"(?i)\bskip ci\b", "SKIP CI", true, BOUND),
+        (r"\bfoo|\bbar", "xbar", false, BOUND),
+        (r"\bfoo|\bbar", "x bar", true, BOUND),
+        (r"[a_]\b", "a\u{301}", false, BOUND),
+        (r"[a_]\b", "ab", false, BOUND),
         // CASE_INSENSITIVE folds ASCII only.
         (r"(?i)push", "PUSH", true, CASE),
         (r"(?i)k", "K", true, CASE),
@@ -2581,6 +2736,11 @@ c",
         assert!(inner.contains("(?="), "{inner}");
         let with_backref = translate(r"(a)\1$", Use::Find).unwrap();
         assert!(with_backref.contains("(?="), "{with_backref}");
+        // So may a `\b` at either edge, beside a known ASCII character.
+        let words = translate(r"\bskip ci\b", Use::Find).unwrap();
+        assert!(!words.contains("(?=") && !words.contains("(?<"), "{words}");
+        let words = translate(r"\bskip ci\b", Use::ReplaceAll).unwrap();
+        assert!(words.contains("(?<="), "{words}");
     }
 
     /// A tiny grammar of patterns that mean the same to Java and to fancy-regex on ASCII text:
