@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot path, each beside a reference measured in the same run:
 //! signature verification against a bare HMAC, rule lookup by token at 1, 100 and 10,000 rules,
-//! and extraction (the rule's pruned parse plus GWT flattening) against a bare full JSON parse.
+//! extraction (the rule's pruned parse plus GWT flattening) against a bare full JSON parse, and
+//! filter evaluation (GWT's `regexpFilterExpression` searched in a short text).
 //!
 //! `cargo bench --bench micro`
 
@@ -15,7 +16,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use hookgate::extract::{BodyVariable, Budget, Shape, Variables, resolve_body};
-use hookgate::rules::model::{SchemeName, VariableEntry, VerifySection};
+use hookgate::filter::Filter;
+use hookgate::rules::model::{FilterSection, SchemeName, VariableEntry, VerifySection};
 use hookgate::rules::{RuleSet, compile_text};
 use hookgate::secret::Secret;
 use hookgate::verify::signature::{Scheme, SignatureCheck};
@@ -149,5 +151,55 @@ fn extraction(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signature, lookup, extraction);
+/// A filter as rules write it, on a text without variables: what is measured is the search of
+/// the expression, as translated from Java's dialect, plus the copy of the rendered text.
+fn filter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("filter");
+    let none = Variables::new();
+    for (name, expression, text) in [
+        (
+            "anchored_hit",
+            r"^refs/heads/(main|develop)$",
+            "refs/heads/main",
+        ),
+        (
+            "anchored_miss",
+            r"^refs/heads/(main|develop)$",
+            "refs/heads/feature/login",
+        ),
+        (
+            "word_boundary",
+            r"\bskip ci\b",
+            "fix the login page, skip ci please",
+        ),
+    ] {
+        let filter = Filter::compile(Some(&FilterSection {
+            text: text.to_owned(),
+            expression: expression.to_owned(),
+        }))
+        .expect("filter compiles");
+        group.bench_function(BenchmarkId::new("evaluate", name), |b| {
+            b.iter(|| {
+                filter
+                    .evaluate(black_box(&none))
+                    .expect("evaluates")
+                    .matched
+            })
+        }); // Reference: the pattern as written, compiled by fancy-regex as hookgate did before it
+        // read Java's dialect, searched in a copy of the text.
+        let untranslated = fancy_regex::RegexBuilder::new(expression)
+            .backtrack_limit(100_000)
+            .build()
+            .expect("pattern compiles");
+        group.bench_function(BenchmarkId::new("untranslated_fancy_regex", name), |b| {
+            b.iter(|| {
+                let rendered = black_box(text).to_owned();
+                untranslated.is_match(&rendered).expect("searches")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, signature, lookup, extraction, filter);
 criterion_main!(benches);

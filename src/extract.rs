@@ -6,6 +6,7 @@
 //! every rule that needs it, then one walk per variable.
 
 mod gson;
+mod java_regex;
 mod jsonpath;
 mod lenient;
 mod shape;
@@ -27,6 +28,7 @@ use jsonpath::Resolved;
 pub use shape::Shape;
 
 pub use gson::compact as gson_compact;
+pub(crate) use java_regex::Use as RegexUse;
 // For the fuzz target's property (fuzz/props.rs); the gateway reaches it through `Body`.
 #[doc(hidden)]
 pub use lenient::{LenientError, parse as lenient_parse};
@@ -104,7 +106,7 @@ impl DeletionFilter {
     fn compile(pattern: Option<&str>) -> Result<Self, CompileError> {
         match pattern {
             None | Some("") => Ok(Self(None)),
-            Some(pattern) => compile_regex(pattern)
+            Some(pattern) => compile_regex(pattern, RegexUse::ReplaceAll)
                 .map(|regex| Self(Some(regex)))
                 .map_err(|reason| CompileError {
                     field: "regex_filter",
@@ -123,14 +125,20 @@ impl DeletionFilter {
     }
 }
 
-/// Compiles a GWT (Java) regex. fancy-regex gives the look-around Java users rely on.
+/// Compiles a GWT (Java) regex: translated from Java's dialect by `java_regex`, for what the
+/// caller does with it; fancy-regex gives the look-around Java users rely on.
 ///
 /// Compiled regexes are shared by pattern: thousands of rules often repeat the same filter
 /// (`^push refs/heads/main$`), and each compiled regex costs some 17 KiB and 0.1 ms.
-pub(crate) fn compile_regex(pattern: &str) -> Result<Arc<Regex>, String> {
-    static COMPILED: CompileCache<Arc<Regex>> = CompileCache::new();
-    COMPILED.get_or_compile(pattern, |pattern| {
-        RegexBuilder::new(pattern)
+pub(crate) fn compile_regex(pattern: &str, usage: RegexUse) -> Result<Arc<Regex>, String> {
+    static FIND: CompileCache<Arc<Regex>> = CompileCache::new();
+    static REPLACE_ALL: CompileCache<Arc<Regex>> = CompileCache::new();
+    let compiled = match usage {
+        RegexUse::Find => &FIND,
+        RegexUse::ReplaceAll => &REPLACE_ALL,
+    };
+    compiled.get_or_compile(pattern, |pattern| {
+        RegexBuilder::new(&java_regex::translate(pattern, usage)?)
             .backtrack_limit(REGEX_BACKTRACK_LIMIT)
             .build()
             .map(Arc::new)

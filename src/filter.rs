@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use fancy_regex::Regex;
 
-use crate::extract::{CompileError, Variables, compile_regex};
+use crate::extract::{CompileError, RegexUse, Variables, compile_regex};
 use crate::rules::model::FilterSection;
 
 /// A compiled filter. The default (no `[filter]`) matches everything.
@@ -44,7 +44,7 @@ impl Filter {
         let regex = if section.expression.is_empty() {
             None
         } else {
-            let regex = compile_regex(&section.expression).map_err(|reason| {
+            let regex = compile_regex(&section.expression, RegexUse::Find).map_err(|reason| {
                 vec![CompileError {
                     field: "expression",
                     reason,
