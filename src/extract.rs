@@ -31,7 +31,7 @@ pub use gson::compact as gson_compact;
 pub(crate) use java_regex::Use as RegexUse;
 // For the fuzz target's property (fuzz/props.rs); the gateway reaches it through `Body`.
 #[doc(hidden)]
-pub use lenient::{LenientError, parse as lenient_parse};
+pub use lenient::{LenientError, parse as lenient_parse, same_document as lenient_same_document};
 
 /// Resolved variables, sorted by name as GWT's `TreeMap` is.
 pub type Variables = BTreeMap<String, String>;

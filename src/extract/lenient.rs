@@ -671,6 +671,29 @@ fn double(d: f64) -> Value {
     }
 }
 
+/// Whether a leniently read document equals serde_json's reading of the same valid JSON, key
+/// order and number kinds included, but for json-smart reading `-0` as the integer 0 where
+/// serde_json makes it -0.0. The property the unit tests and the `lenient_json` fuzz target
+/// check.
+pub fn same_document(lenient: &Value, strict: &Value) -> bool {
+    match (lenient, strict) {
+        (Value::Number(l), Value::Number(s)) => {
+            l.to_string() == s.to_string()
+                || (l.as_u64() == Some(0) && s.as_f64().is_some_and(|f| f == 0.0))
+        }
+        (Value::Array(l), Value::Array(s)) => {
+            l.len() == s.len() && l.iter().zip(s).all(|(l, s)| same_document(l, s))
+        }
+        (Value::Object(l), Value::Object(s)) => {
+            l.len() == s.len()
+                && l.iter()
+                    .zip(s)
+                    .all(|((lk, lv), (sk, sv))| lk == sk && same_document(lv, sv))
+        }
+        _ => lenient == strict,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -699,27 +722,6 @@ mod tests {
     fn check_error(input: &str) {
         if let Ok(got) = parse(input) {
             panic!("input {input:?} accepted as {got}");
-        }
-    }
-
-    /// The lenient document equals serde_json's, but for json-smart reading `-0` as the
-    /// integer 0 where serde_json makes it -0.0.
-    fn same_document(lenient: &Value, strict: &Value) -> bool {
-        match (lenient, strict) {
-            (Value::Number(l), Value::Number(s)) => {
-                l.to_string() == s.to_string()
-                    || (l.as_u64() == Some(0) && s.as_f64().is_some_and(|f| f == 0.0))
-            }
-            (Value::Array(l), Value::Array(s)) => {
-                l.len() == s.len() && l.iter().zip(s).all(|(l, s)| same_document(l, s))
-            }
-            (Value::Object(l), Value::Object(s)) => {
-                l.len() == s.len()
-                    && l.iter()
-                        .zip(s)
-                        .all(|((lk, lv), (sk, sv))| lk == sk && same_document(lv, sv))
-            }
-            _ => lenient == strict,
         }
     }
 
