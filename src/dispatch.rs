@@ -5,7 +5,7 @@
 //! retries. In direct mode Jenkins is called inside the request and its answer returned.
 
 pub mod jenkins;
-pub mod worker;
+pub mod target;
 
 use std::sync::Arc;
 
@@ -17,9 +17,10 @@ use ulid::Ulid;
 use crate::extract::Variables;
 use crate::rules::Rule;
 use crate::rules::model::BodyMode;
-use crate::store::{Accepted, IdempotencyKey, NewDelivery, ReplayMark, Store};
+use crate::store::{Accepted, IdempotencyKey, NewDelivery, ReplayMark, Store, target_id};
 use crate::verify::Verified;
 pub use jenkins::{DispatchError, JenkinsAnswer, JenkinsClient};
+pub use target::JenkinsTarget;
 
 /// The media type of what Jenkins receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +141,9 @@ impl Delivery {
     fn to_stored(&self) -> NewDelivery {
         NewDelivery {
             id: self.call.id.to_string(),
-            rule: self.call.rule.name.clone(),
-            jenkins: self.call.rule.dispatch.jenkins.clone(),
+            target: target_id("jenkins", &self.call.rule.dispatch.jenkins),
+            rule: Some(self.call.rule.name.clone()),
+            ordering_key: None,
             body: self.call.body.to_vec(),
             content_type: self.call.content_type.as_str().to_owned(),
             request_id: self.request_id.clone(),

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod filter;
 pub mod gateway;
 pub mod metrics;
+pub mod outbox;
 pub mod pipeline;
 pub mod rules;
 pub mod secret;

@@ -21,10 +21,11 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
 use crate::config::DeliveryMode;
-use crate::dispatch::Dispatcher;
-use crate::dispatch::worker::Worker;
+use crate::dispatch::{Dispatcher, JenkinsTarget};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::outbox::worker::Worker;
+use crate::outbox::{RetryPolicy, Targets};
 use crate::rules::RuleSet;
 use crate::store::Store;
 use crate::verify::ip::{AllowList, TrustedProxies};
@@ -112,10 +113,23 @@ impl Application {
                     })?;
                 restore_replays(&store, &rules);
                 let wake = Arc::new(Notify::new());
+                let policy = RetryPolicy::from_settings(delivery);
+                let mut targets = Targets::default();
+                for name in gateway.settings.jenkins.keys() {
+                    targets.insert(
+                        crate::store::target_id("jenkins", name),
+                        Arc::new(JenkinsTarget::new(
+                            name,
+                            Arc::clone(&jenkins),
+                            Arc::clone(&rules),
+                            Arc::clone(&metrics),
+                            policy,
+                        )),
+                    );
+                }
                 let worker = Worker::new(
                     store.clone(),
-                    jenkins,
-                    Arc::clone(&rules),
+                    targets,
                     Arc::clone(&metrics),
                     delivery,
                     Arc::clone(&wake),

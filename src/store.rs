@@ -20,9 +20,14 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
 pub use ops::{
-    Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, IdempotencyKey,
-    NewDelivery, Next, Pending, RememberedSignature, ReplayMark, Stats,
+    Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, EventAccepted, EventRef,
+    EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next, Payload, Pending,
+    RememberedSignature, ReplayMark, Stats, StoredEvent, target_id,
 };
+
+/// Merges a build event into the facts kept for its build (JSON in, JSON out); shared with the
+/// writer thread, which may run it twice (see `writer::Handle::run`).
+pub type SharedMerge = Arc<dyn Fn(Option<&str>) -> String + Send + Sync>;
 
 /// The store's file inside `delivery.store`.
 pub const FILE_NAME: &str = "deliveries.sqlite3";
@@ -55,6 +60,8 @@ pub enum StoreError {
     WriterGone,
     #[error("no delivery {0}")]
     NotFound(String),
+    #[error("the store's reader thread has stopped")]
+    ReaderGone,
 }
 
 /// Delivery states, as stored and as shown to operators.
@@ -214,10 +221,10 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     writer: writer::Handle,
-    /// The worker's scans and body reads.
-    reader: Mutex<Connection>,
+    /// The worker's scans and payload reads, run on the blocking pool.
+    reader: Arc<Mutex<Connection>>,
     /// Operator lookups (`GET /deliveries/{id}`), apart so they never wait on the worker's.
-    lookup: Mutex<Connection>,
+    lookup: Arc<Mutex<Connection>>,
     healthy: AtomicBool,
     /// How full the store is, for checking its room per call without a query.
     usage: Arc<Usage>,
@@ -276,8 +283,8 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 writer,
-                reader: Mutex::new(reader),
-                lookup: Mutex::new(lookup),
+                reader: Arc::new(Mutex::new(reader)),
+                lookup: Arc::new(Mutex::new(lookup)),
                 healthy: AtomicBool::new(true),
                 usage,
                 gauges,
@@ -380,7 +387,39 @@ impl Store {
         ok
     }
 
-    /// Deletes done deliveries finished before `before_ms` and expired idempotency keys.
+    /// Stores a Notification event, its build's facts (merged by `merge` from those kept) and
+    /// one delivery per matched sink, in one transaction, fsync'd before it returns; a repeat
+    /// of (target, build, phase) received after `duplicate_since_ms` is answered with the
+    /// first one and stores nothing.
+    pub async fn accept_event(
+        &self,
+        event: NewEvent,
+        merge: SharedMerge,
+        duplicate_since_ms: i64,
+    ) -> Result<EventAccepted, StoreError> {
+        let usage = Arc::clone(&self.inner.usage);
+        let adds = i64::try_from(event.body.len())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(2)
+            .saturating_add(512 * (event.sinks.len() as i64 + 2));
+        let result = self
+            .inner
+            .writer
+            .run(move |tx| {
+                if usage.over(adds) {
+                    return Err(ops::store_full());
+                }
+                let accepted =
+                    ops::accept_event(tx, &event, &*merge, now_ms(), duplicate_since_ms)?;
+                usage.add(adds);
+                Ok(accepted)
+            })
+            .await;
+        self.note(result)
+    }
+
+    /// Deletes done deliveries finished before `before_ms`, expired idempotency keys, and
+    /// events and build facts past the same retention that no kept delivery needs.
     pub async fn purge(&self, before_ms: i64) -> Result<usize, StoreError> {
         let result = self
             .inner
@@ -388,40 +427,61 @@ impl Store {
             .run(move |tx| {
                 let purged = ops::purge_done(tx, before_ms)?;
                 ops::purge_expired_keys(tx, now_ms())?;
+                ops::purge_events(tx, before_ms)?;
                 Ok(purged)
             })
             .await;
         self.note_failure(result)
     }
 
-    fn reader(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.inner.reader)
+    /// Runs a read on `conn` on the blocking pool, never on the async threads.
+    async fn read<T, F>(conn: &Arc<Mutex<Connection>>, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    {
+        let conn = Arc::clone(conn);
+        tokio::task::spawn_blocking(move || read(&lock(&conn)))
+            .await
+            .map_err(|_| StoreError::ReaderGone)?
+            .map_err(StoreError::Sqlite)
     }
 
-    /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first.
-    pub fn due(
+    /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first,
+    /// leaving out those an earlier pending delivery with their ordering key holds back.
+    pub async fn due(
         &self,
         now_ms: i64,
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
-        Ok(ops::due(&self.reader(), now_ms, after_seq, limit)?)
+        Self::read(&self.inner.reader, move |conn| {
+            ops::due(conn, now_ms, after_seq, limit)
+        })
+        .await
     }
 
-    /// The body of a stored delivery (`None` once purged).
-    pub fn body(&self, seq: i64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(ops::body(&self.reader(), seq)?)
+    /// What a pending delivery sends (`None` once purged).
+    pub async fn payload(
+        &self,
+        seq: i64,
+        event_seq: Option<i64>,
+    ) -> Result<Option<Payload>, StoreError> {
+        Self::read(&self.inner.reader, move |conn| {
+            ops::payload(conn, seq, event_seq)
+        })
+        .await
     }
 
-    /// When the next queued or retrying delivery falls due, if any.
-    pub fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        Ok(ops::next_due_at(&self.reader())?)
+    /// When the next delivery that may start falls due, if any.
+    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
+        Self::read(&self.inner.reader, ops::next_due_at).await
     }
 
-    /// One delivery for an operator, on a connection of its own (it blocks: call it off the
-    /// async threads).
-    pub fn get(&self, id: &str) -> Result<Option<ops::DeliveryView>, StoreError> {
-        Ok(ops::get(&lock(&self.inner.lookup), id)?)
+    /// One delivery for an operator, on a connection of its own.
+    pub async fn get(&self, id: &str) -> Result<Option<ops::DeliveryView>, StoreError> {
+        let id = id.to_owned();
+        Self::read(&self.inner.lookup, move |conn| ops::get(conn, &id)).await
     }
 
     /// The queue gauges as of the writer's last batch; reads memory only, never the store.
@@ -429,12 +489,13 @@ impl Store {
         lock(&self.inner.gauges).clone()
     }
 
-    /// Signatures of stored calls still inside their replay window, to reload at start-up.
+    /// Signatures of stored calls still inside their replay window, to reload at start-up
+    /// (before the gateway serves, so it reads in place).
     pub fn remembered_signatures(
         &self,
         now_secs: u64,
     ) -> Result<Vec<RememberedSignature>, StoreError> {
-        Ok(ops::remembered(&self.reader(), now_secs)?)
+        Ok(ops::remembered(&lock(&self.inner.reader), now_secs)?)
     }
 }
 
@@ -467,11 +528,10 @@ impl Admin {
 
     pub fn list(
         &self,
-        state: Option<State>,
-        rule: Option<&str>,
+        filter: ListFilter<'_>,
         limit: usize,
     ) -> Result<Vec<ops::DeliverySummary>, StoreError> {
-        Ok(ops::list(&self.conn, state, rule, limit)?)
+        Ok(ops::list(&self.conn, filter, limit)?)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ops::DeliveryView>, StoreError> {
@@ -509,6 +569,7 @@ impl Admin {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let purged = ops::purge_done(&tx, cutoff)?;
         ops::purge_expired_keys(&tx, now_ms())?;
+        ops::purge_events(&tx, cutoff)?;
         tx.commit()?;
         Ok(purged)
     }

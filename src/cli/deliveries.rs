@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use clap::Subcommand;
 
 use crate::config::Settings;
-use crate::store::{Admin, DeliveryView, State, StoreError};
+use crate::store::{Admin, DeliveryView, ListFilter, State, StoreError, target_id};
 
 #[derive(Debug, Subcommand)]
 pub enum DeliveriesCommand {
@@ -15,8 +15,12 @@ pub enum DeliveriesCommand {
     List {
         #[arg(long, value_enum)]
         state: Option<State>,
-        #[arg(long)]
+        /// Only deliveries of calls that came through this rule.
+        #[arg(long, conflicts_with = "sink")]
         rule: Option<String>,
+        /// Only deliveries to this sink (`[sinks.<name>]`).
+        #[arg(long)]
+        sink: Option<String>,
         /// At most this many lines.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -60,17 +64,34 @@ pub fn run(settings: &Settings, command: DeliveriesCommand) -> ExitCode {
 fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, StoreError> {
     let mut admin = Admin::open(&settings.delivery.store)?;
     match command {
-        DeliveriesCommand::List { state, rule, limit } => {
-            let rows = admin.list(state, rule.as_deref(), limit)?;
+        DeliveriesCommand::List {
+            state,
+            rule,
+            sink,
+            limit,
+        } => {
+            let target = sink.as_deref().map(|sink| target_id("sink", sink));
+            let filter = ListFilter {
+                state,
+                rule: rule.as_deref(),
+                target: target.as_deref(),
+            };
+            let rows = admin.list(filter, limit)?;
             if rows.is_empty() {
                 out!("no deliveries");
             }
             for row in rows {
+                // A trigger is shown by its rule, a sink delivery by its sink and event.
+                let what = match (&row.rule, &row.event) {
+                    (Some(rule), _) => format!("{rule} -> {}", row.target),
+                    (None, Some(event)) => format!("{} <- {event}", row.target),
+                    (None, None) => row.target.clone(),
+                };
                 out!(
                     "{}  {:<8}  {:<24}  attempts={:<3} accepted={}{}",
                     row.id,
                     row.state.as_str(),
-                    row.rule,
+                    what,
                     row.attempts,
                     time(row.accepted_at),
                     row.last_error
@@ -116,7 +137,20 @@ fn time(ms: i64) -> String {
 
 fn print_view(view: &DeliveryView) {
     out!("delivery:    {}", view.id);
-    out!("rule:        {} -> jenkins {}", view.rule, view.jenkins);
+    match (&view.rule, &view.event) {
+        (Some(rule), _) => out!("rule:        {rule} -> {}", view.target),
+        (None, Some(event)) => {
+            out!("target:      {}", view.target);
+            out!(
+                "event:       {} ({} {} from jenkins {})",
+                event.id,
+                event.build,
+                event.phase,
+                event.jenkins
+            );
+        }
+        (None, None) => out!("target:      {}", view.target),
+    }
     out!("state:       {}", view.state.as_str());
     out!("accepted:    {}", time(view.accepted_at));
     if let Some(request_id) = &view.request_id {
@@ -128,8 +162,18 @@ fn print_view(view: &DeliveryView) {
     if let Some(finished) = view.finished_at {
         out!("finished:    {}", time(finished));
     }
-    if let (Some(id), Some(url)) = (view.queue_id, &view.queue_url) {
-        out!("jenkins:     queue item {id} ({url})");
+    if let Some(receipt) = &view.receipt {
+        let items = receipt["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        for item in items {
+            out!(
+                "jenkins:     queue item {} ({})",
+                item["id"],
+                item["url"].as_str().unwrap_or("")
+            );
+        }
+        if items.is_empty() {
+            out!("receipt:     {receipt}");
+        }
     }
     if let Some(error) = &view.last_error {
         out!("last error:  {error}");

@@ -82,13 +82,8 @@ pub async fn delivery(
     let Some(store) = state.dispatcher.store() else {
         return Err(ApiError::DeliveryNotFound);
     };
-    let store = store.clone();
-    let id = id.into_inner();
-    // SQLite reads block; keep them off the request threads.
-    let view = web::block(move || store.get(&id))
-        .await
-        .map_err(|_| ApiError::DeliveryNotFound)?
-        .map_err(ApiError::StoreUnavailable)?;
+    // The store reads on its own threads, never on the request threads.
+    let view = store.get(&id).await.map_err(ApiError::StoreUnavailable)?;
     match view {
         Some(view) => Ok(HttpResponse::Ok().json(view)),
         None => Err(ApiError::DeliveryNotFound),

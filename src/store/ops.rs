@@ -9,14 +9,28 @@ use super::State;
 /// 2: bodies moved to their own table (1 kept them in `deliveries`).
 /// 3: the verified signature kept with each delivery (`replay_key`, `replay_expires_at`) and
 ///    per-state counts kept by triggers (`queue_counts`).
-const SCHEMA_VERSION: i64 = 3;
+/// 4: one outbox for every kind of delivery: a row names its `target` (`jenkins:<name>`,
+///    `sink:<name>`) instead of a Jenkins target, keeps what the target answered as a generic
+///    `receipt` (Jenkins' queue items were `queue_id`/`queue_url`), may carry an `ordering_key`
+///    and the `event_seq` of the build event it relays; `events` and `builds` hold Jenkins'
+///    build events and what earlier phases said about each build.
+const SCHEMA_VERSION: i64 = 4;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS deliveries (
+/// The `deliveries` table of schema 4, created under the name given (the migration builds it
+/// beside the old one, then swaps).
+fn deliveries_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     id              TEXT    NOT NULL UNIQUE,
-    rule            TEXT    NOT NULL,
-    jenkins         TEXT    NOT NULL,
+    -- Where it goes: `jenkins:<name>` for a trigger, `sink:<name>` for a build event.
+    target          TEXT    NOT NULL,
+    -- The rule a trigger came through (Jenkins deliveries).
+    rule            TEXT,
+    -- The build event a sink delivery relays (`events.seq`).
+    event_seq       INTEGER,
+    -- Never attempted while an earlier delivery with the same key is queued or retrying.
+    ordering_key    TEXT,
     state           TEXT    NOT NULL,
     content_type    TEXT    NOT NULL,
     request_id      TEXT,
@@ -26,20 +40,28 @@ CREATE TABLE IF NOT EXISTS deliveries (
     budget_used     INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
     finished_at     INTEGER,
-    queue_id        INTEGER,
-    queue_url       TEXT,
+    -- What the target answered that later steps need (JSON; Jenkins: its queue items).
+    receipt         TEXT,
     -- The verified signature the call was accepted with (a digest, never the MAC), reloaded
     -- into the replay memory at start-up while it is inside its window. Kept in the row that
     -- is written anyway: a table of its own would add a random B-tree insert per call.
     replay_key        BLOB,
     replay_expires_at INTEGER
-);
+);"
+    )
+}
+
+const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS deliveries_pending_seq ON deliveries (seq)
     WHERE state IN ('queued', 'retrying');
 CREATE INDEX IF NOT EXISTS deliveries_pending_due ON deliveries (next_attempt_at)
     WHERE state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_pending_key ON deliveries (ordering_key, seq)
+    WHERE state IN ('queued', 'retrying') AND ordering_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (finished_at) WHERE state = 'done';
-CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, seq);
+CREATE INDEX IF NOT EXISTS deliveries_rule ON deliveries (rule, seq) WHERE rule IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_target ON deliveries (target, seq);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_seq) WHERE event_seq IS NOT NULL;
 -- Bodies live apart from the rows the worker scans and updates: a state change then rewrites a
 -- small row, not the page holding a body, and a scan reads dense pages of metadata only.
 CREATE TABLE IF NOT EXISTS bodies (
@@ -62,6 +84,34 @@ CREATE TABLE IF NOT EXISTS idempotency (
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (rule, key)
 );
+-- Jenkins' build events; a repeat of (target, build, phase) within the retention is the
+-- plugin's duplicate and is not stored again.
+-- `facts` is what the build's events up to this one said (JSON), so a sink builds its record
+-- from the event and the facts as they were when it arrived.
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT    NOT NULL UNIQUE,
+    jenkins     TEXT    NOT NULL,
+    build       TEXT    NOT NULL,
+    phase       TEXT    NOT NULL,
+    received_at INTEGER NOT NULL,
+    request_id  TEXT,
+    body        BLOB    NOT NULL,
+    facts       TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_phase ON events (jenkins, build, phase, received_at);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+-- What a build's earlier phases said (start time, scm, parameters), and which sinks that send
+-- one record per build already have theirs.
+CREATE TABLE IF NOT EXISTS builds (
+    jenkins    TEXT    NOT NULL,
+    build      TEXT    NOT NULL,
+    facts      TEXT    NOT NULL,
+    recorded   TEXT    NOT NULL DEFAULT '[]',
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (jenkins, build)
+);
+CREATE INDEX IF NOT EXISTS builds_updated ON builds (updated_at);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -92,20 +142,43 @@ INSERT OR REPLACE INTO queue_counts (state, n)
     FROM (VALUES ('queued'), ('retrying'), ('dead'), ('done'));
 ";
 
-/// Schema 2 rows have no signature columns (a new store gets them from `SCHEMA`).
+/// Schema 2 rows have no signature columns.
 const MIGRATE_2_TO_3: &str = "
 ALTER TABLE deliveries ADD COLUMN replay_key BLOB;
 ALTER TABLE deliveries ADD COLUMN replay_expires_at INTEGER;
 ";
 
-/// Schema 1 kept each body in its `deliveries` row; runs after `SCHEMA` has created `bodies`.
+/// Schema 1 kept each body in its `deliveries` row.
 const MIGRATE_1_TO_2: &str = "
+CREATE TABLE IF NOT EXISTS bodies (
+    delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+    body         BLOB    NOT NULL
+);
 INSERT INTO bodies (delivery_seq, body) SELECT seq, body FROM deliveries;
 ALTER TABLE deliveries DROP COLUMN body;
 ";
 
-/// Creates the schema, or checks that an existing store is one this version understands. An
-/// existing store is only read, so an operator command never waits on a busy gateway here.
+/// Schema 3 rows were Jenkins deliveries only: each becomes a `jenkins:<name>` delivery whose
+/// receipt holds the queue item Jenkins answered with. The table is rebuilt (its `rule` is no
+/// longer required), keeping `seq`, so bodies and attempts stay attached and acceptance order
+/// is unchanged; its indexes and triggers are made again by `SCHEMA`.
+const MIGRATE_3_TO_4: &str = "
+INSERT INTO deliveries_v4 (seq, id, target, rule, state, content_type, request_id, accepted_at,
+        next_attempt_at, attempts, budget_used, last_error, finished_at, receipt, replay_key,
+        replay_expires_at)
+    SELECT seq, id, 'jenkins:' || jenkins, rule, state, content_type, request_id, accepted_at,
+        next_attempt_at, attempts, budget_used, last_error, finished_at,
+        CASE WHEN queue_id IS NULL THEN NULL
+             ELSE json_object('jobs', json_array(json_object('id', queue_id, 'url', queue_url)))
+        END,
+        replay_key, replay_expires_at
+    FROM deliveries ORDER BY seq;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v4 RENAME TO deliveries;
+";
+
+/// Creates the schema, or migrates an older store to it. A current store is only read, so an
+/// operator command never waits on a busy gateway here.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
@@ -119,17 +192,43 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     if version == SCHEMA_VERSION {
         return Ok(());
     }
+    // Rebuilding `deliveries` drops the table bodies and attempts refer to; with foreign keys
+    // on, that would delete them. The pragma cannot change inside a transaction.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let migrated = migrate_from(conn, version);
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrated
+}
+
+fn migrate_from(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
     // IMMEDIATE takes the write lock up front, waiting through the busy timeout, instead of
     // failing when a read lock cannot be upgraded.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if version == 0 {
+        tx.execute_batch(&deliveries_table("deliveries"))?;
+    } else {
+        if version == 1 {
+            tx.execute_batch(MIGRATE_1_TO_2)?;
+        }
+        if version <= 2 {
+            tx.execute_batch(MIGRATE_2_TO_3)?;
+        }
+        tx.execute_batch(&deliveries_table("deliveries_v4"))?;
+        tx.execute_batch(MIGRATE_3_TO_4)?;
+    }
     tx.execute_batch(SCHEMA)?;
-    if version == 1 {
-        tx.execute_batch(MIGRATE_1_TO_2)?;
-    }
-    if version == 1 || version == 2 {
-        tx.execute_batch(MIGRATE_2_TO_3)?;
-    }
     tx.execute_batch(SEED_COUNTS)?;
+    let broken: Option<String> = tx
+        .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+        .optional()?;
+    if let Some(table) = broken {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!(
+                "the migrated store has rows in {table} without their delivery"
+            )),
+        ));
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -155,13 +254,22 @@ pub struct ReplayMark {
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub id: String,
-    pub rule: String,
-    pub jenkins: String,
+    /// `jenkins:<name>` or `sink:<name>` (see [`target_id`]).
+    pub target: String,
+    /// The rule a trigger came through.
+    pub rule: Option<String>,
+    /// Never attempted while an earlier delivery with the same key is pending.
+    pub ordering_key: Option<String>,
     pub body: Vec<u8>,
     pub content_type: String,
     pub request_id: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
     pub replay: Option<ReplayMark>,
+}
+
+/// The `target` of a delivery: the kind of target and its configured name.
+pub fn target_id(kind: &str, name: &str) -> String {
+    format!("{kind}:{name}")
 }
 
 /// What `accept` did.
@@ -183,12 +291,12 @@ pub(super) fn accept(
     delivery: &NewDelivery,
     now_ms: i64,
 ) -> Result<Accepted, rusqlite::Error> {
-    if let Some(key) = &delivery.idempotency {
+    if let (Some(key), Some(rule)) = (&delivery.idempotency, &delivery.rule) {
         let first: Option<String> = tx
             .prepare_cached(
                 "SELECT delivery_id FROM idempotency WHERE rule = ?1 AND key = ?2 AND expires_at > ?3",
             )?
-            .query_row(params![delivery.rule, key.digest, now_ms], |row| {
+            .query_row(params![rule, key.digest, now_ms], |row| {
                 row.get(0)
             })
             .optional()?;
@@ -201,17 +309,17 @@ pub(super) fn accept(
                                                    expires_at = excluded.expires_at",
         )?
         .execute(params![
-            delivery.rule,
+            rule,
             key.digest,
             delivery.id,
             now_ms.saturating_add(key.ttl_ms)
         ])?;
     }
-    tx.prepare_cached("INSERT INTO deliveries (id, rule, jenkins, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8)")?.execute(params![
+    tx.prepare_cached("INSERT INTO deliveries (id, rule, target, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at, ordering_key)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8, ?9)")?.execute(params![
             delivery.id,
             delivery.rule,
-            delivery.jenkins,
+            delivery.target,
             delivery.content_type,
             delivery.request_id,
             now_ms,
@@ -220,6 +328,7 @@ pub(super) fn accept(
                 .replay
                 .as_ref()
                 .map(|mark| i64::try_from(mark.expires_at).unwrap_or(i64::MAX)),
+            delivery.ordering_key,
         ],
     )?;
     tx.prepare_cached("INSERT INTO bodies (delivery_seq, body) VALUES (?1, ?2)")?
@@ -230,9 +339,16 @@ pub(super) fn accept(
 /// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    Done { queue_id: u64, url: String },
-    Retry { at_ms: i64 },
-    Dead { reason: String },
+    /// The target accepted it; `receipt` is what it answered that later steps need (JSON).
+    Done {
+        receipt: Option<String>,
+    },
+    Retry {
+        at_ms: i64,
+    },
+    Dead {
+        reason: String,
+    },
 }
 
 /// One attempt to deliver, as kept for operators.
@@ -240,7 +356,7 @@ pub enum Next {
 pub struct AttemptRecord {
     pub at_ms: i64,
     pub duration_ms: i64,
-    /// Jenkins' HTTP status, when it answered.
+    /// The target's HTTP status, when it answered.
     pub status: Option<u16>,
     pub error: Option<String>,
     pub next: Next,
@@ -286,14 +402,13 @@ pub(super) fn record(
         )?;
     }
     match &attempt.next {
-        Next::Done { queue_id, url } => tx.prepare_cached("UPDATE deliveries SET state = 'done', attempts = ?2, budget_used = budget_used + 1,
-                    finished_at = ?3, queue_id = ?4, queue_url = ?5, last_error = NULL
+        Next::Done { receipt } => tx.prepare_cached("UPDATE deliveries SET state = 'done', attempts = ?2, budget_used = budget_used + 1,
+                    finished_at = ?3, receipt = ?4, last_error = NULL
              WHERE seq = ?1")?.execute(params![
                 seq,
                 n,
                 attempt.at_ms + attempt.duration_ms,
-                i64::try_from(*queue_id).unwrap_or(i64::MAX),
-                url
+                receipt
             ],
         )?,
         Next::Retry { at_ms } => tx.prepare_cached("UPDATE deliveries SET state = 'retrying', attempts = ?2, budget_used = budget_used + 1,
@@ -306,6 +421,176 @@ pub(super) fn record(
         )?,
     };
     Ok(())
+}
+
+/// One sink a build event matched, before the store decides (one record per build).
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    /// The delivery's id, should it be queued.
+    pub delivery_id: String,
+    pub sink: String,
+    /// The sink sends one record per build: a later phase of a build it already has a delivery
+    /// for is skipped.
+    pub once_per_build: bool,
+}
+
+/// A Notification event about to be stored, with the sinks it matched.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub jenkins: String,
+    /// The build's identity (`build.url`).
+    pub build: String,
+    pub phase: String,
+    pub request_id: Option<String>,
+    pub body: Vec<u8>,
+    pub sinks: Vec<EventSink>,
+}
+
+/// What `accept_event` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAccepted {
+    /// Stored; for each matched sink, whether a delivery was queued (false: the build already
+    /// has its one record).
+    Stored { queued: Vec<(String, bool)> },
+    /// The same (target, build, phase) was stored within the retention as `first`.
+    Duplicate { first: String },
+}
+
+/// Merges an event into the facts kept for its build (JSON in, JSON out).
+pub type MergeFacts<'a> = &'a dyn Fn(Option<&str>) -> String;
+
+/// Stores a build event and its sink deliveries: the dedupe check, the build's facts, and one
+/// delivery per matched sink (each ordered behind the earlier ones of the same sink and build).
+pub(super) fn accept_event(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    merge: MergeFacts<'_>,
+    now_ms: i64,
+    duplicate_since_ms: i64,
+) -> Result<EventAccepted, rusqlite::Error> {
+    let first: Option<String> = tx
+        .prepare_cached(
+            "SELECT id FROM events WHERE jenkins = ?1 AND build = ?2 AND phase = ?3
+               AND received_at > ?4 ORDER BY received_at LIMIT 1",
+        )?
+        .query_row(
+            params![event.jenkins, event.build, event.phase, duplicate_since_ms],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(first) = first {
+        return Ok(EventAccepted::Duplicate { first });
+    }
+    let known: Option<(String, String)> = tx
+        .prepare_cached("SELECT facts, recorded FROM builds WHERE jenkins = ?1 AND build = ?2")?
+        .query_row(params![event.jenkins, event.build], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let (facts, recorded) = match &known {
+        Some((facts, recorded)) => (merge(Some(facts)), recorded.as_str()),
+        None => (merge(None), "[]"),
+    };
+    let mut recorded: Vec<String> = serde_json::from_str(recorded).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO events (id, jenkins, build, phase, received_at, request_id, body, facts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        event.id,
+        event.jenkins,
+        event.build,
+        event.phase,
+        now_ms,
+        event.request_id,
+        event.body,
+        facts
+    ])?;
+    let event_seq = tx.last_insert_rowid();
+    let mut queued = Vec::with_capacity(event.sinks.len());
+    for sink in &event.sinks {
+        if sink.once_per_build && recorded.contains(&sink.sink) {
+            queued.push((sink.sink.clone(), false));
+            continue;
+        }
+        if sink.once_per_build {
+            recorded.push(sink.sink.clone());
+        }
+        tx.prepare_cached(
+            "INSERT INTO deliveries (id, target, event_seq, ordering_key, state, content_type,
+                                     request_id, accepted_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', 'application/json', ?5, ?6, ?6)",
+        )?
+        .execute(params![
+            sink.delivery_id,
+            target_id("sink", &sink.sink),
+            event_seq,
+            format!("{}\n{}\n{}", sink.sink, event.jenkins, event.build),
+            event.request_id,
+            now_ms
+        ])?;
+        queued.push((sink.sink.clone(), true));
+    }
+    let recorded = serde_json::to_string(&recorded).unwrap_or_else(|_| "[]".to_owned());
+    tx.prepare_cached(
+        "INSERT INTO builds (jenkins, build, facts, recorded, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (jenkins, build) DO UPDATE SET facts = excluded.facts,
+             recorded = excluded.recorded, updated_at = excluded.updated_at",
+    )?
+    .execute(params![event.jenkins, event.build, facts, recorded, now_ms])?;
+    Ok(EventAccepted::Stored { queued })
+}
+
+/// A stored build event, as a sink delivery is made from it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: String,
+    pub jenkins: String,
+    pub body: Vec<u8>,
+    /// The build's facts as of this event (JSON).
+    pub facts: String,
+}
+
+/// What one attempt sends: a trigger's stored body, or the event a sink delivery relays.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Body(Vec<u8>),
+    Event(StoredEvent),
+}
+
+/// The payload of a pending delivery (`None`: purged or changed by an operator meanwhile).
+pub(super) fn payload(
+    conn: &Connection,
+    seq: i64,
+    event_seq: Option<i64>,
+) -> Result<Option<Payload>, rusqlite::Error> {
+    match event_seq {
+        None => Ok(body(conn, seq)?.map(Payload::Body)),
+        Some(event_seq) => conn
+            .prepare_cached("SELECT id, jenkins, body, facts FROM events WHERE seq = ?1")?
+            .query_row([event_seq], |row| {
+                Ok(Payload::Event(StoredEvent {
+                    id: row.get(0)?,
+                    jenkins: row.get(1)?,
+                    body: row.get(2)?,
+                    facts: row.get(3)?,
+                }))
+            })
+            .optional(),
+    }
+}
+
+/// Deletes events past the retention that no kept delivery relays any more, and the facts of
+/// builds not heard of since.
+pub(super) fn purge_events(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, rusqlite::Error> {
+    let events = tx.execute(
+        "DELETE FROM events WHERE received_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_seq = events.seq)",
+        [before_ms],
+    )?;
+    tx.execute("DELETE FROM builds WHERE updated_at < ?1", [before_ms])?;
+    Ok(events)
 }
 
 /// Room a probe asks for: ready means a typical call still fits, not merely a tiny write.
@@ -359,8 +644,11 @@ pub struct Pending {
     /// Acceptance order.
     pub seq: i64,
     pub id: String,
-    pub rule: String,
-    pub jenkins: String,
+    pub target: String,
+    pub rule: Option<String>,
+    /// The build event a sink delivery relays.
+    pub event_seq: Option<i64>,
+    pub ordering_key: Option<String>,
     pub content_type: String,
     pub accepted_at: i64,
     /// Attempts since it was accepted or last requeued by an operator.
@@ -373,9 +661,15 @@ pub(super) fn due(
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
+    // A delivery whose ordering key an earlier pending one holds waits for it, due or not.
     let mut statement = conn.prepare_cached(
-        "SELECT seq, id, rule, jenkins, content_type, accepted_at, budget_used FROM deliveries
+        "SELECT seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used
+         FROM deliveries AS d
          WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 AND seq > ?2
+           AND (ordering_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries AS e
+                WHERE e.ordering_key = d.ordering_key AND e.seq < d.seq
+                  AND e.state IN ('queued', 'retrying')))
          ORDER BY seq LIMIT ?3",
     )?;
     let rows = statement.query_map(
@@ -384,11 +678,13 @@ pub(super) fn due(
             Ok(Pending {
                 seq: row.get(0)?,
                 id: row.get(1)?,
-                rule: row.get(2)?,
-                jenkins: row.get(3)?,
-                content_type: row.get(4)?,
-                accepted_at: row.get(5)?,
-                budget_used: row.get(6)?,
+                target: row.get(2)?,
+                rule: row.get(3)?,
+                event_seq: row.get(4)?,
+                ordering_key: row.get(5)?,
+                content_type: row.get(6)?,
+                accepted_at: row.get(7)?,
+                budget_used: row.get(8)?,
             })
         },
     )?;
@@ -401,11 +697,21 @@ pub(super) fn body(conn: &Connection, seq: i64) -> Result<Option<Vec<u8>>, rusql
         .optional()
 }
 
+/// When the next delivery that may start falls due: one held back by an earlier delivery with
+/// its ordering key is due no sooner than that one, which this minimum includes.
 pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
     conn.prepare_cached(
-        "SELECT MIN(next_attempt_at) FROM deliveries WHERE state IN ('queued', 'retrying')",
+        // ORDER BY + LIMIT walks the due index and stops at the first row that may start
+        // (MIN with this filter would visit every pending row).
+        "SELECT next_attempt_at FROM deliveries AS d WHERE state IN ('queued', 'retrying')
+           AND (ordering_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM deliveries AS e
+                WHERE e.ordering_key = d.ordering_key AND e.seq < d.seq
+                  AND e.state IN ('queued', 'retrying')))
+         ORDER BY next_attempt_at LIMIT 1",
     )?
     .query_row([], |row| row.get(0))
+    .optional()
 }
 
 /// Puts deliveries back in the queue, due at `now_ms`: one (dead or retrying) by id, or every
@@ -490,7 +796,10 @@ pub(super) fn remembered(
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliverySummary {
     pub id: String,
-    pub rule: String,
+    pub target: String,
+    pub rule: Option<String>,
+    /// The Notification event a sink delivery relays: `<build url> <phase>`.
+    pub event: Option<String>,
     pub state: State,
     pub attempts: u32,
     pub accepted_at: i64,
@@ -508,31 +817,45 @@ fn state(row: &Row<'_>, index: usize) -> Result<State, rusqlite::Error> {
     })
 }
 
+/// What `deliveries list` selects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    pub state: Option<State>,
+    pub rule: Option<&'a str>,
+    /// A whole `target` (`sink:dora`, `jenkins:main`).
+    pub target: Option<&'a str>,
+}
+
 pub(super) fn list(
     conn: &Connection,
-    state_filter: Option<State>,
-    rule: Option<&str>,
+    filter: ListFilter<'_>,
     limit: usize,
 ) -> Result<Vec<DeliverySummary>, rusqlite::Error> {
     let mut statement = conn.prepare(
-        "SELECT id, rule, state, attempts, accepted_at, last_error FROM deliveries
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR rule = ?2)
-         ORDER BY seq DESC LIMIT ?3",
+        "SELECT d.id, d.target, d.rule, e.build || ' ' || e.phase, d.state, d.attempts,
+                d.accepted_at, d.last_error
+         FROM deliveries AS d LEFT JOIN events AS e ON e.seq = d.event_seq
+         WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.rule = ?2)
+           AND (?3 IS NULL OR d.target = ?3)
+         ORDER BY d.seq DESC LIMIT ?4",
     )?;
     let rows = statement.query_map(
         params![
-            state_filter.map(State::as_str),
-            rule,
+            filter.state.map(State::as_str),
+            filter.rule,
+            filter.target,
             i64::try_from(limit).unwrap_or(i64::MAX)
         ],
         |row| {
             Ok(DeliverySummary {
                 id: row.get(0)?,
-                rule: row.get(1)?,
-                state: state(row, 2)?,
-                attempts: row.get(3)?,
-                accepted_at: row.get(4)?,
-                last_error: row.get(5)?,
+                target: row.get(1)?,
+                rule: row.get(2)?,
+                event: row.get(3)?,
+                state: state(row, 4)?,
+                attempts: row.get(5)?,
+                accepted_at: row.get(6)?,
+                last_error: row.get(7)?,
             })
         },
     )?;
@@ -549,21 +872,30 @@ pub struct AttemptView {
     pub error: Option<String>,
 }
 
+/// The build event a sink delivery relays, as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRef {
+    pub id: String,
+    pub jenkins: String,
+    pub build: String,
+    pub phase: String,
+}
+
 /// A delivery's state and history. Never the body, which may hold the sender's data.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryView {
     pub id: String,
-    pub rule: String,
-    pub jenkins: String,
+    pub target: String,
+    pub rule: Option<String>,
+    pub event: Option<EventRef>,
     pub state: State,
     pub request_id: Option<String>,
     pub accepted_at: i64,
     pub next_attempt_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub last_error: Option<String>,
-    /// Jenkins' queue item, once delivered.
-    pub queue_id: Option<u64>,
-    pub queue_url: Option<String>,
+    /// What the target answered that later steps need (Jenkins: its queue items), once done.
+    pub receipt: Option<serde_json::Value>,
     pub body_bytes: usize,
     pub attempts: Vec<AttemptView>,
 }
@@ -571,32 +903,45 @@ pub struct DeliveryView {
 pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryView>, rusqlite::Error> {
     let found = conn
         .query_row(
-            "SELECT seq, id, rule, jenkins, state, request_id, accepted_at, next_attempt_at,
-                    finished_at, last_error, queue_id, queue_url,
-                    (SELECT length(body) FROM bodies WHERE delivery_seq = seq)
-             FROM deliveries WHERE id = ?1",
+            "SELECT d.seq, d.id, d.target, d.rule, d.state, d.request_id, d.accepted_at,
+                    d.next_attempt_at, d.finished_at, d.last_error, d.receipt,
+                    COALESCE((SELECT length(body) FROM bodies WHERE delivery_seq = d.seq),
+                             length(e.body)),
+                    e.id, e.jenkins, e.build, e.phase
+             FROM deliveries AS d LEFT JOIN events AS e ON e.seq = d.event_seq
+             WHERE d.id = ?1",
             [id],
             |row| {
                 let state = state(row, 4)?;
                 let pending = matches!(state, State::Queued | State::Retrying);
                 let next: i64 = row.get(7)?;
                 let seq: i64 = row.get(0)?;
-                let queue_id: Option<i64> = row.get(10)?;
-                let body_bytes: Option<i64> = row.get(12)?;
+                let receipt: Option<String> = row.get(10)?;
+                let body_bytes: Option<i64> = row.get(11)?;
+                let event_id: Option<String> = row.get(12)?;
+                let event = match event_id {
+                    Some(id) => Some(EventRef {
+                        id,
+                        jenkins: row.get(13)?,
+                        build: row.get(14)?,
+                        phase: row.get(15)?,
+                    }),
+                    None => None,
+                };
                 Ok((
                     seq,
                     DeliveryView {
                         id: row.get(1)?,
-                        rule: row.get(2)?,
-                        jenkins: row.get(3)?,
+                        target: row.get(2)?,
+                        rule: row.get(3)?,
+                        event,
                         state,
                         request_id: row.get(5)?,
                         accepted_at: row.get(6)?,
                         next_attempt_at: pending.then_some(next),
                         finished_at: row.get(8)?,
                         last_error: row.get(9)?,
-                        queue_id: queue_id.and_then(|q| u64::try_from(q).ok()),
-                        queue_url: row.get(11)?,
+                        receipt: receipt.and_then(|text| serde_json::from_str(&text).ok()),
                         body_bytes: body_bytes
                             .and_then(|n| usize::try_from(n).ok())
                             .unwrap_or(0),

@@ -11,8 +11,9 @@ use super::*;
 fn delivery(id: &str, rule: &str, key: Option<&str>) -> NewDelivery {
     NewDelivery {
         id: id.to_owned(),
-        rule: rule.to_owned(),
-        jenkins: "main".to_owned(),
+        target: target_id("jenkins", "main"),
+        rule: Some(rule.to_owned()),
+        ordering_key: None,
         body: br#"{"action":"deploy"}"#.to_vec(),
         content_type: "application/json".to_owned(),
         request_id: Some("req-1".to_owned()),
@@ -40,6 +41,36 @@ fn attempt(next: Next) -> AttemptRecord {
     }
 }
 
+/// The store's reads, made in place on its reader connection: the tests call them from inside
+/// and outside a runtime alike.
+impl Store {
+    fn due_now(
+        &self,
+        now_ms: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Pending>, StoreError> {
+        Ok(ops::due(
+            &lock(&self.inner.reader),
+            now_ms,
+            after_seq,
+            limit,
+        )?)
+    }
+
+    fn body_now(&self, seq: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(ops::body(&lock(&self.inner.reader), seq)?)
+    }
+
+    fn next_due_now(&self) -> Result<Option<i64>, StoreError> {
+        Ok(ops::next_due_at(&lock(&self.inner.reader))?)
+    }
+
+    fn get_now(&self, id: &str) -> Result<Option<DeliveryView>, StoreError> {
+        Ok(ops::get(&lock(&self.inner.lookup), id)?)
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,10 +87,10 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
             store.accept(delivery("d1", "r", None)).await.unwrap(),
             Accepted::Stored
         );
-        let due = store.due(now_ms(), 0, 10).unwrap();
+        let due = store.due_now(now_ms(), 0, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
-            store.body(due[0].seq).unwrap().as_deref(),
+            store.body_now(due[0].seq).unwrap().as_deref(),
             Some(&br#"{"action":"deploy"}"#[..])
         );
         assert_eq!(due[0].budget_used, 0);
@@ -70,31 +101,30 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
             .await
             .unwrap();
         assert!(
-            store.due(now_ms(), 0, 10).unwrap().is_empty(),
+            store.due_now(now_ms(), 0, 10).unwrap().is_empty(),
             "not due before its time"
         );
-        assert_eq!(store.next_due_at().unwrap(), Some(later));
-        let retried = store.get("d1").unwrap().unwrap();
+        assert_eq!(store.next_due_now().unwrap(), Some(later));
+        let retried = store.get_now("d1").unwrap().unwrap();
         assert_eq!(retried.state, State::Retrying);
 
         store
             .record(
                 "d1".into(),
                 attempt(Next::Done {
-                    queue_id: 42,
-                    url: "queue/item/42/".into(),
+                    receipt: Some(r#"{"jobs":[{"id":42,"url":"queue/item/42/"}]}"#.into()),
                 }),
             )
             .await
             .unwrap();
-        let done = store.get("d1").unwrap().unwrap();
+        let done = store.get_now("d1").unwrap().unwrap();
         assert_eq!(done.state, State::Done);
-        assert_eq!(done.queue_id, Some(42));
+        assert_eq!(done.receipt.as_ref().unwrap()["jobs"][0]["id"], 42);
         assert_eq!(done.attempts.len(), 2);
         assert_eq!(done.attempts[0].status, Some(503));
         assert_eq!(done.attempts[1].status, Some(200));
         assert_eq!(done.request_id.as_deref(), Some("req-1"));
-        assert_eq!(store.next_due_at().unwrap(), None);
+        assert_eq!(store.next_due_now().unwrap(), None);
     });
 }
 
@@ -131,7 +161,7 @@ fn a_repeat_within_the_ttl_is_a_duplicate_and_after_it_a_new_delivery() {
             Accepted::Stored
         );
         let ids: Vec<String> = store
-            .due(now_ms(), 0, 10)
+            .due_now(now_ms(), 0, 10)
             .unwrap()
             .into_iter()
             .map(|p| p.id)
@@ -170,7 +200,7 @@ fn concurrent_accepts_are_committed_together_and_all_kept() {
     });
     drop(store);
     let reopened = Store::open(dir.path(), 0).unwrap();
-    assert_eq!(reopened.due(now_ms(), 0, 1000).unwrap().len(), 250);
+    assert_eq!(reopened.due_now(now_ms(), 0, 1000).unwrap().len(), 250);
 }
 
 #[test]
@@ -194,17 +224,20 @@ fn a_schema_1_store_is_migrated_with_its_bodies() {
         .unwrap();
     }
     let store = Store::open(dir.path(), 0).unwrap();
-    let due = store.due(now_ms(), 0, 10).unwrap();
+    let due = store.due_now(now_ms(), 0, 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "old-1");
-    assert_eq!(store.body(due[0].seq).unwrap().as_deref(), Some(&b"{}"[..]));
-    assert_eq!(store.get("old-1").unwrap().unwrap().body_bytes, 2);
+    assert_eq!(
+        store.body_now(due[0].seq).unwrap().as_deref(),
+        Some(&b"{}"[..])
+    );
+    assert_eq!(store.get_now("old-1").unwrap().unwrap().body_bytes, 2);
     // New deliveries go on after the migrated ones.
     runtime().block_on(async {
         store.accept(delivery("new-1", "r", None)).await.unwrap();
     });
     let ids: Vec<String> = store
-        .due(now_ms(), 0, 10)
+        .due_now(now_ms(), 0, 10)
         .unwrap()
         .into_iter()
         .map(|p| p.id)
@@ -231,7 +264,7 @@ fn a_full_store_refuses_and_reports_unhealthy() {
         assert!(matches!(error, StoreError::Sqlite(_)), "{error:?}");
         assert!(!store.is_healthy());
         assert!(
-            store.get(&format!("big-{i}")).unwrap().is_none(),
+            store.get_now(&format!("big-{i}")).unwrap().is_none(),
             "nothing half-written"
         );
         // Health follows the last write, whichever way it went.
@@ -267,18 +300,20 @@ fn operators_requeue_dead_deliveries_and_purge_done_ones() {
             .await
             .unwrap();
         store
-            .record(
-                "c".into(),
-                attempt(Next::Done {
-                    queue_id: 1,
-                    url: String::new(),
-                }),
-            )
+            .record("c".into(), attempt(Next::Done { receipt: None }))
             .await
             .unwrap();
     });
     let mut admin = Admin::open(dir.path()).unwrap();
-    let dead = admin.list(Some(State::Dead), None, 10).unwrap();
+    let dead = admin
+        .list(
+            ListFilter {
+                state: Some(State::Dead),
+                ..ListFilter::default()
+            },
+            10,
+        )
+        .unwrap();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].last_error.as_deref(), Some("Jenkins answered 401"));
     admin.retry("a").unwrap();
@@ -288,14 +323,14 @@ fn operators_requeue_dead_deliveries_and_purge_done_ones() {
     );
     assert_eq!(admin.retry_dead().unwrap(), 1);
     let due: Vec<String> = store
-        .due(now_ms(), 0, 10)
+        .due_now(now_ms(), 0, 10)
         .unwrap()
         .into_iter()
         .map(|p| p.id)
         .collect();
     assert_eq!(due, ["a", "b"]);
     assert_eq!(
-        store.due(now_ms(), 0, 10).unwrap()[0].budget_used,
+        store.due_now(now_ms(), 0, 10).unwrap()[0].budget_used,
         0,
         "a fresh budget"
     );
@@ -376,9 +411,9 @@ proptest! {
                     }
                 }
                 Op::Attempt(kind) => {
-                    if let Some(p) = store.due(now_ms(), 0, 1).unwrap().into_iter().next() {
+                    if let Some(p) = store.due_now(now_ms(), 0, 1).unwrap().into_iter().next() {
                         let (next, state) = match kind {
-                            0 => (Next::Done { queue_id: 1, url: String::new() }, State::Done),
+                            0 => (Next::Done { receipt: None }, State::Done),
                             1 => (Next::Retry { at_ms: 0 }, State::Retrying),
                             _ => (Next::Dead { reason: "404".into() }, State::Dead),
                         };
@@ -394,7 +429,7 @@ proptest! {
         }
         drop(store);
         let admin = Admin::open(dir.path()).unwrap();
-        let rows = admin.list(None, None, 100_000).unwrap();
+        let rows = admin.list(ListFilter::default(), 100_000).unwrap();
         let ids: BTreeSet<&String> = rows.iter().map(|r| &r.id).collect();
         prop_assert_eq!(ids.len(), rows.len(), "an id appears twice");
         let found: BTreeMap<String, State> = rows.iter().map(|r| (r.id.clone(), r.state)).collect();
@@ -417,7 +452,7 @@ fn one_calls_deliveries_are_stored_all_or_none() {
         let call = vec![delivery("fresh", "b", None), delivery("taken", "c", None)];
         assert!(store.accept_all(call).await.is_err());
         assert!(
-            store.get("fresh").unwrap().is_none(),
+            store.get_now("fresh").unwrap().is_none(),
             "half a call was stored"
         );
         let call = vec![delivery("one", "a", None), delivery("two", "b", None)];
@@ -490,21 +525,21 @@ fn outcomes_are_recorded_when_new_calls_are_already_refused() {
         }
         // Outcomes written into the headroom do not make a full store look ready again.
         assert!(!store.is_healthy());
-        let view = store.get(&accepted[0]).unwrap().unwrap();
+        let view = store.get_now(&accepted[0]).unwrap().unwrap();
         assert_eq!(view.state, State::Retrying);
         assert!(
             view.attempts.len() < 1500,
             "history is not kept past the cap"
         );
-        let done = Next::Done {
-            queue_id: 7,
-            url: "queue/item/7/".into(),
-        };
+        let done = Next::Done { receipt: None };
         store
             .record(accepted[0].clone(), attempt(done))
             .await
             .unwrap();
-        assert_eq!(store.get(&accepted[0]).unwrap().unwrap().state, State::Done);
+        assert_eq!(
+            store.get_now(&accepted[0]).unwrap().unwrap().state,
+            State::Done
+        );
     });
 }
 
@@ -566,5 +601,147 @@ fn queue_gauges_follow_the_writer_and_operator_commands() {
             (count(&stats, State::Queued), count(&stats, State::Dead)),
             (1, 0)
         );
+    });
+}
+
+#[test]
+fn a_schema_3_store_is_migrated_to_targets_and_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The schema 3 layout: Jenkins-only rows with the queue item in their own columns.
+        let conn = rusqlite::Connection::open(dir.path().join("deliveries.sqlite3")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE deliveries (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                rule TEXT NOT NULL, jenkins TEXT NOT NULL, state TEXT NOT NULL,
+                content_type TEXT NOT NULL, request_id TEXT,
+                accepted_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0, budget_used INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT, finished_at INTEGER, queue_id INTEGER, queue_url TEXT,
+                replay_key BLOB, replay_expires_at INTEGER);
+             CREATE TABLE bodies (
+                delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+                body BLOB NOT NULL);
+             CREATE TABLE attempts (
+                delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
+                n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+                status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
+             CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
+                delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+             INSERT INTO deliveries (seq, id, rule, jenkins, state, content_type, accepted_at,
+                    next_attempt_at, attempts, budget_used, finished_at, queue_id, queue_url,
+                    replay_key, replay_expires_at)
+                VALUES (7, 'old-done', 'r', 'main', 'done', 'application/json', 1, 1, 1, 1, 2,
+                        5, 'queue/item/5/', X'00112233445566778899AABBCCDDEEFF', 99999999999);
+             INSERT INTO attempts VALUES (7, 1, 1, 3, 200, NULL);
+             INSERT INTO bodies VALUES (7, X'7B7D');
+             INSERT INTO deliveries (seq, id, rule, jenkins, state, content_type, accepted_at,
+                    next_attempt_at)
+                VALUES (9, 'old-queued', 'r', 'other', 'queued', 'application/x-www-form-urlencoded', 3, 3);
+             INSERT INTO bodies VALUES (9, X'613D31');
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path(), 0).unwrap();
+    let done = store.get_now("old-done").unwrap().unwrap();
+    assert_eq!(done.target, "jenkins:main");
+    assert_eq!(done.rule.as_deref(), Some("r"));
+    assert_eq!(done.state, State::Done);
+    assert_eq!(
+        done.receipt.unwrap(),
+        serde_json::json!({"jobs": [{"id": 5, "url": "queue/item/5/"}]})
+    );
+    assert_eq!(done.attempts.len(), 1, "attempts stay with their delivery");
+    assert_eq!(done.body_bytes, 2, "bodies stay with their delivery");
+    let due = store.due_now(now_ms(), 0, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].id, "old-queued");
+    assert_eq!(due[0].target, "jenkins:other");
+    assert_eq!(due[0].content_type, "application/x-www-form-urlencoded");
+    assert_eq!(
+        store.body_now(due[0].seq).unwrap().as_deref(),
+        Some(&b"a=1"[..])
+    );
+    // Remembered signatures survive, and the gauges count the migrated rows.
+    assert_eq!(store.remembered_signatures(0).unwrap().len(), 1);
+    let counts: BTreeMap<&str, u64> = {
+        let conn = lock(&store.inner.reader);
+        ops::stats(&conn)
+            .unwrap()
+            .by_state
+            .into_iter()
+            .map(|(state, n)| (state.as_str(), n))
+            .collect()
+    };
+    assert_eq!(counts["done"], 1);
+    assert_eq!(counts["queued"], 1);
+    // New deliveries go on after the migrated ones, never reusing a sequence number.
+    runtime().block_on(async {
+        store.accept(delivery("new-1", "r", None)).await.unwrap();
+    });
+    let due = store.due_now(now_ms(), 0, 10).unwrap();
+    assert_eq!(due[1].id, "new-1");
+    assert!(due[1].seq > 9, "{}", due[1].seq);
+    drop(store);
+    // A migrated store opens again as it is.
+    let reopened = Store::open(dir.path(), 0).unwrap();
+    assert_eq!(reopened.due_now(now_ms(), 0, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn a_delivery_never_starts_while_an_earlier_one_with_its_key_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let keyed = |id: &str, key: &str| NewDelivery {
+        ordering_key: Some(key.to_owned()),
+        ..delivery(id, "r", None)
+    };
+    let ids = |due: Vec<Pending>| due.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    runtime().block_on(async {
+        store.accept(keyed("a1", "build-a")).await.unwrap();
+        store.accept(keyed("b1", "build-b")).await.unwrap();
+        store.accept(keyed("a2", "build-a")).await.unwrap();
+        store.accept(delivery("free", "r", None)).await.unwrap();
+        store.accept(keyed("a3", "build-a")).await.unwrap();
+        assert_eq!(
+            ids(store.due_now(now_ms(), 0, 10).unwrap()),
+            ["a1", "b1", "free"]
+        );
+        // The first of the key is retrying later: the rest of its key still waits, and the
+        // next due time is the retry's, not the held-back deliveries' own.
+        let later = now_ms() + 60_000;
+        store
+            .record("a1".into(), attempt(Next::Retry { at_ms: later }))
+            .await
+            .unwrap();
+        store
+            .record("b1".into(), attempt(Next::Done { receipt: None }))
+            .await
+            .unwrap();
+        store
+            .record("free".into(), attempt(Next::Done { receipt: None }))
+            .await
+            .unwrap();
+        assert!(store.due_now(now_ms(), 0, 10).unwrap().is_empty());
+        assert_eq!(store.next_due_now().unwrap(), Some(later));
+        // Dead releases the key as done does, one delivery at a time.
+        store
+            .record(
+                "a1".into(),
+                attempt(Next::Dead {
+                    reason: "gone".into(),
+                }),
+            )
+            .await
+            .unwrap();
+        assert_eq!(ids(store.due_now(now_ms(), 0, 10).unwrap()), ["a2"]);
+        store
+            .record("a2".into(), attempt(Next::Done { receipt: None }))
+            .await
+            .unwrap();
+        assert_eq!(ids(store.due_now(now_ms(), 0, 10).unwrap()), ["a3"]);
     });
 }

@@ -84,8 +84,9 @@ async fn an_accepted_call_is_answered_202_then_delivered_with_its_queue_item() {
     let view = app.settled(&id, Duration::from_secs(5)).await;
     assert_eq!(view["state"], "done");
     assert_eq!(view["rule"], "port-deploy");
-    assert_eq!(view["queue_id"], 1);
-    assert_eq!(view["queue_url"], "queue/item/1/");
+    assert_eq!(view["target"], "jenkins:main");
+    assert_eq!(view["receipt"]["jobs"][0]["id"], 1);
+    assert_eq!(view["receipt"]["jobs"][0]["url"], "queue/item/1/");
     assert_eq!(view["attempts"].as_array().map(Vec::len), Some(1));
     assert_eq!(view["attempts"][0]["status"], 200);
     assert!(view.get("body").is_none(), "the body is never shown");

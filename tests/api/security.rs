@@ -647,7 +647,11 @@ async fn item9_a_call_whose_sender_gave_up_waiting_is_stored_once() {
     drop(lock);
     let admin = hookgate::store::Admin::open(&app.store).expect("store");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while admin.list(None, None, 10).expect("list").is_empty() {
+    while admin
+        .list(hookgate::store::ListFilter::default(), 10)
+        .expect("list")
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "the call was never stored");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
@@ -655,7 +659,9 @@ async fn item9_a_call_whose_sender_gave_up_waiting_is_stored_once() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let job = json(response).await["jobs"]["port"].clone();
     assert_eq!(job["status"], "duplicate", "{job}");
-    let stored = admin.list(None, None, 10).expect("list");
+    let stored = admin
+        .list(hookgate::store::ListFilter::default(), 10)
+        .expect("list");
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(job["delivery"], stored[0].id.as_str());
 }
