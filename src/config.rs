@@ -33,6 +33,9 @@ pub struct Settings {
     pub jenkins: BTreeMap<String, JenkinsSettings>,
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// Where Jenkins' build events go (`[sinks.<name>]`).
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkSettings>,
     #[serde(default)]
     pub log: LogSettings,
 }
@@ -148,6 +151,16 @@ pub struct JenkinsSettings {
     pub user: Option<String>,
     pub api_token_env: Option<String>,
     pub api_token_file: Option<PathBuf>,
+    /// The URL people open, for links sent to sinks (default: `url`).
+    pub public_url: Option<String>,
+    /// The token in the Notification plugin's URL (`?token=`, basic-auth password or Bearer);
+    /// without one, events from this Jenkins are refused (404). Exactly one source.
+    pub events_token_env: Option<String>,
+    pub events_token_file: Option<PathBuf>,
+    pub events_token: Option<String>,
+    /// The controller's addresses; events from elsewhere get 403 (empty: any address).
+    #[serde(default)]
+    pub events_allow_ips: Vec<String>,
     /// Deadline for one call, including the wait for a free slot under `max_in_flight`.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
@@ -162,6 +175,80 @@ fn default_timeout_secs() -> u64 {
 
 fn default_max_in_flight() -> usize {
     32
+}
+
+/// One `[sinks.<name>]`: where build events go and how they are shaped. Keys of other kinds
+/// are refused by `sinks::compile`, naming the kind they belong to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSettings {
+    pub kind: SinkKind,
+    pub url: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token: Option<String>,
+    /// `alert` and `forward`: how the token travels.
+    pub token_in: Option<TokenIn>,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_sink_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default, rename = "match")]
+    pub matching: MatchSettings,
+    // kind = "allstacks"
+    pub service_id: Option<i64>,
+    pub job_type: Option<String>,
+    pub repo_name: Option<String>,
+    pub repo_id: Option<String>,
+    pub commit_parameters: Option<Vec<String>>,
+    pub triggered_by_parameter: Option<String>,
+    pub optional_parameters: Option<Vec<String>>,
+    pub statuses: Option<BTreeMap<String, String>>,
+}
+
+fn default_sink_max_in_flight() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Allstacks,
+    Alert,
+    Forward,
+}
+
+impl SinkKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::Allstacks => "allstacks",
+            SinkKind::Alert => "alert",
+            SinkKind::Forward => "forward",
+        }
+    }
+}
+
+/// How a sink's token is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenIn {
+    /// `Authorization: Bearer <token>`.
+    #[default]
+    Bearer,
+    /// `?token=<token>` on the URL, as itoc360's integrations URL takes it.
+    Query,
+}
+
+/// `[sinks.<name>.match]`: which events reach the sink; absent keys take the kind's default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSettings {
+    pub jenkins: Option<Vec<String>>,
+    pub jobs: Option<String>,
+    pub phases: Option<Vec<String>>,
+    pub results: Option<Vec<String>>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,9 +4,6 @@
 //! default) a delivery is stored durably and answered at once; the [`worker`] delivers it with
 //! retries. In direct mode Jenkins is called inside the request and its answer returned.
 
-pub mod jenkins;
-pub mod target;
-
 use std::sync::Arc;
 
 use actix_web::web::Bytes;
@@ -17,10 +14,9 @@ use ulid::Ulid;
 use crate::extract::Variables;
 use crate::rules::Rule;
 use crate::rules::model::BodyMode;
+pub use crate::sinks::jenkins::{DispatchError, JenkinsAnswer, JenkinsClient, JenkinsTarget};
 use crate::store::{Accepted, IdempotencyKey, NewDelivery, ReplayMark, Store, target_id};
 use crate::verify::Verified;
-pub use jenkins::{DispatchError, JenkinsAnswer, JenkinsClient};
-pub use target::JenkinsTarget;
 
 /// The media type of what Jenkins receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

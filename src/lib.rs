@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod rules;
 pub mod secret;
 pub mod server;
+pub mod sinks;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

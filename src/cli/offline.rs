@@ -12,12 +12,12 @@ use serde::Serialize;
 
 use super::{read_payload, shell_quote};
 use crate::dispatch::Delivery;
-use crate::dispatch::jenkins::{DELIVERY_HEADER, RULE_HEADER};
 use crate::extract::Variables;
 use crate::gateway::Gateway;
 use crate::pipeline::{self, Bodies, Evaluated, Evaluation, Stopped};
 use crate::rules::Rule;
 use crate::rules::model::BodyMode;
+use crate::sinks::jenkins::{DELIVERY_HEADER, RULE_HEADER};
 use crate::verify::ip::ClientAddr;
 use crate::verify::{self, Inbound};
 

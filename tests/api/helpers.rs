@@ -29,6 +29,7 @@ pub const GITLAB_SECRET: &str = "gitlab-webhook-token";
 pub const SENDER_TOKEN: &str = "sender-token-1";
 pub const JOB_TOKEN: &str = "jenkins-job-token";
 pub const ADMIN_TOKEN: &str = "admin-bearer-token";
+pub const EVENTS_TOKEN: &str = "jenkins-events-token";
 
 /// Logs go to a sink unless `TEST_LOG` is set, so failures can be debugged with logs on.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -51,6 +52,7 @@ pub fn test_env() -> HashMap<String, String> {
         ("NEW_SECRET", "rotated-new-secret"),
         ("JENKINS_API_TOKEN", "jenkins-api-token-value"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("EVENTS_TOKEN", EVENTS_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -83,6 +85,9 @@ pub struct AppOptions {
     pub store: Option<PathBuf>,
     /// Require `ADMIN_TOKEN` as a bearer token on the admin listener.
     pub admin_token: bool,
+    /// Accept Notification events from `jenkins.main` with `EVENTS_TOKEN`.
+    pub events_token: bool,
+    pub events_allow_ips: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -108,6 +113,8 @@ impl Default for AppOptions {
             server: ServerSettings::default(),
             store: None,
             admin_token: false,
+            events_token: false,
+            events_allow_ips: Vec::new(),
         }
     }
 }
@@ -178,6 +185,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
                 api_token_file: None::<PathBuf>,
                 timeout_secs: options.jenkins_timeout_secs,
                 max_in_flight: 8,
+                public_url: None,
+                events_token_env: options.events_token.then(|| "EVENTS_TOKEN".to_owned()),
+                events_token_file: None,
+                events_token: None,
+                events_allow_ips: options.events_allow_ips.clone(),
             },
         )]),
         delivery: DeliverySettings {
@@ -193,6 +205,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             max_store_bytes: options.max_store_bytes,
             done_retention_secs: options.done_retention_secs,
         },
+        sinks: BTreeMap::new(),
         log: LogSettings::default(),
     };
     let gateway = match Gateway::compile(settings, Source::BuiltIn, &test_env()) {

@@ -1,5 +1,7 @@
-//! The Jenkins client: one pooled HTTP client, one target per `[jenkins.<name>]`, each with its
-//! own deadline and concurrency cap, calling GWT's `/generic-webhook-trigger/invoke`.
+//! Jenkins as a target: one pooled HTTP client, one target per `[jenkins.<name>]`, each with its
+//! own deadline and concurrency cap, calling GWT's `/generic-webhook-trigger/invoke`, directly
+//! (direct mode) or as the outbox's [`JenkinsTarget`], which re-sends a stored trigger as the
+//! [`Call`] it was accepted as and reads the answer as the retry table says.
 //!
 //! The job token travels in the query string, as GWT expects, so every error is stripped of
 //! its URL before it can reach a log line.
@@ -11,32 +13,29 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Uri;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::Call;
 use crate::config::{Env, JenkinsSettings, Problem};
+use crate::dispatch::{Call, ContentType};
+use crate::error::cause_chain;
+use crate::metrics::Metrics;
+use crate::outbox::{self, AttemptFuture, Attempted, Job, RetryPolicy, Verdict};
+use crate::rules::RuleSet;
 use crate::secret::SecretSource;
+use crate::store::Payload;
+use ulid::Ulid;
 
 /// Jenkins' answers are small; anything larger is not a GWT answer and is not read further.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 pub const DELIVERY_HEADER: &str = "X-Hookgate-Delivery";
 pub const RULE_HEADER: &str = "X-Hookgate-Rule";
-const AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
-
-/// The pooled HTTP/1.1 and HTTP/2 client, plain or TLS (system trust store).
-type Http = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Why a call could not be made or its answer not read. Never holds the URL, so the job
-/// token cannot reach a log line through it.
-pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
+pub use super::http::TransportError;
+use super::http::{self, AGENT, Http};
 
 /// What Jenkins said about a call it accepted (2xx).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +100,7 @@ impl DispatchError {
 }
 
 #[derive(Debug)]
-struct Target {
+struct Endpoint {
     /// `<base>/generic-webhook-trigger/invoke`, checked at start-up.
     invoke_url: String,
     /// `Basic …` for `user` and the API token, marked sensitive.
@@ -114,7 +113,7 @@ struct Target {
 /// Pooled client for every configured Jenkins.
 pub struct JenkinsClient {
     http: Http,
-    targets: HashMap<String, Target>,
+    targets: HashMap<String, Endpoint>,
 }
 
 impl std::fmt::Debug for JenkinsClient {
@@ -209,7 +208,7 @@ impl JenkinsClient {
             if let Some(invoke_url) = invoke_url {
                 targets.insert(
                     name.clone(),
-                    Target {
+                    Endpoint {
                         invoke_url,
                         authorization,
                         timeout: Duration::from_secs(jenkins.timeout_secs),
@@ -219,7 +218,7 @@ impl JenkinsClient {
                 );
             }
         }
-        let http = match http_client() {
+        let http = match http::client() {
             Ok(http) => Some(http),
             Err(e) => {
                 problems.push(Problem::new(
@@ -282,18 +281,13 @@ impl JenkinsClient {
                 .map_err(|e| DispatchError::Unreachable(e.into()))?;
             let status = response.status();
             if !status.is_success() {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = http::retry_after(response.headers());
                 return Err(DispatchError::Status {
                     code: status.as_u16(),
                     retry_after,
                 });
             }
-            let answer = read_capped(response.into_body())
+            let answer = http::read_capped(response.into_body(), MAX_ANSWER_BYTES)
                 .await
                 .map_err(DispatchError::Unreachable)?;
             Ok((status, answer))
@@ -311,31 +305,9 @@ impl JenkinsClient {
     }
 }
 
-/// The client every target shares. hyper directly rather than reqwest: reqwest re-parses the
-/// URL twice per call (its redirect policy runs even when disabled), which cost more than the
-/// HMAC check on the benchmark path (BENCHMARKS.md).
-fn http_client() -> Result<Http, rustls::Error> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    connector.set_nodelay(true);
-    connector.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .try_with_platform_verifier()?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(connector);
-    // Redirects are never followed (a redirect could carry the job token to another host, and
-    // GWT never redirects): the legacy client has no redirect support to turn off.
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(TokioTimer::new())
-        .build(https))
-}
-
 fn build_request(
     url: String,
-    target: &Target,
+    target: &Endpoint,
     delivery: &Call,
 ) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
     let mut request = hyper::Request::post(Uri::try_from(url)?)
@@ -347,22 +319,6 @@ fn build_request(
         request = request.header(AUTHORIZATION, authorization.clone());
     }
     request.body(Full::new(delivery.body.clone()))
-}
-
-/// Reads at most `MAX_ANSWER_BYTES` of the answer; the rest is not GWT's and is dropped.
-async fn read_capped(mut body: hyper::body::Incoming) -> Result<Bytes, TransportError> {
-    let mut answer = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        let room = MAX_ANSWER_BYTES.saturating_sub(answer.len());
-        answer.extend_from_slice(&data[..data.len().min(room)]);
-        if answer.len() >= MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    Ok(Bytes::from(answer))
 }
 
 fn parse_base_url(url: &str) -> Result<String, String> {
@@ -534,6 +490,125 @@ fn parse_answer(body: &[u8]) -> Option<JenkinsAnswer> {
     })
 }
 
+/// One `[jenkins.<name>]` as the outbox worker sees it.
+pub struct JenkinsTarget {
+    name: String,
+    client: Arc<JenkinsClient>,
+    rules: Arc<RuleSet>,
+    metrics: Arc<Metrics>,
+    policy: RetryPolicy,
+}
+
+impl JenkinsTarget {
+    pub fn new(
+        name: &str,
+        client: Arc<JenkinsClient>,
+        rules: Arc<RuleSet>,
+        metrics: Arc<Metrics>,
+        policy: RetryPolicy,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            client,
+            rules,
+            metrics,
+            policy,
+        }
+    }
+
+    async fn send(&self, job: &Job) -> Attempted {
+        let Some(rule) = job.rule.as_deref().and_then(|name| self.rules.get(name)) else {
+            return Attempted::permanent(format!(
+                "rule `{}` is no longer loaded",
+                job.rule.as_deref().unwrap_or("")
+            ));
+        };
+        let Ok(id) = Ulid::from_string(&job.id) else {
+            return Attempted::permanent("the stored delivery id is not a ULID");
+        };
+        let Payload::Body(body) = &job.payload else {
+            return Attempted::permanent("a Jenkins delivery without a stored call");
+        };
+        let call = Call {
+            id,
+            rule: Arc::clone(rule),
+            body: Bytes::from(body.clone()),
+            content_type: ContentType::parse(&job.content_type),
+        };
+        let started = Instant::now();
+        let result = self.client.invoke(&call).await;
+        self.metrics.jenkins_call(
+            &self.name,
+            result
+                .as_ref()
+                .err()
+                .map_or("ok", DispatchError::metric_label),
+            started.elapsed(),
+        );
+        attempted(&result)
+    }
+}
+
+impl outbox::Target for JenkinsTarget {
+    fn max_in_flight(&self) -> usize {
+        self.client.max_in_flight(&self.name)
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    fn attempt<'a>(&'a self, job: &'a Job) -> AttemptFuture<'a> {
+        Box::pin(self.send(job))
+    }
+}
+
+/// How a Jenkins answer decides the delivery's fate.
+pub fn classify(result: &Result<JenkinsAnswer, DispatchError>) -> Verdict {
+    match result {
+        Ok(_) => Verdict::Delivered,
+        Err(
+            DispatchError::Timeout(_) | DispatchError::Unreachable(_) | DispatchError::Store(_),
+        ) => Verdict::Retry { retry_after: None },
+        Err(DispatchError::Status { code, retry_after }) => {
+            Verdict::for_status(*code, *retry_after)
+        }
+        // A page that is not GWT's (a login form, a wrong URL behind a proxy) needs a person.
+        Err(DispatchError::UnknownTarget(_) | DispatchError::UnexpectedAnswer { .. }) => {
+            Verdict::Permanent
+        }
+    }
+}
+
+/// The receipt of an accepted trigger: the queue items GWT's answer names.
+fn receipt(answer: &JenkinsAnswer) -> Option<String> {
+    (answer.id != 0).then(|| {
+        serde_json::json!({ "jobs": [{ "id": answer.id, "url": answer.url }] }).to_string()
+    })
+}
+
+fn attempted(result: &Result<JenkinsAnswer, DispatchError>) -> Attempted {
+    let status = match result {
+        Ok(answer) => Some(answer.status),
+        Err(DispatchError::Status { code, .. }) => Some(*code),
+        Err(_) => None,
+    };
+    let error = result.as_ref().err().map(|error| {
+        let chain = cause_chain(error);
+        if chain.is_empty() {
+            error.to_string()
+        } else {
+            format!("{error}: {chain}")
+        }
+    });
+    Attempted {
+        verdict: classify(result),
+        status,
+        error,
+        receipt: result.as_ref().ok().and_then(receipt),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,5 +667,54 @@ mod tests {
         assert!(parse_base_url("http://x/?a=1").is_err());
         assert!(parse_base_url("http://u:p@x/").is_err());
         assert!(parse_base_url("jenkins:8080").is_err());
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn classification_follows_the_retry_table() {
+        let status = |code, retry_after| Err(DispatchError::Status { code, retry_after });
+        let answer = Ok(JenkinsAnswer {
+            status: 200,
+            triggered: true,
+            id: 1,
+            url: "queue/item/1/".into(),
+        });
+        assert_eq!(classify(&answer), Verdict::Delivered);
+        assert_eq!(
+            attempted(&answer).receipt.as_deref(),
+            Some(r#"{"jobs":[{"id":1,"url":"queue/item/1/"}]}"#)
+        );
+        assert_eq!(
+            classify(&status(500, None)),
+            Verdict::Retry { retry_after: None }
+        );
+        let later = Some(Duration::from_secs(7));
+        assert_eq!(
+            classify(&status(503, later)),
+            Verdict::Retry { retry_after: later }
+        );
+        for code in [408, 429] {
+            assert_eq!(
+                classify(&status(code, None)),
+                Verdict::Retry { retry_after: None }
+            );
+        }
+        assert_eq!(
+            classify(&Err(DispatchError::Timeout(Duration::from_secs(1)))),
+            Verdict::Retry { retry_after: None }
+        );
+        for code in [400, 401, 403, 404, 410] {
+            assert_eq!(classify(&status(code, None)), Verdict::Permanent, "{code}");
+        }
+        assert_eq!(
+            classify(&Err(DispatchError::UnknownTarget("x".into()))),
+            Verdict::Permanent
+        );
     }
 }
