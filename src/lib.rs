@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod filter;
 pub mod gateway;
