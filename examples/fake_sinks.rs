@@ -1,0 +1,88 @@
+//! Stand-ins for Allstacks, itoc360 and a generic receiver, for demos of build events out of
+//! Jenkins: prints every request it receives and what it answered, with the PAT and tokens masked.
+//!
+//! `cargo run --example fake_sinks -- --listen 127.0.0.1:8090 --allstacks-token T --itoc360-token T`
+
+#[path = "support/fake_sinks.rs"]
+#[allow(dead_code)] // shared with the tests, which use all of it
+mod fake_sinks;
+
+use std::time::Duration;
+
+use clap::Parser;
+use fake_sinks::{FakeSinks, FakeSinksConfig};
+
+#[derive(Parser)]
+#[command(about = "Fake Allstacks, itoc360 and generic event receivers, for demos")]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: String,
+    /// The Personal Access Token the fake Allstacks expects as a Bearer token.
+    #[arg(long, value_name = "PAT")]
+    allstacks_token: String,
+    /// The source token the fake itoc360 expects (Bearer, or `?token=`).
+    #[arg(long, value_name = "TOKEN")]
+    itoc360_token: String,
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let config = FakeSinksConfig {
+        allstacks_token: args.allstacks_token,
+        itoc360_token: args.itoc360_token,
+    };
+    let sinks = FakeSinks::start_on(&args.listen, config).await?;
+    println!("fake sinks listening on {}", sinks.url());
+    println!(
+        "  allstacks  {}  (Bearer ***)",
+        sinks.allstacks_url("<company_id>")
+    );
+    println!(
+        "  itoc360    {}  (Bearer *** or ?token=***)",
+        sinks.itoc360_url()
+    );
+    println!("  forward    {}[/...]", sinks.forward_url());
+
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        for request in sinks.take_answered() {
+            let query: Vec<String> = request
+                .masked_query()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            println!(
+                "{:?} {} {}{} -> {} {}",
+                request.sink,
+                request.method,
+                request.path,
+                query,
+                request.answered,
+                request.verdict
+            );
+            for (name, value) in request.masked_headers() {
+                println!("  {name}: {value}");
+            }
+            let body = match request.json() {
+                Some(document) => serde_json::to_string_pretty(&document)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&request.body).into_owned()),
+                None => String::from_utf8_lossy(&request.body).into_owned(),
+            };
+            println!("  body ({} bytes):", request.body.len());
+            for line in body.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+    sinks.stop().await;
+    Ok(())
+}
