@@ -13,6 +13,9 @@ use crate::verify::ip::ClientAddr;
 /// GWT's 404 text, kept identical whatever token (or rule name) was given.
 pub const NO_RULE_MESSAGE: &str = "Did not find any rule for this token.";
 
+/// The events endpoint's 404, the same for an unknown target and one without an events token.
+pub const NO_EVENT_SOURCE_MESSAGE: &str = "Did not find an event source for this path.";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("client address {0} is not in server.allow_ips")]
@@ -47,6 +50,16 @@ pub enum ApiError {
     StoreUnavailable(#[source] crate::store::StoreError),
     #[error("admin request without the admin bearer token, or with another one")]
     AdminUnauthorized,
+    #[error("no Jenkins target with an events token at this path")]
+    NoEventSource,
+    #[error("events token missing or wrong")]
+    EventsUnauthorized,
+    #[error("client address {0} is not in the target's events_allow_ips")]
+    EventsForbidden(ClientAddr),
+    #[error("the event is not JSON (content type {0:?})")]
+    EventsMediaType(String),
+    #[error("invalid event: {0}")]
+    InvalidEvent(#[source] crate::events::model::EventError),
     /// An answer the framework made on its own (a router default, an extractor's or a
     /// middleware's actix error). Only its status is kept: the framework's texts can quote the
     /// request (a path segment, a JSON value), so neither the client nor the log gets them.
@@ -79,6 +92,14 @@ impl ApiError {
             ApiError::RateLimited { .. } => "Too many requests; retry later.".to_owned(),
             ApiError::StoreUnavailable(_) => "The delivery store is unavailable.".to_owned(),
             ApiError::AdminUnauthorized => "Admin token missing or wrong.".to_owned(),
+            ApiError::NoEventSource => NO_EVENT_SOURCE_MESSAGE.to_owned(),
+            ApiError::EventsUnauthorized => "Events token missing or wrong.".to_owned(),
+            ApiError::EventsForbidden(_) => "Client address is not allowed.".to_owned(),
+            ApiError::EventsMediaType(_) => {
+                "hookgate reads the Notification plugin's JSON format.".to_owned()
+            }
+            // The parser's reasons name the field and never quote the body.
+            ApiError::InvalidEvent(reason) => reason.to_string(),
             ApiError::Framework(status) => match status.as_u16() {
                 400 => "Bad request.",
                 404 => "Not found.",
@@ -114,7 +135,13 @@ struct ErrorBody {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::ForbiddenGlobal(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ForbiddenGlobal(_)
+            | ApiError::Forbidden(_)
+            | ApiError::EventsForbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NoEventSource => StatusCode::NOT_FOUND,
+            ApiError::EventsUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::EventsMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidEvent(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead(_) | ApiError::InvalidJson { .. } => StatusCode::BAD_REQUEST,
             ApiError::NoRule | ApiError::NotFound | ApiError::DeliveryNotFound => {

@@ -10,8 +10,10 @@ use crate::config::{
     AdminSettings, DeliveryMode, DeliverySettings, Env, Problem, Problems, Settings, Source,
 };
 use crate::dispatch::JenkinsClient;
+use crate::events::sources::EventSources;
 use crate::rules::{self, RuleSet};
 use crate::secret::{Secret, SecretSource};
+use crate::sinks::sink::Sinks;
 use crate::verify::ip::{AllowList, TrustedProxies};
 
 pub struct Gateway {
@@ -26,6 +28,9 @@ pub struct Gateway {
     pub trusted_proxies: TrustedProxies,
     pub rules: RuleSet,
     pub jenkins: JenkinsClient,
+    /// Jenkins targets that may post build events, and where those go.
+    pub event_sources: EventSources,
+    pub sinks: Sinks,
 }
 
 impl Gateway {
@@ -83,6 +88,12 @@ impl Gateway {
             .map_err(|mut errors| problems.append(&mut errors))
             .ok();
         let names: BTreeSet<String> = settings.jenkins.keys().cloned().collect();
+        let event_sources = EventSources::compile(&settings.jenkins, &file, env)
+            .map_err(|mut errors| problems.append(&mut errors))
+            .ok();
+        let sinks = Sinks::compile(&settings.sinks, &names, &file, env)
+            .map_err(|mut errors| problems.append(&mut errors))
+            .ok();
         let rules = rules::load_dir(&settings.rules.dir, &names, env)
             .map_err(|mut errors| problems.append(&mut errors.0))
             .ok();
@@ -105,22 +116,27 @@ impl Gateway {
             }
         }
 
-        match (listen, admin_listen, jenkins, rules) {
-            (Some(listen), Some(admin_listen), Some(jenkins), Some(rules))
-                if problems.is_empty() =>
-            {
-                Ok(Self {
-                    settings,
-                    source,
-                    listen,
-                    admin_listen,
-                    admin_token,
-                    global_allow,
-                    trusted_proxies,
-                    rules,
-                    jenkins,
-                })
-            }
+        match (listen, admin_listen, jenkins, rules, event_sources, sinks) {
+            (
+                Some(listen),
+                Some(admin_listen),
+                Some(jenkins),
+                Some(rules),
+                Some(event_sources),
+                Some(sinks),
+            ) if problems.is_empty() => Ok(Self {
+                settings,
+                source,
+                listen,
+                admin_listen,
+                admin_token,
+                global_allow,
+                trusted_proxies,
+                rules,
+                jenkins,
+                event_sources,
+                sinks,
+            }),
             _ => Err(Problems(problems)),
         }
     }
@@ -160,6 +176,29 @@ impl Gateway {
                     "{} is reachable from other hosts and hookgate speaks plain HTTP: the admin token crosses the network in clear unless TLS is terminated in front of it",
                     self.admin_listen
                 ),
+            ));
+        }
+        for source in self.event_sources.iter().filter(|s| s.inline_token) {
+            warnings.push(Problem::new(
+                &file,
+                format!("jenkins.{}.events_token", source.name),
+                "the token is written in the config file; prefer events_token_env or events_token_file",
+            ));
+        }
+        for (name, sink) in &self.settings.sinks {
+            if sink.token.is_some() {
+                warnings.push(Problem::new(
+                    &file,
+                    format!("sinks.{name}.token"),
+                    "the token is written in the config file; prefer token_env or token_file",
+                ));
+            }
+        }
+        if !self.sinks.is_empty() && self.event_sources.is_empty() {
+            warnings.push(Problem::new(
+                &file,
+                "sinks",
+                "no Jenkins target has an events token (jenkins.<name>.events_token_env), so no event reaches a sink",
             ));
         }
         // Replays are remembered per rule. A tokenless rule needs nothing but a signature, so a

@@ -77,7 +77,26 @@ struct AttemptLabels {
     outcome: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    jenkins: String,
+    phase: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkOutcomeLabels {
+    sink: String,
+    outcome: &'static str,
+}
+
 type HistogramFamily = Family<TargetLabels, Histogram, fn() -> Histogram>;
+type SinkHistogramFamily = Family<SinkLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -89,6 +108,10 @@ pub struct Metrics {
     delivery_seconds: Histogram,
     oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     outcomes_unrecorded: Gauge,
+    events: Family<EventLabels, Counter>,
+    sink_deliveries: Family<SinkOutcomeLabels, Counter>,
+    sink_seconds: SinkHistogramFamily,
+    sink_auth_failed: Family<SinkLabels, Gauge>,
 }
 
 impl Metrics {
@@ -146,7 +169,36 @@ impl Metrics {
             "Attempts whose outcome the store has refused so far (kept in memory; no new attempt starts while above 0)",
             outcomes_unrecorded.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Notification events by Jenkins target, phase and outcome (accepted, duplicate or why refused)",
+            events.clone(),
+        );
+        let sink_deliveries = Family::<SinkOutcomeLabels, Counter>::default();
+        registry.register(
+            "sink_deliveries",
+            "Delivery attempts to sinks by sink and outcome: done, retry or dead",
+            sink_deliveries.clone(),
+        );
+        let sink_seconds: SinkHistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 16)));
+        registry.register(
+            "sink_call_duration_seconds",
+            "Duration of calls to sinks",
+            sink_seconds.clone(),
+        );
+        let sink_auth_failed = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "sink_auth_failed",
+            "1 while a sink's last answer refused hookgate's credentials (401 or 403), until a call succeeds",
+            sink_auth_failed.clone(),
+        );
         Self {
+            events,
+            sink_deliveries,
+            sink_seconds,
+            sink_auth_failed,
             outcomes_unrecorded,
             registry,
             requests,
@@ -212,6 +264,45 @@ impl Metrics {
                 jenkins: jenkins.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one Notification event; `phase` is empty when the event was refused before it
+    /// was read, and `jenkins` when the path named no event source (so a scan of paths cannot
+    /// grow the label set).
+    pub fn event(&self, jenkins: &str, phase: &str, outcome: &'static str) {
+        self.events
+            .get_or_create(&EventLabels {
+                jenkins: jenkins.to_owned(),
+                phase: phase.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Records one decided sink delivery attempt (`done`, `retry`, `dead`).
+    pub fn sink_delivery(&self, sink: &str, outcome: &'static str) {
+        self.sink_deliveries
+            .get_or_create(&SinkOutcomeLabels {
+                sink: sink.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn sink_call(&self, sink: &str, elapsed: Duration) {
+        self.sink_seconds
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn sink_auth_failed(&self, sink: &str, failed: bool) {
+        self.sink_auth_failed
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .set(i64::from(failed));
     }
 
     /// The OpenMetrics text exposition.

@@ -5,6 +5,7 @@ mod admin;
 mod body;
 mod client;
 mod context;
+mod events;
 pub mod limits;
 mod routes;
 mod trigger;
@@ -22,11 +23,13 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::DeliveryMode;
 use crate::dispatch::{Dispatcher, JenkinsTarget};
+use crate::events::sources::EventSources;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::outbox::worker::Worker;
 use crate::outbox::{RetryPolicy, Targets};
 use crate::rules::RuleSet;
+use crate::sinks::sink::{SinkTarget, Sinks};
 use crate::store::Store;
 use crate::verify::ip::{AllowList, TrustedProxies};
 
@@ -39,6 +42,27 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
     pub limits: limits::Limits,
+    /// The events endpoint's state; `None` when no Jenkins target has an events token.
+    pub events: Option<EventsState>,
+}
+
+impl AppState {
+    /// The store, when there is one: queue mode, or events configured (in any mode).
+    pub fn store(&self) -> Option<&Store> {
+        self.dispatcher
+            .store()
+            .or_else(|| self.events.as_ref().map(|events| &events.store))
+    }
+}
+
+/// What `POST /jenkins/{target}/events` needs.
+pub struct EventsState {
+    pub sources: EventSources,
+    pub sinks: Arc<Sinks>,
+    pub store: Store,
+    pub wake: Arc<Notify>,
+    /// A repeat of (target, build, phase) within this long is a duplicate.
+    pub retention_ms: i64,
 }
 
 /// A bound, ready-to-run gateway.
@@ -99,20 +123,27 @@ impl Application {
         let rules = Arc::new(gateway.rules);
         let metrics = Arc::new(Metrics::new(rules.len()));
         let jenkins = Arc::new(gateway.jenkins);
+        let sinks = Arc::new(gateway.sinks);
         let delivery = &gateway.settings.delivery;
-        let (dispatcher, worker) = match delivery.mode {
-            DeliveryMode::Direct => (Dispatcher::Direct(jenkins), None),
-            DeliveryMode::Queue => {
-                let store =
-                    Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
-                        std::io::Error::other(format!(
-                            "cannot open the delivery store in {}: {e}: {}",
-                            delivery.store.display(),
-                            crate::error::cause_chain(&e)
-                        ))
-                    })?;
-                restore_replays(&store, &rules);
-                let wake = Arc::new(Notify::new());
+        // Events are always stored, in direct mode too: the store directory is used for them.
+        let needs_store = delivery.mode == DeliveryMode::Queue || !gateway.event_sources.is_empty();
+        let store = if needs_store {
+            let store = Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot open the delivery store in {}: {e}: {}",
+                    delivery.store.display(),
+                    crate::error::cause_chain(&e)
+                ))
+            })?;
+            restore_replays(&store, &rules);
+            Some(store)
+        } else {
+            None
+        };
+        let wake = Arc::new(Notify::new());
+        let worker = match &store {
+            None => None,
+            Some(store) => {
                 let policy = RetryPolicy::from_settings(delivery);
                 let mut targets = Targets::default();
                 for name in gateway.settings.jenkins.keys() {
@@ -127,15 +158,45 @@ impl Application {
                         )),
                     );
                 }
-                let worker = Worker::new(
+                for sink in sinks.iter() {
+                    let target = SinkTarget::new(Arc::clone(sink), Arc::clone(&metrics), policy)
+                        .map_err(|e| {
+                            std::io::Error::other(format!(
+                                "cannot set up TLS for sink {}: {e}",
+                                sink.name
+                            ))
+                        })?;
+                    targets.insert(
+                        crate::store::target_id("sink", &sink.name),
+                        Arc::new(target),
+                    );
+                }
+                Some(Worker::new(
                     store.clone(),
                     targets,
                     Arc::clone(&metrics),
                     delivery,
                     Arc::clone(&wake),
-                );
-                (Dispatcher::Queue { store, wake }, Some(worker))
+                ))
             }
+        };
+        let dispatcher = match (&store, delivery.mode) {
+            (Some(store), DeliveryMode::Queue) => Dispatcher::Queue {
+                store: store.clone(),
+                wake: Arc::clone(&wake),
+            },
+            _ => Dispatcher::Direct(jenkins),
+        };
+        let events = match store {
+            Some(store) if !gateway.event_sources.is_empty() => Some(EventsState {
+                sources: gateway.event_sources,
+                sinks,
+                store,
+                wake,
+                retention_ms: i64::try_from(delivery.done_retention_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+            }),
+            _ => None,
         };
         let server_settings = &gateway.settings.server;
         let limits = limits::Limits::new(server_settings, &rules);
@@ -155,6 +216,7 @@ impl Application {
             trusted_proxies: gateway.trusted_proxies,
             max_body_bytes: gateway.settings.server.max_body_bytes,
             dispatcher,
+            events,
         });
         let admin_auth = web::Data::new(admin::AdminAuth {
             token: gateway.admin_token,
@@ -257,6 +319,11 @@ fn public_routes(cfg: &mut web::ServiceConfig) {
     )
     .route("/hooks/{rule}", web::post().to(routes::hook))
     .route("/hooks/{rule}", web::route().to(routes::method_not_allowed))
+    .route("/jenkins/{target}/events", web::post().to(events::events))
+    .route(
+        "/jenkins/{target}/events",
+        web::route().to(routes::method_not_allowed),
+    )
     .route("/healthz", web::get().to(routes::healthz))
     .route("/readyz", web::get().to(routes::readyz))
     .default_service(web::to(routes::not_found));

@@ -8,3 +8,4 @@ pub mod allstacks;
 pub mod http;
 pub mod jenkins;
 pub mod repo;
+pub mod sink;

@@ -79,7 +79,7 @@ pub async fn delivery(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(store) = state.dispatcher.store() else {
+    let Some(store) = state.store() else {
         return Err(ApiError::DeliveryNotFound);
     };
     // The store reads on its own threads, never on the request threads.
@@ -92,7 +92,7 @@ pub async fn delivery(
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // The store's writer keeps the queue gauges current; a scrape reads memory only.
-    if let Some(store) = state.dispatcher.store() {
+    if let Some(store) = state.store() {
         state
             .metrics
             .queue(&store.queue_stats(), crate::store::now_ms());

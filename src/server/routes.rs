@@ -83,7 +83,7 @@ pub async fn healthz() -> HttpResponse {
 /// writable, which a failed write turns off until a probe write succeeds. `None` in direct
 /// mode, which has no store.
 pub(super) async fn store_writable(state: &AppState) -> Option<bool> {
-    match state.dispatcher.store() {
+    match state.store() {
         None => None,
         Some(store) if store.is_healthy() => Some(true),
         Some(store) => Some(store.probe().await),

@@ -4,6 +4,10 @@
 #[allow(dead_code)]
 pub mod fake_jenkins;
 
+#[path = "../../examples/support/fake_sinks.rs"]
+#[allow(dead_code)]
+pub mod fake_sinks;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::LazyLock;
@@ -15,6 +19,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use fake_jenkins::{FakeJenkins, FakeJenkinsConfig};
+use fake_sinks::{FakeSinks, FakeSinksConfig};
 use hookgate::config::{
     AdminSettings, DeliveryMode, DeliverySettings, JenkinsSettings, LogSettings, RulesSettings,
     ServerSettings, Settings, Source,
@@ -30,6 +35,8 @@ pub const SENDER_TOKEN: &str = "sender-token-1";
 pub const JOB_TOKEN: &str = "jenkins-job-token";
 pub const ADMIN_TOKEN: &str = "admin-bearer-token";
 pub const EVENTS_TOKEN: &str = "jenkins-events-token";
+pub const ALLSTACKS_TOKEN: &str = "allstacks-pat-value";
+pub const ITOC360_TOKEN: &str = "itoc360-source-token";
 
 /// Logs go to a sink unless `TEST_LOG` is set, so failures can be debugged with logs on.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -53,6 +60,8 @@ pub fn test_env() -> HashMap<String, String> {
         ("JENKINS_API_TOKEN", "jenkins-api-token-value"),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("EVENTS_TOKEN", EVENTS_TOKEN),
+        ("ALLSTACKS_TOKEN", ALLSTACKS_TOKEN),
+        ("ITOC360_TOKEN", ITOC360_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -88,6 +97,8 @@ pub struct AppOptions {
     /// Accept Notification events from `jenkins.main` with `EVENTS_TOKEN`.
     pub events_token: bool,
     pub events_allow_ips: Vec<String>,
+    /// `[sinks.*]` tables in TOML; `{sinks}` stands for the fake sinks' base URL.
+    pub sinks: String,
 }
 
 impl Default for AppOptions {
@@ -115,6 +126,7 @@ impl Default for AppOptions {
             admin_token: false,
             events_token: false,
             events_allow_ips: Vec::new(),
+            sinks: String::new(),
         }
     }
 }
@@ -124,6 +136,8 @@ pub struct TestApp {
     /// The admin listener: `/metrics`, `/deliveries/{id}`, detailed `/readyz`.
     pub admin_address: String,
     pub jenkins: FakeJenkins,
+    /// Fakes of Allstacks, itoc360 and a generic receiver (`{sinks}` in `AppOptions::sinks`).
+    pub sinks: FakeSinks,
     pub client: reqwest::Client,
     pub rules_dir: tempfile::TempDir,
     pub store_dir: tempfile::TempDir,
@@ -140,6 +154,23 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let jenkins = FakeJenkins::start(options.fake_jenkins)
         .await
         .expect("fake Jenkins starts");
+    let sinks = FakeSinks::start(FakeSinksConfig {
+        allstacks_token: ALLSTACKS_TOKEN.to_owned(),
+        itoc360_token: ITOC360_TOKEN.to_owned(),
+    })
+    .await
+    .expect("fake sinks start");
+    let sink_settings: BTreeMap<String, hookgate::config::SinkSettings> = {
+        #[derive(serde::Deserialize)]
+        struct Tables {
+            #[serde(default)]
+            sinks: BTreeMap<String, hookgate::config::SinkSettings>,
+        }
+        let text = options.sinks.replace("{sinks}", &sinks.url());
+        toml::from_str::<Tables>(&text)
+            .expect("test sinks parse")
+            .sinks
+    };
     let rules_dir = tempfile::tempdir().expect("tempdir");
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store = options
@@ -205,7 +236,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             max_store_bytes: options.max_store_bytes,
             done_retention_secs: options.done_retention_secs,
         },
-        sinks: BTreeMap::new(),
+        sinks: sink_settings,
         log: LogSettings::default(),
     };
     let gateway = match Gateway::compile(settings, Source::BuiltIn, &test_env()) {
@@ -220,6 +251,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         address,
         admin_address,
         jenkins,
+        sinks,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -237,6 +269,50 @@ impl TestApp {
 
     pub fn hook_url(&self, rule: &str) -> String {
         format!("{}/hooks/{rule}", self.address)
+    }
+
+    /// `POST /jenkins/main/events?token=EVENTS_TOKEN` with the plugin's content type.
+    pub async fn post_event(&self, body: &str) -> reqwest::Response {
+        self.client
+            .post(format!(
+                "{}/jenkins/main/events?token={EVENTS_TOKEN}",
+                self.address
+            ))
+            .header("content-type", "application/json;charset=UTF-8")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Waits until the fake sinks have answered at least `count` requests (the worker runs
+    /// on its own; this polls instead of sleeping a guessed time).
+    pub async fn sink_requests(&self, count: usize) -> Vec<fake_sinks::RecordedRequest> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let answered: Vec<_> = self
+                .sinks
+                .requests()
+                .into_iter()
+                .filter(|r| r.answered != 0)
+                .collect();
+            if answered.len() >= count || std::time::Instant::now() > deadline {
+                return answered;
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A delivery as the admin listener shows it.
+    pub async fn delivery_view(&self, id: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(format!("{}/deliveries/{id}", self.admin_address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        json(response).await
     }
 
     /// The `/metrics` text, from the admin listener.

@@ -8,6 +8,7 @@ mod binary;
 mod corpus;
 mod crash;
 mod dispatch;
+mod events;
 mod gwt;
 mod helpers;
 mod invoke;

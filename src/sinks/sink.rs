@@ -1,0 +1,767 @@
+//! One `[sinks.<name>]`, compiled: which events it takes (`[match]`, with the kind's defaults),
+//! the request it makes of each (`prepare`, shared by the outbox and `hookgate test-event`), and
+//! its outbox [`Target`](crate::outbox::Target), which sends that request and reads the answer
+//! with the retry table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use fancy_regex::Regex;
+use http_body_util::Full;
+use hyper::Uri;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
+
+use super::alert;
+use super::allstacks::{self, RecordRules};
+use super::http::{self, AGENT, Http};
+use crate::config::{Env, MatchSettings, Problem, SinkKind, SinkSettings, TokenIn};
+use crate::events::facts::BuildFacts;
+use crate::events::model::{Event, Phase};
+use crate::extract::{RegexUse, compile_regex};
+use crate::metrics::Metrics;
+use crate::outbox::{self, AttemptFuture, Attempted, Job, RetryPolicy, Verdict};
+use crate::secret::{Secret, SecretSource};
+use crate::store::Payload;
+
+/// Jenkins' `Result` names (`hudson.model.Result`).
+pub const RESULTS: [&str; 5] = ["SUCCESS", "UNSTABLE", "FAILURE", "NOT_BUILT", "ABORTED"];
+
+/// The phases a sink takes by default: Allstacks wants one record per finished build.
+fn default_phases(kind: SinkKind) -> Vec<Phase> {
+    match kind {
+        SinkKind::Allstacks => vec![Phase::Finalized],
+        SinkKind::Alert | SinkKind::Forward => Phase::ALL.to_vec(),
+    }
+}
+
+/// The results a sink takes by default; `None` is every result, an absent one included.
+fn default_results(kind: SinkKind) -> Option<Vec<String>> {
+    match kind {
+        SinkKind::Allstacks => Some(
+            ["SUCCESS", "FAILURE", "UNSTABLE"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        SinkKind::Alert | SinkKind::Forward => None,
+    }
+}
+
+/// Which events reach a sink.
+#[derive(Debug)]
+pub struct Matcher {
+    /// `None`: every Jenkins target.
+    jenkins: Option<Vec<String>>,
+    jobs: Option<(String, Arc<Regex>)>,
+    phases: Vec<Phase>,
+    /// `None`: every result, an absent one (QUEUED, STARTED) included.
+    results: Option<Vec<String>>,
+    parameters: Vec<(String, String, Arc<Regex>)>,
+}
+
+impl Matcher {
+    /// `Ok` when the event reaches the sink, else why not (for `hookgate test-event`).
+    pub fn check(&self, jenkins: &str, event: &Event) -> Result<(), String> {
+        if let Some(targets) = &self.jenkins
+            && !targets.iter().any(|t| t == jenkins)
+        {
+            return Err(format!(
+                "Jenkins target `{jenkins}` is not in match.jenkins [{}]",
+                targets.join(", ")
+            ));
+        }
+        if let Some((pattern, regex)) = &self.jobs
+            && !regex.is_match(&event.url).unwrap_or(false)
+        {
+            return Err(format!(
+                "job url `{}` does not match match.jobs `{pattern}`",
+                event.url
+            ));
+        }
+        let phase = event.build.phase;
+        if !self.phases.contains(&phase) {
+            let phases: Vec<&str> = self.phases.iter().map(|p| p.as_str()).collect();
+            return Err(format!(
+                "phase {phase} is not in match.phases [{}]",
+                phases.join(", ")
+            ));
+        }
+        if let Some(results) = &self.results {
+            match &event.build.status {
+                None => {
+                    return Err(format!(
+                        "the event has no build.status (the build has not finished); match.results is [{}]",
+                        results.join(", ")
+                    ));
+                }
+                Some(status) if !results.contains(status) => {
+                    return Err(format!(
+                        "build.status {status} is not in match.results [{}]",
+                        results.join(", ")
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, pattern, regex) in &self.parameters {
+            match event.parameter(name) {
+                None => return Err(format!("the build has no parameter {name}")),
+                Some(value) if !regex.is_match(value).unwrap_or(false) => {
+                    return Err(format!(
+                        "build parameter {name} does not match match.parameters.{name} `{pattern}`"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the sink builds from an event.
+#[derive(Debug)]
+enum Shape {
+    Allstacks { rules: Box<RecordRules> },
+    Alert,
+    Forward,
+}
+
+/// A compiled `[sinks.<name>]`.
+#[derive(Debug)]
+pub struct Sink {
+    pub name: String,
+    pub kind: SinkKind,
+    url: String,
+    token: Option<Secret>,
+    token_in: TokenIn,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub matcher: Matcher,
+    shape: Shape,
+}
+
+/// The request a sink makes for one event: what the outbox sends and `test-event` prints.
+#[derive(Debug)]
+pub struct Prepared {
+    url: String,
+    /// The URL with the token (when it travels in the query) shown as `[redacted]`.
+    pub shown_url: String,
+    content_type: &'static str,
+    authorization: Option<HeaderValue>,
+    pub body: Vec<u8>,
+}
+
+impl Prepared {
+    /// The headers as `test-event` prints them, credentials masked.
+    pub fn shown_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("Content-Type", self.content_type.to_owned())];
+        if self.authorization.is_some() {
+            headers.push(("Authorization", "Bearer [redacted]".to_owned()));
+        }
+        headers.push(("User-Agent", AGENT.to_owned()));
+        headers
+    }
+}
+
+impl Sink {
+    /// Whether the sink sends one record per build (a later matching phase sends nothing).
+    pub fn once_per_build(&self) -> bool {
+        matches!(self.shape, Shape::Allstacks { .. })
+    }
+
+    /// Builds the request for `event` (`body` is its bytes as received) from the Jenkins
+    /// target `jenkins`, with the facts earlier phases left. An error says why nothing can be
+    /// sent and what to configure.
+    pub fn prepare(
+        &self,
+        jenkins: &str,
+        body: &[u8],
+        event: &Event,
+        facts: &BuildFacts,
+    ) -> Result<Prepared, String> {
+        let (body, content_type) = match &self.shape {
+            Shape::Allstacks { rules } => {
+                let rules = RecordRules {
+                    jenkins: jenkins.to_owned(),
+                    ..(**rules).clone()
+                };
+                let record = allstacks::build_record(event, facts, &rules)
+                    .map_err(|reason| format!("cannot build the Allstacks record: {reason}"))?;
+                (record.to_string().into_bytes(), "application/json")
+            }
+            Shape::Alert => (
+                alert::alert_event(jenkins, event).to_string().into_bytes(),
+                "application/json",
+            ),
+            // The event as the plugin sent it, under the plugin's own content type.
+            Shape::Forward => (body.to_vec(), "application/json;charset=UTF-8"),
+        };
+        let (url, shown_url, authorization) = match (&self.token, self.token_in) {
+            (None, _) => (self.url.clone(), self.url.clone(), None),
+            (Some(token), TokenIn::Query) => {
+                let separator = if self.url.contains('?') { '&' } else { '?' };
+                let mut url = format!("{}{separator}token=", self.url);
+                url.extend(form_urlencoded::byte_serialize(token.expose()));
+                (
+                    url,
+                    format!("{}{separator}token=[redacted]", self.url),
+                    None,
+                )
+            }
+            (Some(token), TokenIn::Bearer) => {
+                let mut value = b"Bearer ".to_vec();
+                value.extend_from_slice(token.expose());
+                let mut header = HeaderValue::from_bytes(&value)
+                    .map_err(|_| "the sink's token cannot be sent in a header".to_owned())?;
+                zeroize::Zeroize::zeroize(&mut value);
+                header.set_sensitive(true);
+                (self.url.clone(), self.url.clone(), Some(header))
+            }
+        };
+        Ok(Prepared {
+            url,
+            shown_url,
+            content_type,
+            authorization,
+            body,
+        })
+    }
+}
+
+/// Every configured sink, in name order.
+#[derive(Debug, Default)]
+pub struct Sinks(Vec<Arc<Sink>>);
+
+impl Sinks {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Sink>> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Compiles every `[sinks.<name>]`, reporting every problem as `sinks.<name>.<field>`.
+    pub fn compile(
+        settings: &BTreeMap<String, SinkSettings>,
+        jenkins: &BTreeSet<String>,
+        file: &str,
+        env: &dyn Env,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut sinks = Vec::new();
+        for (name, sink) in settings {
+            let mut report = Report {
+                file,
+                name,
+                problems: &mut problems,
+            };
+            if let Some(sink) = compile_one(name, sink, jenkins, env, &mut report) {
+                sinks.push(Arc::new(sink));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self(sinks))
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Checks a sink URL: http or https with a host; credentials belong in `token_*`, never in the
+/// URL, where they would be logged.
+fn check_url(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must use http or https".to_owned());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".to_owned());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "credentials in the URL are not allowed; use token_env or token_file".to_owned(),
+        );
+    }
+    if parsed.query_pairs().any(|(key, _)| key == "token") {
+        return Err(
+            "a token in the URL would be logged; use token_env or token_file with token_in = \"query\""
+                .to_owned(),
+        );
+    }
+    if parsed.fragment().is_some() {
+        return Err("must not have a fragment".to_owned());
+    }
+    Ok(url.to_owned())
+}
+
+fn compile_one(
+    name: &str,
+    sink: &SinkSettings,
+    jenkins: &BTreeSet<String>,
+    env: &dyn Env,
+    report: &mut Report<'_>,
+) -> Option<Sink> {
+    let kind = sink.kind;
+    let before = report.count();
+    let url = check_url(&sink.url)
+        .map_err(|reason| report.add("url", reason))
+        .ok();
+    let token_field = if sink.token_file.is_some() && sink.token_env.is_none() {
+        "token_file"
+    } else if sink.token.is_some() && sink.token_env.is_none() {
+        "token"
+    } else {
+        "token_env"
+    };
+    let token = SecretSource {
+        inline: sink.token.as_deref(),
+        env: sink.token_env.as_deref(),
+        file: sink.token_file.as_deref(),
+    }
+    .read(Path::new("."), env)
+    .unwrap_or_else(|reason| {
+        report.add(token_field, reason);
+        None
+    });
+    let has_token_source =
+        sink.token.is_some() || sink.token_env.is_some() || sink.token_file.is_some();
+    if kind == SinkKind::Allstacks && !has_token_source {
+        report.add(
+            "token_env",
+            "required: Allstacks takes the Personal Access Token as a Bearer token (or token_file)"
+                .to_owned(),
+        );
+    }
+    if kind == SinkKind::Allstacks && sink.token_in.is_some() {
+        report.add(
+            "token_in",
+            "only for kind = \"alert\" or \"forward\": Allstacks takes the token as a Bearer token"
+                .to_owned(),
+        );
+    }
+    if sink.timeout_secs == 0 {
+        report.add("timeout_secs", "must be at least 1".to_owned());
+    }
+    if sink.max_in_flight == 0 {
+        report.add("max_in_flight", "must be at least 1".to_owned());
+    }
+    let matcher = compile_match(kind, &sink.matching, jenkins, report);
+    let shape = match kind {
+        SinkKind::Allstacks => compile_allstacks(name, sink, matcher.as_ref(), report),
+        SinkKind::Alert | SinkKind::Forward => {
+            for (field, set) in allstacks_keys(sink) {
+                if set {
+                    report.add(
+                        field,
+                        format!("only for kind = \"allstacks\", not \"{}\"", kind.as_str()),
+                    );
+                }
+            }
+            Some(if kind == SinkKind::Alert {
+                Shape::Alert
+            } else {
+                Shape::Forward
+            })
+        }
+    };
+    if report.count() != before {
+        return None;
+    }
+    Some(Sink {
+        name: name.to_owned(),
+        kind,
+        url: url?,
+        token,
+        token_in: sink.token_in.unwrap_or_default(),
+        timeout: Duration::from_secs(sink.timeout_secs),
+        max_in_flight: sink.max_in_flight,
+        matcher: matcher?,
+        shape: shape?,
+    })
+}
+
+/// Collects one sink's problems as `sinks.<name>.<field>: reason`.
+struct Report<'a> {
+    file: &'a str,
+    name: &'a str,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, field: &str, reason: impl Into<String>) {
+        self.problems.push(Problem::new(
+            self.file,
+            format!("sinks.{}.{field}", self.name),
+            reason,
+        ));
+    }
+
+    fn count(&self) -> usize {
+        self.problems.len()
+    }
+}
+
+fn allstacks_keys(sink: &SinkSettings) -> [(&'static str, bool); 8] {
+    [
+        ("service_id", sink.service_id.is_some()),
+        ("job_type", sink.job_type.is_some()),
+        ("repo_name", sink.repo_name.is_some()),
+        ("repo_id", sink.repo_id.is_some()),
+        ("commit_parameters", sink.commit_parameters.is_some()),
+        (
+            "triggered_by_parameter",
+            sink.triggered_by_parameter.is_some(),
+        ),
+        ("optional_parameters", sink.optional_parameters.is_some()),
+        ("statuses", sink.statuses.is_some()),
+    ]
+}
+
+fn compile_match(
+    kind: SinkKind,
+    matching: &MatchSettings,
+    jenkins: &BTreeSet<String>,
+    report: &mut Report<'_>,
+) -> Option<Matcher> {
+    let mut ok = true;
+    if let Some(targets) = &matching.jenkins {
+        for (i, target) in targets.iter().enumerate() {
+            if !jenkins.contains(target) {
+                ok = false;
+                report.add(
+                    &format!("match.jenkins[{i}]"),
+                    format!(
+                        "no Jenkins target `{target}`; configured: {}",
+                        jenkins.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let jobs = match &matching.jobs {
+        None => None,
+        Some(pattern) => match compile_regex(pattern, RegexUse::Find) {
+            Ok(regex) => Some((pattern.clone(), regex)),
+            Err(reason) => {
+                ok = false;
+                report.add("match.jobs", reason);
+                None
+            }
+        },
+    };
+    let phases = match &matching.phases {
+        None => default_phases(kind),
+        Some(names) => {
+            let mut phases = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match Phase::parse(name) {
+                    Some(phase) => phases.push(phase),
+                    None => {
+                        ok = false;
+                        report.add(
+                            &format!("match.phases[{i}]"),
+                            format!(
+                                "`{name}` is not a phase: QUEUED, STARTED, COMPLETED, FINALIZED, NONE"
+                            ),
+                        );
+                    }
+                }
+            }
+            phases
+        }
+    };
+    let results = match &matching.results {
+        None => default_results(kind),
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                if !RESULTS.contains(&name.as_str()) {
+                    ok = false;
+                    report.add(
+                        &format!("match.results[{i}]"),
+                        format!("`{name}` is not a Jenkins result: {}", RESULTS.join(", ")),
+                    );
+                }
+            }
+            Some(names.clone())
+        }
+    };
+    let mut parameters = Vec::new();
+    for (name, pattern) in &matching.parameters {
+        match compile_regex(pattern, RegexUse::Find) {
+            Ok(regex) => parameters.push((name.clone(), pattern.clone(), regex)),
+            Err(reason) => {
+                ok = false;
+                report.add(&format!("match.parameters.{name}"), reason);
+            }
+        }
+    }
+    ok.then_some(Matcher {
+        jenkins: matching.jenkins.clone(),
+        jobs,
+        phases,
+        results,
+        parameters,
+    })
+}
+
+fn compile_allstacks(
+    name: &str,
+    sink: &SinkSettings,
+    matcher: Option<&Matcher>,
+    report: &mut Report<'_>,
+) -> Option<Shape> {
+    let mut ok = true;
+    let service_id = match sink.service_id {
+        Some(id) if id > 0 => id,
+        Some(_) => {
+            ok = false;
+            report.add(
+                "service_id",
+                "must be a positive integer: the Custom CI/CD service id in Allstacks".to_owned(),
+            );
+            0
+        }
+        None => {
+            ok = false;
+            report.add(
+                "service_id",
+                "required: the id of the Custom CI/CD service on Allstacks' Tools page".to_owned(),
+            );
+            0
+        }
+    };
+    if sink.repo_name.is_some() && sink.repo_id.is_some() {
+        ok = false;
+        report.add("repo_id", "set repo_name or repo_id, not both".to_owned());
+    }
+    let commit_parameters = sink.commit_parameters.clone().unwrap_or_else(|| {
+        allstacks::DEFAULT_COMMIT_PARAMETERS
+            .map(str::to_owned)
+            .to_vec()
+    });
+    let optional_parameters = sink.optional_parameters.clone().unwrap_or_default();
+    let room = allstacks::MAX_OPTIONAL - allstacks::BUILT_IN_OPTIONAL;
+    if optional_parameters.len() > room {
+        ok = false;
+        report.add(
+            "optional_parameters",
+            format!(
+                "at most {room}: Allstacks takes {} optional properties and hookgate sends up to {} of its own",
+                allstacks::MAX_OPTIONAL,
+                allstacks::BUILT_IN_OPTIONAL
+            ),
+        );
+    }
+    let statuses: Vec<(String, String)> = match &sink.statuses {
+        None => allstacks::default_statuses(),
+        Some(map) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    for (result, status) in &statuses {
+        if !RESULTS.contains(&result.as_str()) {
+            ok = false;
+            report.add(
+                &format!("statuses.{result}"),
+                format!("`{result}` is not a Jenkins result: {}", RESULTS.join(", ")),
+            );
+        }
+        if !allstacks::STATUSES.contains(&status.as_str()) {
+            ok = false;
+            report.add(
+                &format!("statuses.{result}"),
+                format!(
+                    "`{status}` is not an Allstacks status: {}",
+                    allstacks::STATUSES.join(", ")
+                ),
+            );
+        }
+    }
+    // A result the sink takes but cannot map would dead-letter every such build.
+    if let Some(results) = matcher.and_then(|m| m.results.as_ref()) {
+        for result in results {
+            if !statuses.iter().any(|(r, _)| r == result) {
+                ok = false;
+                report.add(
+                    "statuses",
+                    format!(
+                        "match.results takes {result} but statuses has no entry for it: add one or leave {result} out of match.results"
+                    ),
+                );
+            }
+        }
+    }
+    ok.then(|| Shape::Allstacks {
+        rules: Box::new(RecordRules {
+            sink: name.to_owned(),
+            jenkins: String::new(),
+            service_id,
+            job_type: sink.job_type.clone(),
+            repo_name: sink.repo_name.clone(),
+            repo_id: sink.repo_id.clone(),
+            commit_parameters,
+            triggered_by_parameter: sink.triggered_by_parameter.clone(),
+            optional_parameters,
+            statuses,
+        }),
+    })
+}
+
+/// Longest part of a sink's refusal kept as the delivery's reason.
+const MAX_REASON_BYTES: usize = 512;
+
+/// A sink as the outbox worker sees it.
+pub struct SinkTarget {
+    sink: Arc<Sink>,
+    http: Http,
+    metrics: Arc<Metrics>,
+    policy: RetryPolicy,
+    /// Whether the last answer refused hookgate's credentials (401/403).
+    auth_failed: AtomicBool,
+}
+
+impl SinkTarget {
+    pub fn new(
+        sink: Arc<Sink>,
+        metrics: Arc<Metrics>,
+        policy: RetryPolicy,
+    ) -> Result<Self, rustls::Error> {
+        metrics.sink_auth_failed(&sink.name, false);
+        Ok(Self {
+            sink,
+            http: http::client()?,
+            metrics,
+            policy,
+            auth_failed: AtomicBool::new(false),
+        })
+    }
+
+    async fn send(&self, job: &Job) -> Attempted {
+        let Payload::Event(stored) = &job.payload else {
+            return Attempted::permanent("a sink delivery without its event");
+        };
+        let event = match Event::parse(&stored.body) {
+            Ok(event) => event,
+            Err(reason) => return Attempted::permanent(format!("the stored event: {reason}")),
+        };
+        let facts: BuildFacts = serde_json::from_str(&stored.facts).unwrap_or_default();
+        let prepared = match self
+            .sink
+            .prepare(&stored.jenkins, &stored.body, &event, &facts)
+        {
+            Ok(prepared) => prepared,
+            Err(reason) => return Attempted::permanent(reason),
+        };
+        let started = Instant::now();
+        let result = self.post(&prepared, &job.id).await;
+        self.metrics.sink_call(&self.sink.name, started.elapsed());
+        match result {
+            Ok((code, answer)) => {
+                let verdict = Verdict::for_status(code.0, code.1);
+                if matches!(code.0, 401 | 403) {
+                    if !self.auth_failed.swap(true, Ordering::Relaxed) {
+                        self.metrics.sink_auth_failed(&self.sink.name, true);
+                    }
+                    tracing::error!(sink = %self.sink.name, status = code.0, "The sink refused hookgate's credentials; check its token.");
+                } else if verdict == Verdict::Delivered
+                    && self.auth_failed.swap(false, Ordering::Relaxed)
+                {
+                    self.metrics.sink_auth_failed(&self.sink.name, false);
+                }
+                let error = (verdict != Verdict::Delivered).then(|| {
+                    let text = String::from_utf8_lossy(&answer);
+                    let text = text.trim();
+                    if text.is_empty() {
+                        format!("the sink answered {}", code.0)
+                    } else {
+                        format!("the sink answered {}: {text}", code.0)
+                    }
+                });
+                Attempted {
+                    verdict,
+                    status: Some(code.0),
+                    error,
+                    receipt: None,
+                }
+            }
+            Err(reason) => Attempted {
+                verdict: Verdict::Retry { retry_after: None },
+                status: None,
+                error: Some(reason),
+                receipt: None,
+            },
+        }
+    }
+
+    /// One POST within the sink's deadline: the status (with `Retry-After`) and the first
+    /// bytes of the answer, or why there was none (never with the URL, which may hold a token).
+    async fn post(
+        &self,
+        prepared: &Prepared,
+        delivery: &str,
+    ) -> Result<((u16, Option<Duration>), Bytes), String> {
+        let uri = Uri::try_from(prepared.url.as_str())
+            .map_err(|_| "the sink's URL cannot be sent".to_owned())?;
+        let mut request = hyper::Request::post(uri)
+            .header(CONTENT_TYPE, prepared.content_type)
+            .header(USER_AGENT, AGENT)
+            .header(crate::sinks::jenkins::DELIVERY_HEADER, delivery);
+        if let Some(authorization) = &prepared.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(prepared.body.clone())))
+            .map_err(|_| "the sink's request cannot be built".to_owned())?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| format!("the sink is unreachable: {}", strip(&e)))?;
+            let status = response.status().as_u16();
+            let retry_after = http::retry_after(response.headers());
+            let answer = http::read_capped(response.into_body(), MAX_REASON_BYTES)
+                .await
+                .unwrap_or_default();
+            Ok(((status, retry_after), answer))
+        };
+        tokio::time::timeout(self.sink.timeout, exchange)
+            .await
+            .map_err(|_| format!("the sink did not answer within {:?}", self.sink.timeout))?
+    }
+}
+
+/// A transport error's text without anything that could quote the URL: hyper's client errors
+/// name their kind, and their source (the connector's) does not carry the query.
+fn strip(error: &hyper_util::client::legacy::Error) -> String {
+    let mut text = error.to_string();
+    if let Some(source) = std::error::Error::source(error) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
+}
+
+impl outbox::Target for SinkTarget {
+    fn max_in_flight(&self) -> usize {
+        self.sink.max_in_flight
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    fn attempt<'a>(&'a self, job: &'a Job) -> AttemptFuture<'a> {
+        Box::pin(self.send(job))
+    }
+
+    fn settled(&self, outcome: &'static str) {
+        self.metrics.sink_delivery(&self.sink.name, outcome);
+    }
+}
