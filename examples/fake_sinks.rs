@@ -17,20 +17,41 @@ use fake_sinks::{FakeSinks, FakeSinksConfig};
 struct Args {
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: String,
-    /// The Personal Access Token the fake Allstacks expects as a Bearer token.
+    /// The Personal Access Token the fake Allstacks expects as a Bearer token (default: the
+    /// demo one in examples/secrets/allstacks-pat, which examples/hookgate.toml sends).
     #[arg(long, value_name = "PAT")]
-    allstacks_token: String,
-    /// The source token the fake itoc360 expects (Bearer, or `?token=`).
+    allstacks_token: Option<String>,
+    /// The source token the fake itoc360 expects, Bearer or `?token=` (default: the demo one in
+    /// examples/secrets/itoc360-token).
     #[arg(long, value_name = "TOKEN")]
-    itoc360_token: String,
+    itoc360_token: Option<String>,
+}
+
+/// A demo secret shipped in examples/secrets/, for running from the repository root.
+fn demo_secret(name: &str) -> String {
+    let path = std::path::Path::new("examples/secrets").join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(error) => {
+            eprintln!(
+                "cannot read {} ({error}): run from the repository root or pass the token",
+                path.display()
+            );
+            std::process::exit(2);
+        }
+    }
 }
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let config = FakeSinksConfig {
-        allstacks_token: args.allstacks_token,
-        itoc360_token: args.itoc360_token,
+        allstacks_token: args
+            .allstacks_token
+            .unwrap_or_else(|| demo_secret("allstacks-pat")),
+        itoc360_token: args
+            .itoc360_token
+            .unwrap_or_else(|| demo_secret("itoc360-token")),
     };
     let sinks = FakeSinks::start_on(&args.listen, config).await?;
     println!("fake sinks listening on {}", sinks.url());

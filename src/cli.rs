@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check`, `test`, `sign` and `deliveries`, each taking `--config`.
+//! The command line: `serve`, `check`, `test`, `sign`, `test-event` and `deliveries`, each
+//! taking `--config`.
 
 /// `println!` that ignores a closed stdout (`hookgate check | head`) instead of panicking.
 macro_rules! out {
@@ -9,6 +10,7 @@ macro_rules! out {
 }
 
 mod deliveries;
+mod events;
 mod offline;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +72,16 @@ enum Command {
         /// File holding the request body.
         payload: PathBuf,
     },
+    /// Dry-run one Notification event: for every sink, whether it matches (and if not, why)
+    /// and the exact request it would send, credentials masked. Never sends. Exits 0 when some
+    /// sink would send, 2 when none would, 1 on errors.
+    TestEvent {
+        /// File holding the event as the Notification plugin posts it (JSON format).
+        event: PathBuf,
+        /// The Jenkins target the event comes from (default: the only one configured).
+        #[arg(long, value_name = "NAME")]
+        jenkins: Option<String>,
+    },
     /// Inspect and manage the delivery queue (queue mode), also while the gateway runs.
     Deliveries {
         #[command(subcommand)]
@@ -100,6 +112,9 @@ pub fn main() -> ExitCode {
         }),
         Command::Sign { rule, payload } => with_gateway(settings, source, |gateway| {
             offline::sign(gateway, &rule, &payload)
+        }),
+        Command::TestEvent { event, jenkins } => with_gateway(settings, source, |gateway| {
+            events::test_event(gateway, &event, jenkins.as_deref())
         }),
         Command::Deliveries { command } => deliveries::run(&settings, command),
     }
@@ -212,6 +227,18 @@ fn check(settings: Settings, source: Source) -> ExitCode {
     );
     for rule in gateway.rules.iter() {
         out!("{}", offline::summary(rule));
+    }
+    let mut sources: Vec<&str> = gateway
+        .event_sources
+        .iter()
+        .map(|source| source.name.as_str())
+        .collect();
+    sources.sort_unstable();
+    for source in sources {
+        out!("  events  jenkins.{source} at /jenkins/{source}/events");
+    }
+    for sink in gateway.sinks.iter() {
+        out!("{}", sink.summary());
     }
     for warning in gateway.warnings() {
         out!("  warning: {warning}");

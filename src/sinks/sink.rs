@@ -63,6 +63,33 @@ pub struct Matcher {
 }
 
 impl Matcher {
+    /// What the sink takes, for `check`: `jenkins=… jobs=… phases=… results=… parameters=…`.
+    pub fn describe(&self) -> String {
+        let phases: Vec<&str> = self.phases.iter().map(|p| p.as_str()).collect();
+        let mut text = format!(
+            "jenkins={} jobs={} phases={} results={}",
+            self.jenkins
+                .as_ref()
+                .map_or_else(|| "all".to_owned(), |t| t.join(",")),
+            self.jobs
+                .as_ref()
+                .map_or("all", |(pattern, _)| pattern.as_str()),
+            if self.phases.len() == Phase::ALL.len() {
+                "all".to_owned()
+            } else {
+                phases.join(",")
+            },
+            self.results
+                .as_ref()
+                .map_or_else(|| "all".to_owned(), |r| r.join(",")),
+        );
+        if !self.parameters.is_empty() {
+            let names: Vec<&str> = self.parameters.iter().map(|(n, _, _)| n.as_str()).collect();
+            text.push_str(&format!(" parameters={}", names.join(",")));
+        }
+        text
+    }
+
     /// `Ok` when the event reaches the sink, else why not (for `hookgate test-event`).
     pub fn check(&self, jenkins: &str, event: &Event) -> Result<(), String> {
         if let Some(targets) = &self.jenkins
@@ -167,6 +194,22 @@ impl Prepared {
 }
 
 impl Sink {
+    /// One line for `check`; names what is configured, never a secret.
+    pub fn summary(&self) -> String {
+        format!(
+            "  sink {name}  kind={kind} url={url} token={token} {matching}",
+            name = self.name,
+            kind = self.kind.as_str(),
+            url = self.url,
+            token = match (&self.token, self.token_in) {
+                (None, _) => "none",
+                (Some(_), TokenIn::Bearer) => "bearer",
+                (Some(_), TokenIn::Query) => "query",
+            },
+            matching = self.matcher.describe(),
+        )
+    }
+
     /// Whether the sink sends one record per build (a later matching phase sends nothing).
     pub fn once_per_build(&self) -> bool {
         matches!(self.shape, Shape::Allstacks { .. })
@@ -278,7 +321,8 @@ impl Sinks {
 /// Checks a sink URL: http or https with a host; credentials belong in `token_*`, never in the
 /// URL, where they would be logged.
 fn check_url(url: &str) -> Result<String, String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    // The text is not quoted back: a malformed URL may hold a credential.
+    let parsed = url::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err("must use http or https".to_owned());
     }
@@ -355,7 +399,7 @@ fn compile_one(
     }
     let matcher = compile_match(kind, &sink.matching, jenkins, report);
     let shape = match kind {
-        SinkKind::Allstacks => compile_allstacks(name, sink, matcher.as_ref(), report),
+        SinkKind::Allstacks => compile_allstacks(name, sink, report),
         SinkKind::Alert | SinkKind::Forward => {
             for (field, set) in allstacks_keys(sink) {
                 if set {
@@ -512,12 +556,7 @@ fn compile_match(
     })
 }
 
-fn compile_allstacks(
-    name: &str,
-    sink: &SinkSettings,
-    matcher: Option<&Matcher>,
-    report: &mut Report<'_>,
-) -> Option<Shape> {
+fn compile_allstacks(name: &str, sink: &SinkSettings, report: &mut Report<'_>) -> Option<Shape> {
     let mut ok = true;
     let service_id = match sink.service_id {
         Some(id) if id > 0 => id,
@@ -584,8 +623,14 @@ fn compile_allstacks(
         }
     }
     // A result the sink takes but cannot map would dead-letter every such build.
-    if let Some(results) = matcher.and_then(|m| m.results.as_ref()) {
-        for result in results {
+    let results = sink
+        .matching
+        .results
+        .clone()
+        .or_else(|| default_results(SinkKind::Allstacks))
+        .unwrap_or_default();
+    for result in results.iter().filter(|r| RESULTS.contains(&r.as_str())) {
+        {
             if !statuses.iter().any(|(r, _)| r == result) {
                 ok = false;
                 report.add(

@@ -759,3 +759,328 @@ fn check_warns_about_unsafe_but_valid_configurations() {
         "{out}"
     );
 }
+
+/// `[jenkins.main]` with an events token and three sinks of `sinks_url`, for the binary tests.
+fn events_config(dir: &Path, sinks_url: &str, extra: &str) {
+    std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.join("hookgate.toml"),
+        format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+rate_per_client = 0
+[admin]
+listen = "127.0.0.1:0"
+[jenkins.main]
+url = "http://127.0.0.1:9"
+events_token_env = "EV_TOKEN"
+[delivery]
+store = "store"
+retry_initial_ms = 20
+retry_max_ms = 50
+max_attempts = 3
+[log]
+level = "debug"
+[sinks.dora]
+kind = "allstacks"
+url = "{sinks_url}/webhook/company/1234/cicd_job"
+token_env = "EV_PAT"
+service_id = 42
+[sinks.oncall]
+kind = "alert"
+url = "{sinks_url}/functions/v1/events"
+token_env = "EV_ITOC"
+token_in = "query"
+[sinks.relay]
+kind = "forward"
+url = "{sinks_url}/forward/relay"
+token_env = "EV_RELAY"
+{extra}"#
+        ),
+    )
+    .expect("write config");
+}
+
+#[test]
+fn test_event_shows_each_sink_and_why_not_with_credentials_masked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    events_config(dir.path(), "http://127.0.0.1:9", "");
+    let env = [
+        ("EV_TOKEN", "tev-events-token"),
+        ("EV_PAT", "tev-allstacks-pat"),
+        ("EV_ITOC", "tev-itoc-token"),
+        ("EV_RELAY", "tev-relay-token"),
+    ];
+    let run_event = |file: &str| {
+        let output = Command::new(BIN)
+            .args(["test-event", &repo().join(file).display().to_string()])
+            .current_dir(dir.path())
+            .env_remove("HOOKGATE_CONFIG")
+            .envs(env)
+            .output()
+            .expect("runs");
+        let (out, err) = (stdout(&output), stderr(&output));
+        for (_, secret) in env {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{secret}:\n{out}{err}"
+            );
+        }
+        (output.status.code(), out, err)
+    };
+    let (code, out, err) = run_event("examples/payloads/jenkins-freestyle-started.json");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("sink dora: skipped: phase STARTED is not in match.phases [FINALIZED]"),
+        "{out}"
+    );
+    assert!(out.contains("sink oncall: matches; would send:"), "{out}");
+    assert!(
+        out.contains("  POST http://127.0.0.1:9/functions/v1/events?token=[redacted]"),
+        "{out}"
+    );
+    assert!(out.contains("  Authorization: Bearer [redacted]"), "{out}");
+    // The forwarded body is the event's bytes, exactly.
+    let started =
+        std::fs::read_to_string(repo().join("examples/payloads/jenkins-freestyle-started.json"))
+            .expect("sample");
+    assert!(out.contains(started.trim()), "{out}");
+
+    let (code, out, _) = run_event("examples/payloads/jenkins-pipeline-finalized.json");
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("sink dora: matches, but would be dead-lettered: cannot build the Allstacks record: no repository"),
+        "{out}"
+    );
+
+    // Nothing would be sent: exit 2. A body the endpoint would refuse: exit 1 with the reason.
+    let only_dora = dir.path().join("only-dora.toml");
+    let config = std::fs::read_to_string(dir.path().join("hookgate.toml")).expect("config");
+    std::fs::write(
+        &only_dora,
+        &config[..config.find("[sinks.oncall]").expect("oncall")],
+    )
+    .expect("write");
+    let output = Command::new(BIN)
+        .args([
+            "test-event",
+            &repo()
+                .join("examples/payloads/jenkins-freestyle-queued.json")
+                .display()
+                .to_string(),
+            "--config",
+            "only-dora.toml",
+        ])
+        .current_dir(dir.path())
+        .envs(env)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"url":"job/x/","build":{"number":1}}"#).expect("write");
+    let (code, _, err) = run_event(bad.to_str().expect("utf-8"));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("the endpoint would answer 400: Missing `build.phase`."),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_every_sink_problem_with_its_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    events_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        r#"[sinks.dora.match]
+phases = ["DONE"]
+results = ["SUCCESS", "ABORTED"]
+jobs = "("
+[sinks.bad]
+kind = "forward"
+url = "http://x.example/hook?token=abc"
+service_id = 7
+timeout_secs = 0
+[sinks.bad.match]
+jenkins = ["nope"]
+parameters = { TARGET_ENV = "[" }
+[sinks.nopat]
+kind = "allstacks"
+url = "ftp://x"
+optional_parameters = ["A","B","C","D","E","F","G","H","I","J","K","L","M","N"]
+statuses = { SUCCESS = "Passed", DONE = "Failed" }
+"#,
+    );
+    let output = Command::new(BIN)
+        .args(["check"])
+        .current_dir(dir.path())
+        .env_remove("HOOKGATE_CONFIG")
+        .env("EV_TOKEN", "x")
+        .env("EV_ITOC", "x")
+        .env("EV_RELAY", "x")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    for expected in [
+        "hookgate.toml: sinks.dora.token_env: environment variable EV_PAT is not set",
+        "hookgate.toml: sinks.dora.match.phases[0]: `DONE` is not a phase",
+        "hookgate.toml: sinks.dora.match.jobs: ",
+        "hookgate.toml: sinks.dora.statuses: match.results takes ABORTED but statuses has no entry for it",
+        "hookgate.toml: sinks.bad.url: a token in the URL would be logged",
+        "hookgate.toml: sinks.bad.service_id: only for kind = \"allstacks\", not \"forward\"",
+        "hookgate.toml: sinks.bad.timeout_secs: must be at least 1",
+        "hookgate.toml: sinks.bad.match.jenkins[0]: no Jenkins target `nope`",
+        "hookgate.toml: sinks.bad.match.parameters.TARGET_ENV: ",
+        "hookgate.toml: sinks.nopat.url: must use http or https",
+        "hookgate.toml: sinks.nopat.token_env: required",
+        "hookgate.toml: sinks.nopat.service_id: required",
+        "hookgate.toml: sinks.nopat.optional_parameters: at most 13",
+        "hookgate.toml: sinks.nopat.statuses.SUCCESS: `Passed` is not an Allstacks status",
+        "hookgate.toml: sinks.nopat.statuses.DONE: `DONE` is not a Jenkins result",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(!err.contains("abc"), "the URL's token is not echoed: {err}");
+}
+
+#[actix_web::test]
+async fn invariant_no_log_line_answer_or_cli_output_leaks_an_events_token_or_a_sink_credential() {
+    use crate::helpers::fake_sinks::{FakeSinks, FakeSinksConfig, Sink};
+    const EVENTS: &str = "leak-events-token";
+    const PAT: &str = "leak-allstacks-pat";
+    const ITOC: &str = "leak-itoc360-token";
+    const RELAY: &str = "leak-relay-token";
+    // The fakes expect other credentials: Allstacks and itoc360 refuse (401/404) and log it.
+    let sinks = FakeSinks::start(FakeSinksConfig {
+        allstacks_token: "the-real-pat".to_owned(),
+        itoc360_token: "the-real-itoc".to_owned(),
+    })
+    .await
+    .expect("fake sinks");
+    let dir = tempfile::tempdir().expect("tempdir");
+    events_config(
+        dir.path(),
+        &sinks.url(),
+        // A sink nobody listens for: network errors must not quote its URL and token.
+        "[sinks.gone]\nkind = \"forward\"\nurl = \"http://127.0.0.1:9/gone\"\ntoken_env = \"EV_RELAY\"\ntoken_in = \"query\"\n",
+    );
+    let env = [
+        ("EV_TOKEN", EVENTS),
+        ("EV_PAT", PAT),
+        ("EV_ITOC", ITOC),
+        ("EV_RELAY", RELAY),
+    ];
+    let served = serve(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let url = format!("{}/jenkins/main/events", served.address);
+    let finalized =
+        std::fs::read_to_string(repo().join("examples/payloads/jenkins-failure-finalized.json"))
+            .expect("sample");
+    let mut seen = Vec::new();
+    for request in [
+        client
+            .post(format!("{url}?token={EVENTS}"))
+            .body(finalized.clone()),
+        client
+            .post(&url)
+            .basic_auth("hookgate", Some(EVENTS))
+            .body(finalized.clone()),
+        client
+            .post(&url)
+            .bearer_auth(EVENTS)
+            .body(finalized.clone()),
+        client
+            .post(format!("{url}?token={EVENTS}x"))
+            .body(finalized.clone()),
+        client
+            .post(&url)
+            .basic_auth(EVENTS, Some("wrong"))
+            .body(finalized.clone()),
+        client
+            .post(format!("{url}?token={EVENTS}"))
+            .header("content-type", "application/xml")
+            .body("<job/>"),
+        client
+            .post(format!("{url}?token={EVENTS}"))
+            .body("{\"url\":"),
+        client
+            .post(format!(
+                "{}/jenkins/other/events?token={EVENTS}",
+                served.address
+            ))
+            .body("{}"),
+    ] {
+        let response = request.send().await.expect("response");
+        let status = response.status().as_u16();
+        seen.push((status, response.text().await.expect("text")));
+    }
+    let statuses: Vec<u16> = seen.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [202, 202, 202, 401, 401, 415, 400, 404]);
+    // Wait for the refusals and the retries to be logged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sinks.requests_to(Sink::Allstacks).is_empty()
+        || !served.log.lock().expect("lock").contains("dead-lettered")
+    {
+        assert!(Instant::now() < deadline, "the sinks were never called");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let store_dir = dir.path().display().to_string();
+    let mut outputs = Vec::new();
+    for sink in ["dora", "oncall", "relay", "gone"] {
+        let output = Command::new(BIN)
+            .args(["deliveries", "list", "--sink", sink])
+            .current_dir(&store_dir)
+            .envs(env)
+            .output()
+            .expect("runs");
+        let text = stdout(&output);
+        for id in text.lines().filter_map(|l| l.split_whitespace().next()) {
+            if id.len() == 26 {
+                let shown = Command::new(BIN)
+                    .args(["deliveries", "show", id])
+                    .current_dir(&store_dir)
+                    .output()
+                    .expect("runs");
+                outputs.push(stdout(&shown) + &stderr(&shown));
+            }
+        }
+        outputs.push(text + &stderr(&output));
+    }
+    let test_event = Command::new(BIN)
+        .args([
+            "test-event",
+            &repo()
+                .join("examples/payloads/jenkins-failure-finalized.json")
+                .display()
+                .to_string(),
+        ])
+        .current_dir(&store_dir)
+        .envs(env)
+        .output()
+        .expect("runs");
+    outputs.push(stdout(&test_event) + &stderr(&test_event));
+    let log = served.log.lock().expect("lock").clone();
+    assert!(log.contains("refused hookgate's credentials"), "{log}");
+    assert!(
+        outputs.iter().any(|o| o.contains("the sink answered 401")),
+        "{outputs:?}"
+    );
+    for secret in [EVENTS, PAT, ITOC, RELAY] {
+        assert!(!log.contains(secret), "log leaks `{secret}`:\n{log}");
+        for (status, text) in &seen {
+            assert!(
+                !text.contains(secret),
+                "{status} answer leaks `{secret}`: {text}"
+            );
+        }
+        for output in &outputs {
+            assert!(
+                !output.contains(secret),
+                "CLI output leaks `{secret}`:\n{output}"
+            );
+        }
+    }
+    drop(served);
+}

@@ -358,3 +358,125 @@ async fn invariant_an_idempotency_record_is_committed_with_its_delivery() {
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(jenkins.delivered_ids().len(), 1, "delivered exactly once");
 }
+
+/// A config with an events token and one forward sink at `sink_url`, queue mode, store in
+/// `dir/store`.
+fn write_events_config(dir: &Path, jenkins_url: &str, sink_url: &str) {
+    write_config(dir, jenkins_url);
+    let mut config = std::fs::read_to_string(dir.join("hookgate.toml")).expect("read");
+    config = config.replace(
+        "max_in_flight = 4\n",
+        "max_in_flight = 4\nevents_token_env = \"CRASH_EVENTS\"\n",
+    );
+    config.push_str(&format!(
+        "[sinks.relay]\nkind = \"forward\"\nurl = \"{sink_url}\"\nmax_in_flight = 4\n"
+    ));
+    std::fs::write(dir.join("hookgate.toml"), config).expect("write config");
+}
+
+/// Posts events with distinct build numbers from `senders` loops until the gateway stops
+/// answering; records the build numbers of the events answered 202.
+async fn post_events(address: String, senders: u64, acknowledged: Arc<Mutex<Vec<u64>>>) {
+    let client = reqwest::Client::new();
+    let loops = (0..senders).map(|s| {
+        let client = client.clone();
+        let address = address.clone();
+        let acknowledged = Arc::clone(&acknowledged);
+        async move {
+            for i in 0u64.. {
+                // Unique across rounds: a restart must not turn a new event into a duplicate.
+                let number = now() * 1_000_000 + s * 100_000 + i;
+                let body = format!(
+                    r#"{{"name":"crash","url":"job/crash/","build":{{"number":{number},"phase":"FINALIZED","status":"SUCCESS","url":"job/crash/{number}/"}}}}"#
+                );
+                let sent = client
+                    .post(format!("{address}/jenkins/main/events?token=crash-events-token"))
+                    .header("content-type", "application/json;charset=UTF-8")
+                    .body(body)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != StatusCode::ACCEPTED {
+                    break;
+                }
+                if response.text().await.is_err() {
+                    break;
+                }
+                acknowledged.lock().expect("lock").push(number);
+            }
+        }
+    });
+    futures_util::future::join_all(loops).await;
+}
+
+#[actix_web::test]
+async fn a_kill_after_the_202_loses_no_event() {
+    use crate::helpers::fake_sinks::{
+        Behaviour as SinkBehaviour, FakeSinks, FakeSinksConfig, Sink,
+    };
+    let jenkins = fake_jenkins().await;
+    let sinks = FakeSinks::start(FakeSinksConfig::default())
+        .await
+        .expect("fake sinks");
+    // A slow receiver keeps deliveries pending and in flight when the kill lands.
+    sinks.set_behaviour(
+        Sink::Forward,
+        SinkBehaviour::Delay(Duration::from_millis(20)),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_events_config(
+        dir.path(),
+        &jenkins.url(),
+        &format!("{}/forward/crash", sinks.url()),
+    );
+    let mut env = env().to_vec();
+    env.push(("CRASH_EVENTS", "crash-events-token"));
+    let mut acknowledged_total = BTreeSet::new();
+    for kill_after_ms in [0u64, 100, 400] {
+        let mut served: Served = serve(dir.path(), &env);
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let load = actix_web::rt::spawn(post_events(
+            served.address.clone(),
+            4,
+            Arc::clone(&acknowledged),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while acknowledged.lock().expect("lock").is_empty() {
+            assert!(Instant::now() < deadline, "no event was accepted");
+            actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        served.child.kill().expect("SIGKILL");
+        let _ = served.child.wait();
+        let _ = load.await;
+        acknowledged_total.extend(acknowledged.lock().expect("lock").iter().copied());
+    }
+    sinks.set_behaviour(Sink::Forward, SinkBehaviour::Normal);
+    let served = serve(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let received: BTreeSet<u64> = sinks
+            .requests()
+            .iter()
+            .filter(|r| r.answered == 200)
+            .filter_map(|r| r.json()?["build"]["number"].as_u64())
+            .collect();
+        let missing: Vec<&u64> = acknowledged_total.difference(&received).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} acknowledged events never reached the sink, e.g. {:?}",
+            missing.len(),
+            missing.iter().take(3).collect::<Vec<_>>()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "acknowledged {} events, all delivered",
+        acknowledged_total.len()
+    );
+    drop(served);
+}
