@@ -574,7 +574,8 @@ fn gateway() -> SocketAddr {
                     .unwrap_or_else(|problems| {
                         panic!("fuzz gateway does not compile:\n{problems}")
                     });
-                    let app = hookgate::server::Application::build(gateway).expect("gateway binds");
+                    let app =
+                        hookgate::startup::Application::build(gateway).expect("gateway binds");
                     tx.send(app.local_addr()).expect("send address");
                     let _ = app.run_until_stopped().await;
                 });

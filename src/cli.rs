@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, DeliveryMode, ProcessEnv, Settings, Source};
 use crate::gateway::Gateway;
-use crate::server::Application;
+use crate::startup::Application;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]

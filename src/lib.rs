@@ -19,6 +19,7 @@ pub mod rules;
 pub mod secret;
 pub mod server;
 pub mod sinks;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

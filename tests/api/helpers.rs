@@ -25,7 +25,7 @@ use hookgate::config::{
     ServerSettings, Settings, Source,
 };
 use hookgate::gateway::Gateway;
-use hookgate::server::Application;
+use hookgate::startup::Application;
 
 /// Secrets every test rule can read through `*_env`.
 pub const PORT_SECRET: &str = "my-client-secret";

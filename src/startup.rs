@@ -1,0 +1,223 @@
+//! Assembly: from a compiled [`Gateway`], bind the listeners, open the store, build every
+//! outbox target (Jenkins and the sinks) and the worker, and hand the HTTP side its state.
+//! Routes and handlers stay in `server`, which knows nothing of how they were put together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use tokio::sync::{Notify, watch};
+
+use crate::config::DeliveryMode;
+use crate::dispatch::{Dispatcher, JenkinsTarget};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::outbox::worker::Worker;
+use crate::outbox::{RetryPolicy, Targets};
+use crate::rules::RuleSet;
+use crate::server::limits::Limits;
+use crate::server::{self, AppState, EventsState, Serving};
+use crate::sinks::sink::SinkTarget;
+use crate::store::Store;
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    server: Server,
+    local_addr: SocketAddr,
+    /// The operator listener; it stops after the public one has drained.
+    admin: Server,
+    admin_addr: SocketAddr,
+    /// Queue mode: the worker, started by `run_until_stopped`.
+    worker: Option<Worker>,
+    /// How long the worker may finish attempts in progress at shutdown.
+    drain: Duration,
+}
+
+/// Reloads the signatures of stored calls into each rule's replay memory, so a restart does not
+/// reopen their window. A store that cannot be read here is reported, not fatal: the gateway
+/// then starts with an empty memory, as it did before signatures were kept.
+fn restore_replays(store: &Store, rules: &RuleSet) {
+    let now = u64::try_from(crate::store::now_ms() / 1000).unwrap_or(0);
+    match store.remembered_signatures(now) {
+        Ok(remembered) => {
+            for signature in &remembered {
+                if let Some(rule) = rules.get(&signature.rule)
+                    && rule.reject_replays
+                {
+                    rule.replays.remember(
+                        signature.key,
+                        signature.expires_at,
+                        Some(&signature.delivery_id),
+                    );
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot reload remembered signatures from the store.");
+        }
+    }
+}
+
+impl Application {
+    /// Binds `gateway.listen` and `gateway.admin_listen` (port 0 picks a free port) and
+    /// prepares both servers.
+    pub fn build(gateway: Gateway) -> std::io::Result<Self> {
+        let listener = server::bind(gateway.listen, "server.listen")?;
+        let local_addr = listener.local_addr()?;
+        let admin_listener = server::bind(gateway.admin_listen, "admin.listen")?;
+        let admin_addr = admin_listener.local_addr()?;
+        // In-flight calls to Jenkins finish within their deadline; give them that long.
+        let drain_secs = gateway
+            .settings
+            .jenkins
+            .values()
+            .map(|j| j.timeout_secs)
+            .max()
+            .unwrap_or(0)
+            + 5;
+        let rules = Arc::new(gateway.rules);
+        let metrics = Arc::new(Metrics::new(rules.len()));
+        let jenkins = Arc::new(gateway.jenkins);
+        let sinks = Arc::new(gateway.sinks);
+        let delivery = &gateway.settings.delivery;
+        // Events are always stored, in direct mode too: the store directory is used for them.
+        let needs_store = delivery.mode == DeliveryMode::Queue || !gateway.event_sources.is_empty();
+        let store = if needs_store {
+            let store = Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot open the delivery store in {}: {e}: {}",
+                    delivery.store.display(),
+                    crate::error::cause_chain(&e)
+                ))
+            })?;
+            restore_replays(&store, &rules);
+            Some(store)
+        } else {
+            None
+        };
+        let wake = Arc::new(Notify::new());
+        let worker = match &store {
+            None => None,
+            Some(store) => {
+                let policy = RetryPolicy::from_settings(delivery);
+                let mut targets = Targets::default();
+                for name in gateway.settings.jenkins.keys() {
+                    targets.insert(
+                        crate::store::target_id("jenkins", name),
+                        Arc::new(JenkinsTarget::new(
+                            name,
+                            Arc::clone(&jenkins),
+                            Arc::clone(&rules),
+                            Arc::clone(&metrics),
+                            policy,
+                        )),
+                    );
+                }
+                for sink in sinks.iter() {
+                    let target = SinkTarget::new(Arc::clone(sink), Arc::clone(&metrics), policy)
+                        .map_err(|e| {
+                            std::io::Error::other(format!(
+                                "cannot set up TLS for sink {}: {e}",
+                                sink.name
+                            ))
+                        })?;
+                    targets.insert(
+                        crate::store::target_id("sink", &sink.name),
+                        Arc::new(target),
+                    );
+                }
+                Some(Worker::new(
+                    store.clone(),
+                    targets,
+                    Arc::clone(&metrics),
+                    delivery,
+                    Arc::clone(&wake),
+                ))
+            }
+        };
+        let dispatcher = match (&store, delivery.mode) {
+            (Some(store), DeliveryMode::Queue) => Dispatcher::Queue {
+                store: store.clone(),
+                wake: Arc::clone(&wake),
+            },
+            _ => Dispatcher::Direct(jenkins),
+        };
+        let events = match store {
+            Some(store) if !gateway.event_sources.is_empty() => Some(EventsState {
+                sources: gateway.event_sources,
+                sinks,
+                store,
+                wake,
+                retention_ms: i64::try_from(delivery.done_retention_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+            }),
+            _ => None,
+        };
+        let limits = Limits::new(&gateway.settings.server, &rules);
+        let state = AppState {
+            limits,
+            metrics,
+            rules,
+            global_allow: gateway.global_allow,
+            trusted_proxies: gateway.trusted_proxies,
+            max_body_bytes: gateway.settings.server.max_body_bytes,
+            dispatcher,
+            events,
+        };
+        let serving = Serving::from_settings(&gateway.settings.server, drain_secs);
+        let (server, admin) = server::serve(
+            listener,
+            admin_listener,
+            state,
+            gateway.admin_token,
+            &serving,
+        )?;
+        Ok(Self {
+            server,
+            local_addr,
+            admin,
+            admin_addr,
+            worker,
+            drain: Duration::from_secs(drain_secs),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_addr.port()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until the public server stops (SIGINT/SIGTERM: it stops accepting and finishes
+    /// requests in progress, within the Jenkins deadline); the admin listener keeps answering
+    /// meanwhile, so the drain can be watched, and stops then. The queue worker then finishes
+    /// its attempts in progress, within the drain bound, and leaves the rest in the store for
+    /// the next start.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let worker = self
+            .worker
+            .map(|worker| actix_web::rt::spawn(worker.run(stopped, self.drain)));
+        let admin_handle = self.admin.handle();
+        let admin = actix_web::rt::spawn(self.admin);
+        let result = self.server.await;
+        admin_handle.stop(true).await;
+        let admin_result = admin.await.unwrap_or(Ok(()));
+        let _ = stop.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        result.and(admin_result)
+    }
+}
