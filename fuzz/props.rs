@@ -337,6 +337,50 @@ pub fn lenient_json(data: &[u8]) {
     }
 }
 
+/// Input: a request body for `POST /jenkins/{target}/events`. Properties: reading it as a
+/// Notification event never panics, and an event it reads folds into build facts that survive
+/// their JSON round trip; every record built for Allstacks from it (twice folded, as a later
+/// phase of the same build would be) passes Allstacks' documented validation, and the alert
+/// event always has the fields itoc360 keys on.
+pub fn notification_event(data: &[u8]) {
+    use hookgate::events::facts::BuildFacts;
+    use hookgate::events::model::Event;
+    use hookgate::sinks::{alert, allstacks};
+    let Ok(event) = Event::parse(data) else {
+        return;
+    };
+    let _ = (event.build_key(), event.job_name());
+    let mut facts = BuildFacts::default();
+    facts.absorb(&event);
+    facts.absorb(&event);
+    let stored = serde_json::to_string(&facts).expect("facts serialise");
+    let reread: BuildFacts = serde_json::from_str(&stored).expect("facts read back");
+    assert_eq!(reread, facts, "{stored}");
+    let rules = allstacks::RecordRules {
+        sink: "dora".to_owned(),
+        jenkins: "main".to_owned(),
+        service_id: 42,
+        job_type: None,
+        repo_name: None,
+        repo_id: None,
+        commit_parameters: allstacks::DEFAULT_COMMIT_PARAMETERS
+            .map(str::to_owned)
+            .to_vec(),
+        triggered_by_parameter: Some("DEPLOYER".to_owned()),
+        optional_parameters: vec!["TARGET_ENV".to_owned()],
+        statuses: allstacks::default_statuses(),
+    };
+    if let Ok(record) = allstacks::build_record(&event, &facts, &rules) {
+        allstacks::validate_cicd_job(&record).unwrap_or_else(|reason| {
+            panic!("a record Allstacks would refuse ({reason}): {record}")
+        });
+    }
+    let alert = alert::alert_event("main", &event);
+    for key in ["id", "title", "status", "severity", "message"] {
+        assert!(alert[key].is_string(), "{key} in {alert}");
+    }
+}
+
 /// Whether JSON `text` has a number literal over 18 characters with a fraction or exponent.
 /// json-smart reads those with `new BigDecimal`, which refuses what serde_json reads as 0 or
 /// infinity: more than ten significant exponent digits, or a scale beyond `int`.

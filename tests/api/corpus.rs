@@ -69,6 +69,11 @@ fn corpus_lenient_json() {
 }
 
 #[test]
+fn corpus_notification_event() {
+    replay("notification_event", props::notification_event);
+}
+
+#[test]
 fn corpus_filter() {
     replay("filter", props::filter);
 }

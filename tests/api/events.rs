@@ -682,3 +682,48 @@ async fn a_failed_build_raises_an_alert_that_the_next_success_resolves() {
         "one id per job: the next success resolves it"
     );
 }
+
+#[actix_web::test]
+async fn an_event_the_store_cannot_take_is_a_503() {
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        max_store_bytes: 256 * 1024,
+        sinks: FORWARD.to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    // Sizeable events (a long log tail) fill the store's room for new data.
+    let mut refused = None;
+    for number in 1..400u64 {
+        let body = with(FAILURE, |event| {
+            event["build"]["number"] = json!(number);
+            event["build"]["url"] = json!(format!("job/payments-deploy/{number}/"));
+            event["build"]["log"] = json!("x".repeat(16 * 1024));
+        });
+        let response = app.post_event(&body).await;
+        if response.status() != StatusCode::ACCEPTED {
+            refused = Some((number, response.status(), json(response).await));
+            break;
+        }
+    }
+    let (number, status, answer) = refused.expect("a 256 KiB store fills up");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer["message"], "The delivery store is unavailable.");
+    // Nothing of the refused event was kept: no delivery relays it.
+    let admin = hookgate::store::Admin::open(&app.store).expect("store");
+    let rows = admin
+        .list(hookgate::store::ListFilter::default(), 1000)
+        .expect("list");
+    let build = format!("job/payments-deploy/{number}/ FINALIZED");
+    assert!(
+        rows.iter()
+            .all(|r| r.event.as_deref() != Some(build.as_str())),
+        "the refused event has no delivery"
+    );
+    assert_eq!(
+        rows.len() as u64,
+        number - 1,
+        "every accepted event has its delivery"
+    );
+}
