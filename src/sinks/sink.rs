@@ -19,6 +19,7 @@ use super::alert;
 use super::allstacks::{self, RecordRules};
 use super::http::{self, AGENT, Http};
 use crate::config::{Env, MatchSettings, Problem, SinkKind, SinkSettings, TokenIn};
+use crate::error::cause_chain;
 use crate::events::facts::BuildFacts;
 use crate::events::model::{Event, Phase};
 use crate::extract::{RegexUse, compile_regex};
@@ -768,7 +769,9 @@ impl SinkTarget {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| format!("the sink is unreachable: {}", strip(&e)))?;
+                // hyper's client errors name their kind, and their causes (the connector's)
+                // do not quote the URL, so a token in its query stays out of the text.
+                .map_err(|e| format!("the sink is unreachable: {e}: {}", cause_chain(&e)))?;
             let status = response.status().as_u16();
             let retry_after = http::retry_after(response.headers());
             let answer = http::read_capped(response.into_body(), MAX_REASON_BYTES)
@@ -780,17 +783,6 @@ impl SinkTarget {
             .await
             .map_err(|_| format!("the sink did not answer within {:?}", self.sink.timeout))?
     }
-}
-
-/// A transport error's text without anything that could quote the URL: hyper's client errors
-/// name their kind, and their source (the connector's) does not carry the query.
-fn strip(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(source) = std::error::Error::source(error) {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-    }
-    text
 }
 
 impl outbox::Target for SinkTarget {

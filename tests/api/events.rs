@@ -727,3 +727,32 @@ async fn an_event_the_store_cannot_take_is_a_503() {
         "every accepted event has its delivery"
     );
 }
+
+#[actix_web::test]
+async fn an_operator_retries_a_dead_sink_delivery() {
+    let app = spawn_with_sinks(FORWARD).await;
+    // A 400 is permanent: the receiver refused this event as it is.
+    app.sinks.script(Sink::Forward, [Behaviour::Status(400)]);
+    app.post_event(FINALIZED).await;
+    let views = settled(&app, "relay").await;
+    assert_eq!(views[0]["state"], "dead");
+    assert_eq!(views[0]["target"], "sink:relay");
+    assert!(
+        views[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the sink answered 400"),
+        "{}",
+        views[0]
+    );
+    // Fixed on the receiver's side: `hookgate deliveries retry <id>` sends it again.
+    let id = views[0]["id"].as_str().unwrap().to_owned();
+    let mut admin = hookgate::store::Admin::open(&app.store).expect("store");
+    admin.retry(&id).expect("requeued");
+    let received = app.sink_requests(2).await;
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].answered, 200);
+    assert_eq!(received[1].body, FINALIZED.as_bytes());
+    let views = settled(&app, "relay").await;
+    assert_eq!(views[0]["state"], "done");
+}
