@@ -157,7 +157,7 @@ pub struct JenkinsSettings {
     /// without one, events from this Jenkins are refused (404). Exactly one source.
     pub events_token_env: Option<String>,
     pub events_token_file: Option<PathBuf>,
-    pub events_token: Option<String>,
+    pub events_token: Option<InlineSecret>,
     /// The controller's addresses; events from elsewhere get 403 (empty: any address).
     #[serde(default)]
     pub events_allow_ips: Vec<String>,
@@ -186,7 +186,7 @@ pub struct SinkSettings {
     pub url: String,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
-    pub token: Option<String>,
+    pub token: Option<InlineSecret>,
     /// `alert` and `forward`: how the token travels.
     pub token_in: Option<TokenIn>,
     #[serde(default = "default_timeout_secs")]
@@ -319,6 +319,24 @@ pub enum LogFormat {
 }
 
 /// One configuration problem, reported with where it is and why.
+/// A secret written in the config file: read like a string, printed as `[redacted]` by
+/// `Debug`, so no `{:?}` of the settings shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct InlineSecret(String);
+
+impl InlineSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for InlineSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub file: String,
@@ -488,6 +506,20 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         load(&Source::File(path), &env)
+    }
+
+    /// An inline `token = "…"` / `events_token = "…"` is never printed by a `{:?}` of the
+    /// settings (a debug log line, a panic message, a test failure).
+    #[test]
+    fn debug_of_the_settings_never_shows_an_inline_token() {
+        let s = load_str(
+            "[jenkins.main]\nurl = \"http://127.0.0.1:8081\"\nevents_token = \"inline-events-secret\"\n\n[sinks.oncall]\nkind = \"alert\"\nurl = \"https://api.itoc360.app/functions/v1/events\"\ntoken = \"inline-sink-secret\"\n",
+            &[],
+        )
+        .expect("valid config");
+        let shown = format!("{:?} {:?}", s.jenkins, s.sinks);
+        assert!(!shown.contains("inline-events-secret"), "{shown}");
+        assert!(!shown.contains("inline-sink-secret"), "{shown}");
     }
 
     #[test]

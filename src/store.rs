@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use ops::{
     Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, EventAccepted, EventRef,
     EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next, Payload, Pending,
-    RememberedSignature, ReplayMark, Stats, StoredEvent, target_id,
+    RememberedSignature, ReplayMark, Requeued, Stats, StoredEvent, target_id,
 };
 
 /// Merges a build event into the facts kept for its build (JSON in, JSON out); shared with the
@@ -60,8 +60,16 @@ pub enum StoreError {
     WriterGone,
     #[error("no delivery {0}")]
     NotFound(String),
+    #[error(
+        "delivery {0} was overtaken: a later event of the same build (or, for an alert sink, job) was already delivered to this sink, so retrying it would send it out of order; add --force to send it anyway"
+    )]
+    Superseded(String),
     #[error("the store's reader thread has stopped")]
     ReaderGone,
+    #[error(
+        "the store was written by an older hookgate (schema {0}): start this version's gateway once to migrate it; an operator command never migrates a store an older gateway may still be writing"
+    )]
+    OlderSchema(i64),
 }
 
 /// Delivery states, as stored and as shown to operators.
@@ -448,15 +456,17 @@ impl Store {
     }
 
     /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first,
-    /// leaving out those an earlier pending delivery with their ordering key holds back.
+    /// leaving out those an earlier pending delivery with their ordering key holds back and
+    /// those of `skip_targets` (targets with no free slot).
     pub async fn due(
         &self,
         now_ms: i64,
         after_seq: i64,
         limit: usize,
+        skip_targets: Vec<String>,
     ) -> Result<Vec<Pending>, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
-            ops::due(conn, now_ms, after_seq, limit)
+            ops::due(conn, now_ms, after_seq, limit, &skip_targets)
         })
         .await
     }
@@ -522,6 +532,11 @@ impl Admin {
             });
         }
         let mut conn = connect(&path, 0)?;
+        let version = ops::schema_version(&conn)?;
+        if ops::is_older(version) {
+            return Err(StoreError::OlderSchema(version));
+        }
+        // A newer store is refused by `migrate`, with its version.
         ops::migrate(&mut conn)?;
         Ok(Self { conn })
     }
@@ -539,26 +554,32 @@ impl Admin {
     }
 
     /// Puts a dead or retrying delivery back in the queue, due now, with a fresh attempt budget.
-    pub fn retry(&mut self, id: &str) -> Result<(), StoreError> {
+    /// One that a later delivery of its ordering key (the same sink and build, or job) has
+    /// overtaken is refused unless `force`: it would reach the sink out of order.
+    pub fn retry(&mut self, id: &str, force: bool) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = ops::requeue(&tx, Some(id), now_ms())?;
+        let done = ops::requeue(&tx, Some(id), force, now_ms())?;
         tx.commit()?;
-        if changed == 0 {
+        if done.superseded > 0 {
+            return Err(StoreError::Superseded(id.to_owned()));
+        }
+        if done.requeued == 0 {
             return Err(StoreError::NotFound(id.to_owned()));
         }
         Ok(())
     }
 
-    /// Requeues every dead delivery; returns how many.
-    pub fn retry_dead(&mut self) -> Result<usize, StoreError> {
+    /// Requeues every dead delivery but those a later delivery of their ordering key has
+    /// overtaken.
+    pub fn retry_dead(&mut self) -> Result<Requeued, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = ops::requeue(&tx, None, now_ms())?;
+        let done = ops::requeue(&tx, None, false, now_ms())?;
         tx.commit()?;
-        Ok(changed)
+        Ok(done)
     }
 
     /// Deletes done deliveries older than `older_than`; returns how many.

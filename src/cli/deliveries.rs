@@ -31,9 +31,13 @@ pub enum DeliveriesCommand {
     Retry {
         #[arg(required_unless_present = "dead", conflicts_with = "dead")]
         id: Option<String>,
-        /// Requeue every dead delivery.
+        /// Requeue every dead delivery (but those a later event of the same build has overtaken).
         #[arg(long)]
         dead: bool,
+        /// Requeue it even though a later event of the same build was delivered to the sink
+        /// already (it will arrive out of order).
+        #[arg(long, requires = "id")]
+        force: bool,
     },
     /// Delete delivered calls older than a duration (`7d`, `12h`).
     Purge {
@@ -87,6 +91,7 @@ fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, 
                     (None, Some(event)) => format!("{} <- {event}", row.target),
                     (None, None) => row.target.clone(),
                 };
+                let what = printable(&what);
                 out!(
                     "{}  {:<8}  {:<24}  attempts={:<3} accepted={}{}",
                     row.id,
@@ -95,7 +100,7 @@ fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, 
                     row.attempts,
                     time(row.accepted_at),
                     row.last_error
-                        .map(|e| format!("  last_error={e}"))
+                        .map(|e| format!("  last_error={}", printable(&e)))
                         .unwrap_or_default()
                 );
             }
@@ -107,16 +112,27 @@ fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, 
                 return Ok(ExitCode::FAILURE);
             }
         },
-        DeliveriesCommand::Retry { id: Some(id), .. } => {
-            admin.retry(&id)?;
+        DeliveriesCommand::Retry {
+            id: Some(id),
+            force,
+            ..
+        } => {
+            admin.retry(&id, force)?;
             out!("{id} requeued");
         }
         DeliveriesCommand::Retry { id: None, .. } => {
-            let n = admin.retry_dead()?;
+            let done = admin.retry_dead()?;
+            let n = done.requeued;
             out!(
                 "{n} dead deliver{} requeued",
                 if n == 1 { "y" } else { "ies" }
             );
+            if done.superseded > 0 {
+                out!(
+                    "{} left dead: a later event of the same build (or job) was already delivered to their sink; retry one by id with --force to send it anyway",
+                    done.superseded
+                );
+            }
         }
         DeliveriesCommand::Purge { older_than, .. } => {
             let n = admin.purge_done(older_than)?;
@@ -130,12 +146,43 @@ fn execute(settings: &Settings, command: DeliveriesCommand) -> Result<ExitCode, 
     Ok(ExitCode::SUCCESS)
 }
 
+/// The view with every text from outside (events, answers) made printable.
+fn printable_view(view: &DeliveryView) -> DeliveryView {
+    let mut view = view.clone();
+    view.rule = view.rule.as_deref().map(printable);
+    view.request_id = view.request_id.as_deref().map(printable);
+    view.last_error = view.last_error.as_deref().map(printable);
+    if let Some(event) = &mut view.event {
+        event.build = printable(&event.build);
+        event.phase = printable(&event.phase);
+    }
+    for attempt in &mut view.attempts {
+        attempt.error = attempt.error.as_deref().map(printable);
+    }
+    view
+}
+
+/// `text` with control characters escaped: a build url comes from an event and an error from a
+/// sink's answer, and neither may forge a line of the listing or drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 fn time(ms: i64) -> String {
     let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(at).to_string()
 }
 
 fn print_view(view: &DeliveryView) {
+    let view = &printable_view(view);
     out!("delivery:    {}", view.id);
     match (&view.rule, &view.event) {
         (Some(rule), _) => out!("rule:        {rule} -> {}", view.target),
@@ -168,7 +215,7 @@ fn print_view(view: &DeliveryView) {
             out!(
                 "jenkins:     queue item {} ({})",
                 item["id"],
-                item["url"].as_str().unwrap_or("")
+                printable(item["url"].as_str().unwrap_or(""))
             );
         }
         if items.is_empty() {

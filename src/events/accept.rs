@@ -57,6 +57,7 @@ pub async fn accept(
             delivery_id: Ulid::generate().to_string(),
             sink: sink.name.clone(),
             once_per_build: sink.once_per_build(),
+            ordering_key: sink.ordering_key(jenkins, &event),
         })
         .collect();
     let id = Ulid::generate().to_string();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::config::{Env, JenkinsSettings, Problem};
+use crate::config::{Env, InlineSecret, JenkinsSettings, Problem};
 use crate::secret::{Secret, SecretSource};
 use crate::verify::ip::{AllowList, ClientAddr};
 
@@ -75,7 +75,7 @@ impl EventSources {
                 "events_token_env"
             };
             let token = SecretSource {
-                inline: settings.events_token.as_deref(),
+                inline: settings.events_token.as_ref().map(InlineSecret::expose),
                 env: settings.events_token_env.as_deref(),
                 file: settings.events_token_file.as_deref(),
             }

@@ -91,6 +91,7 @@ impl Worker {
         let mut scan = Scan {
             cursor: 0,
             full_at: None,
+            rescan_from: HashMap::new(),
         };
         let purge_every = PURGE_EVERY
             .min(self.retention)
@@ -140,6 +141,9 @@ impl Worker {
                         if let Some(count) = busy.get_mut(&target) {
                             *count = count.saturating_sub(1);
                         }
+                        if let Some(from) = scan.rescan_from.remove(&target) {
+                            scan.cursor = scan.cursor.min(from);
+                        }
                         // A delivery this one held back by its ordering key is behind the
                         // cursor: only a full scan sees it.
                         if keyed {
@@ -183,7 +187,33 @@ impl Worker {
             scan.full_at = Some(Instant::now());
         }
         let limit = SCAN_BATCH + if full { ids.len() } else { 0 };
-        let due = match self.shared.store.due(now_ms(), scan.cursor, limit).await {
+        // Targets without a free slot are left out of the scan, so one target's backlog cannot
+        // fill the batch and hold back the others (a black-holed sink must not delay
+        // triggers). Their deliveries may fall behind the cursor meanwhile: the next scan
+        // after one of their attempts finishes starts no later than this one did.
+        let cap = |target: &str| {
+            self.shared
+                .targets
+                .get(target)
+                .map_or(1, |target| target.max_in_flight().max(1))
+        };
+        let saturated: Vec<String> = busy
+            .iter()
+            .filter(|(target, used)| **used >= cap(target))
+            .map(|(target, _)| target.clone())
+            .collect();
+        for target in &saturated {
+            scan.rescan_from
+                .entry(target.clone())
+                .and_modify(|from| *from = (*from).min(scan.cursor))
+                .or_insert(scan.cursor);
+        }
+        let due = match self
+            .shared
+            .store
+            .due(now_ms(), scan.cursor, limit, saturated)
+            .await
+        {
             Ok(due) => due,
             Err(error) => {
                 tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
@@ -199,11 +229,7 @@ impl Worker {
             if ids.contains(&pending.id) {
                 continue;
             }
-            let cap = self
-                .shared
-                .targets
-                .get(&pending.target)
-                .map_or(1, |target| target.max_in_flight().max(1));
+            let cap = cap(&pending.target);
             let used = busy.entry(pending.target.clone()).or_default();
             if *used >= cap {
                 waiting.get_or_insert(pending.seq);
@@ -230,6 +256,9 @@ struct Scan {
     cursor: i64,
     /// When the last scan from the oldest delivery ran.
     full_at: Option<Instant>,
+    /// Targets left out of a scan for want of a free slot, with the cursor that scan started
+    /// from: once one of their attempts finishes the cursor goes back there.
+    rescan_from: HashMap<String, i64>,
 }
 
 impl Scan {

@@ -18,7 +18,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use super::alert;
 use super::allstacks::{self, RecordRules};
 use super::http::{self, AGENT, Http};
-use crate::config::{Env, MatchSettings, Problem, SinkKind, SinkSettings, TokenIn};
+use crate::config::{Env, InlineSecret, MatchSettings, Problem, SinkKind, SinkSettings, TokenIn};
 use crate::error::cause_chain;
 use crate::events::facts::BuildFacts;
 use crate::events::model::{Event, Phase};
@@ -195,6 +195,18 @@ impl Prepared {
 }
 
 impl Sink {
+    /// The deliveries of one key are made one after the other, in the order their events
+    /// arrived. An alert's id is one per job, so its order is per job (a slow failure alert must
+    /// not land after the next build's resolve); the others are ordered per build.
+    pub fn ordering_key(&self, jenkins: &str, event: &Event) -> String {
+        match self.shape {
+            Shape::Alert => format!("{}\n{jenkins}\njob {}", self.name, event.url),
+            Shape::Allstacks { .. } | Shape::Forward => {
+                format!("{}\n{jenkins}\nbuild {}", self.name, event.build_key())
+            }
+        }
+    }
+
     /// One line for `check`; names what is configured, never a secret.
     pub fn summary(&self) -> String {
         format!(
@@ -367,7 +379,7 @@ fn compile_one(
         "token_env"
     };
     let token = SecretSource {
-        inline: sink.token.as_deref(),
+        inline: sink.token.as_ref().map(InlineSecret::expose),
         env: sink.token_env.as_deref(),
         file: sink.token_file.as_deref(),
     }
@@ -721,7 +733,7 @@ impl SinkTarget {
                     self.metrics.sink_auth_failed(&self.sink.name, false);
                 }
                 let error = (verdict != Verdict::Delivered).then(|| {
-                    let text = String::from_utf8_lossy(&answer);
+                    let text = self.redacted(&String::from_utf8_lossy(&answer));
                     let text = text.trim();
                     if text.is_empty() {
                         format!("the sink answered {}", code.0)
@@ -743,6 +755,24 @@ impl SinkTarget {
                 receipt: None,
             },
         }
+    }
+
+    /// `text` (a sink's answer, kept as a delivery's reason and logged) with every spelling of
+    /// the sink's own token replaced: an error page may quote the request it refuses.
+    fn redacted(&self, text: &str) -> String {
+        let Some(token) = &self.sink.token else {
+            return text.to_owned();
+        };
+        let raw = String::from_utf8_lossy(token.expose()).into_owned();
+        let encoded: String = form_urlencoded::byte_serialize(token.expose()).collect();
+        let percent = encoded.replace('+', "%20");
+        let mut text = text.to_owned();
+        for spelling in [raw, encoded, percent] {
+            if !spelling.is_empty() {
+                text = text.replace(&spelling, "[redacted]");
+            }
+        }
+        text
     }
 
     /// One POST within the sink's deadline: the status (with `Retry-After`) and the first

@@ -177,6 +177,17 @@ DROP TABLE deliveries;
 ALTER TABLE deliveries_v4 RENAME TO deliveries;
 ";
 
+/// The schema version this store was written with (0 for a new file).
+pub(super) fn schema_version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Whether a store of `version` needs migrating (0, a file with no schema yet, does not: it
+/// is created).
+pub(super) fn is_older(version: i64) -> bool {
+    version != 0 && version < SCHEMA_VERSION
+}
+
 /// Creates the schema, or migrates an older store to it. A current store is only read, so an
 /// operator command never waits on a busy gateway here.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
@@ -195,15 +206,26 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     // Rebuilding `deliveries` drops the table bodies and attempts refer to; with foreign keys
     // on, that would delete them. The pragma cannot change inside a transaction.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    let migrated = migrate_from(conn, version);
+    let migrated = migrate_from(conn);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrated
 }
 
-fn migrate_from(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Error> {
+fn migrate_from(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     // IMMEDIATE takes the write lock up front, waiting through the busy timeout, instead of
     // failing when a read lock cannot be upgraded.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process (the gateway and an operator command starting together) may have
+    // migrated the store while this one waited for the lock: read the version again under it.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    migrate_from_locked(&tx, version)?;
+    tx.commit()
+}
+
+fn migrate_from_locked(tx: &Transaction<'_>, version: i64) -> Result<(), rusqlite::Error> {
     if version == 0 {
         tx.execute_batch(&deliveries_table("deliveries"))?;
     } else {
@@ -229,8 +251,7 @@ fn migrate_from(conn: &mut Connection, version: i64) -> Result<(), rusqlite::Err
             )),
         ));
     }
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    tx.commit()
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
 /// The idempotency key of a delivery: its digest, never the raw value.
@@ -432,6 +453,8 @@ pub struct EventSink {
     /// The sink sends one record per build: a later phase of a build it already has a delivery
     /// for is skipped.
     pub once_per_build: bool,
+    /// Never attempted while an earlier delivery with this key is pending.
+    pub ordering_key: String,
 }
 
 /// A Notification event about to be stored, with the sinks it matched.
@@ -526,7 +549,7 @@ pub(super) fn accept_event(
             sink.delivery_id,
             target_id("sink", &sink.sink),
             event_seq,
-            format!("{}\n{}\n{}", sink.sink, event.jenkins, event.build),
+            sink.ordering_key,
             event.request_id,
             now_ms
         ])?;
@@ -660,12 +683,18 @@ pub(super) fn due(
     now_ms: i64,
     after_seq: i64,
     limit: usize,
+    skip_targets: &[String],
 ) -> Result<Vec<Pending>, rusqlite::Error> {
+    // Targets the worker has no free slot for are left out, so their backlog cannot fill the
+    // batch and hold back every other target's deliveries.
+    let skip = (!skip_targets.is_empty())
+        .then(|| serde_json::to_string(skip_targets).unwrap_or_else(|_| "[]".to_owned()));
     // A delivery whose ordering key an earlier pending one holds waits for it, due or not.
     let mut statement = conn.prepare_cached(
         "SELECT seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used
          FROM deliveries AS d
          WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 AND seq > ?2
+           AND (?4 IS NULL OR target NOT IN (SELECT value FROM json_each(?4)))
            AND (ordering_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries AS e
                 WHERE e.ordering_key = d.ordering_key AND e.seq < d.seq
@@ -673,7 +702,12 @@ pub(super) fn due(
          ORDER BY seq LIMIT ?3",
     )?;
     let rows = statement.query_map(
-        params![now_ms, after_seq, i64::try_from(limit).unwrap_or(i64::MAX)],
+        params![
+            now_ms,
+            after_seq,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            skip
+        ],
         |row| {
             Ok(Pending {
                 seq: row.get(0)?,
@@ -714,24 +748,73 @@ pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, rusqlite::Er
     .optional()
 }
 
+/// A later delivery with the same ordering key was made already: sending this one now would
+/// reach the target out of order (a STARTED alert after the build's resolve).
+const SUPERSEDED: &str = "EXISTS (SELECT 1 FROM deliveries AS later
+    WHERE later.ordering_key = deliveries.ordering_key AND later.seq > deliveries.seq
+      AND later.state = 'done')";
+
+/// What `requeue` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeued {
+    pub requeued: usize,
+    /// Dead deliveries left dead because a later one with their ordering key was made.
+    pub superseded: usize,
+}
+
 /// Puts deliveries back in the queue, due at `now_ms`: one (dead or retrying) by id, or every
-/// dead one.
+/// dead one. A delivery a later one of its ordering key has overtaken is left alone unless
+/// `force` (by id only).
 pub(super) fn requeue(
     tx: &Transaction<'_>,
     id: Option<&str>,
+    force: bool,
     now_ms: i64,
-) -> Result<usize, rusqlite::Error> {
+) -> Result<Requeued, rusqlite::Error> {
     match id {
-        Some(id) => tx.execute(
-            "UPDATE deliveries SET state = 'queued', next_attempt_at = ?2, budget_used = 0, finished_at = NULL
-             WHERE id = ?1 AND state IN ('dead', 'retrying')",
-            params![id, now_ms],
-        ),
-        None => tx.execute(
-            "UPDATE deliveries SET state = 'queued', next_attempt_at = ?1, budget_used = 0, finished_at = NULL
-             WHERE state = 'dead'",
-            [now_ms],
-        ),
+        Some(id) => {
+            let superseded: bool = tx
+                .query_row(
+                    &format!("SELECT {SUPERSEDED} FROM deliveries WHERE id = ?1"),
+                    [id],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+            if superseded && !force {
+                return Ok(Requeued {
+                    requeued: 0,
+                    superseded: 1,
+                });
+            }
+            let requeued = tx.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?2, budget_used = 0, finished_at = NULL
+                 WHERE id = ?1 AND state IN ('dead', 'retrying')",
+                params![id, now_ms],
+            )?;
+            Ok(Requeued {
+                requeued,
+                superseded: 0,
+            })
+        }
+        None => {
+            let superseded = tx.query_row(
+                &format!("SELECT COUNT(*) FROM deliveries WHERE state = 'dead' AND {SUPERSEDED}"),
+                [],
+                |row| row.get::<_, i64>(0),
+            )?;
+            let requeued = tx.execute(
+                &format!(
+                    "UPDATE deliveries SET state = 'queued', next_attempt_at = ?1, budget_used = 0, finished_at = NULL
+                     WHERE state = 'dead' AND NOT {SUPERSEDED}"
+                ),
+                [now_ms],
+            )?;
+            Ok(Requeued {
+                requeued,
+                superseded: usize::try_from(superseded).unwrap_or(0),
+            })
+        }
     }
 }
 

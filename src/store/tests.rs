@@ -55,6 +55,7 @@ impl Store {
             now_ms,
             after_seq,
             limit,
+            &[],
         )?)
     }
 
@@ -316,12 +317,12 @@ fn operators_requeue_dead_deliveries_and_purge_done_ones() {
         .unwrap();
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0].last_error.as_deref(), Some("Jenkins answered 401"));
-    admin.retry("a").unwrap();
+    admin.retry("a", false).unwrap();
     assert!(
-        matches!(admin.retry("c"), Err(StoreError::NotFound(_))),
+        matches!(admin.retry("c", false), Err(StoreError::NotFound(_))),
         "done is not retryable"
     );
-    assert_eq!(admin.retry_dead().unwrap(), 1);
+    assert_eq!(admin.retry_dead().unwrap().requeued, 1);
     let due: Vec<String> = store
         .due_now(now_ms(), 0, 10)
         .unwrap()
@@ -594,7 +595,7 @@ fn queue_gauges_follow_the_writer_and_operator_commands() {
         );
         assert_eq!(stats.oldest_pending_age_ms(now_ms()), None);
         // An operator's retry in another connection shows at the writer's next batch.
-        Admin::open(dir.path()).unwrap().retry("d").unwrap();
+        Admin::open(dir.path()).unwrap().retry("d", false).unwrap();
         assert!(store.probe().await);
         let stats = store.queue_stats();
         assert_eq!(
@@ -604,33 +605,43 @@ fn queue_gauges_follow_the_writer_and_operator_commands() {
     });
 }
 
+/// A store as schema 3 wrote it: Jenkins-only rows with the queue item in their own columns,
+/// holding `rows` (SQL inserts).
+fn write_schema_3(dir: &Path, rows: &str) {
+    let conn = rusqlite::Connection::open(dir.join("deliveries.sqlite3")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            rule TEXT NOT NULL, jenkins TEXT NOT NULL, state TEXT NOT NULL,
+            content_type TEXT NOT NULL, request_id TEXT,
+            accepted_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, budget_used INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT, finished_at INTEGER, queue_id INTEGER, queue_url TEXT,
+            replay_key BLOB, replay_expires_at INTEGER);
+         CREATE TABLE bodies (
+            delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+            body BLOB NOT NULL);
+         CREATE TABLE attempts (
+            delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
+            n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+            status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
+         CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
+            delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+         {rows}
+         PRAGMA user_version = 3;"
+    ))
+    .unwrap();
+}
+
 #[test]
 fn a_schema_3_store_is_migrated_to_targets_and_receipts() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        // The schema 3 layout: Jenkins-only rows with the queue item in their own columns.
-        let conn = rusqlite::Connection::open(dir.path().join("deliveries.sqlite3")).unwrap();
-        conn.execute_batch(
-            "CREATE TABLE deliveries (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
-                rule TEXT NOT NULL, jenkins TEXT NOT NULL, state TEXT NOT NULL,
-                content_type TEXT NOT NULL, request_id TEXT,
-                accepted_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
-                attempts INTEGER NOT NULL DEFAULT 0, budget_used INTEGER NOT NULL DEFAULT 0,
-                last_error TEXT, finished_at INTEGER, queue_id INTEGER, queue_url TEXT,
-                replay_key BLOB, replay_expires_at INTEGER);
-             CREATE TABLE bodies (
-                delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
-                body BLOB NOT NULL);
-             CREATE TABLE attempts (
-                delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
-                n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
-                status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
-             CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
-                delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
-             CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
-             INSERT INTO deliveries (seq, id, rule, jenkins, state, content_type, accepted_at,
+    write_schema_3(
+        dir.path(),
+        "INSERT INTO deliveries (seq, id, rule, jenkins, state, content_type, accepted_at,
                     next_attempt_at, attempts, budget_used, finished_at, queue_id, queue_url,
                     replay_key, replay_expires_at)
                 VALUES (7, 'old-done', 'r', 'main', 'done', 'application/json', 1, 1, 1, 1, 2,
@@ -640,11 +651,8 @@ fn a_schema_3_store_is_migrated_to_targets_and_receipts() {
              INSERT INTO deliveries (seq, id, rule, jenkins, state, content_type, accepted_at,
                     next_attempt_at)
                 VALUES (9, 'old-queued', 'r', 'other', 'queued', 'application/x-www-form-urlencoded', 3, 3);
-             INSERT INTO bodies VALUES (9, X'613D31');
-             PRAGMA user_version = 3;",
-        )
-        .unwrap();
-    }
+             INSERT INTO bodies VALUES (9, X'613D31');",
+    );
     let store = Store::open(dir.path(), 0).unwrap();
     let done = store.get_now("old-done").unwrap().unwrap();
     assert_eq!(done.target, "jenkins:main");
@@ -744,4 +752,55 @@ fn a_delivery_never_starts_while_an_earlier_one_with_its_key_is_pending() {
             .unwrap();
         assert_eq!(ids(store.due_now(now_ms(), 0, 10).unwrap()), ["a3"]);
     });
+}
+
+/// `migrate` reads the version again once it holds the write lock: two gateways opening a
+/// schema 3 store at once (a rolling restart on shared storage) both succeed, instead of the
+/// second running the 3 → 4 statements against the migrated table ("no such column: jenkins").
+#[test]
+fn two_openers_of_a_schema_3_store_at_once_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_schema_3(
+        dir.path(),
+        "INSERT INTO deliveries (seq, id, rule, jenkins, state, content_type, accepted_at,
+                next_attempt_at)
+            VALUES (9, 'old-queued', 'r', 'main', 'queued', 'application/json', 3, 3);
+         INSERT INTO bodies VALUES (9, X'7B7D');",
+    );
+    let path = dir.path().join("deliveries.sqlite3");
+    // Another process holds the write lock (a gateway mid-batch, another opener) ...
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let dir_path = dir.path().to_owned();
+    // ... while the upgraded gateway opens the store: it reads version 3, then waits for the lock.
+    let gateway = std::thread::spawn(move || Store::open(&dir_path, 0).map(|_| ()));
+    std::thread::sleep(Duration::from_millis(400));
+    holder.execute_batch("ROLLBACK").unwrap();
+    // Another gateway migrates first (the waiting opener sleeps in its busy handler).
+    let operator = Store::open(dir.path(), 0).map(|_| ());
+    let gateway = gateway.join().unwrap();
+    assert!(
+        operator.is_ok() && gateway.is_ok(),
+        "operator: {operator:?}, gateway: {:?}",
+        gateway.map_err(|e| format!(
+            "{e}: {:?}",
+            std::error::Error::source(&e).map(ToString::to_string)
+        ))
+    );
+}
+
+#[test]
+fn an_operator_command_never_migrates_a_store_an_older_gateway_may_be_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_schema_3(dir.path(), "");
+    let refused = Admin::open(dir.path()).err().expect("refused");
+    assert!(matches!(refused, StoreError::OlderSchema(3)), "{refused:?}");
+    assert!(
+        refused
+            .to_string()
+            .contains("start this version's gateway once")
+    );
+    // The gateway migrates it; then the operator commands work.
+    drop(Store::open(dir.path(), 0).unwrap());
+    assert!(Admin::open(dir.path()).is_ok());
 }

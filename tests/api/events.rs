@@ -2,10 +2,12 @@
 //! `POST /jenkins/{target}/events`, the records each sink receives from the fakes' point of
 //! view, duplicates, ordering, retries and dead letters.
 
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::fake_sinks::{Behaviour, Sink};
 use crate::helpers::*;
@@ -51,8 +53,9 @@ async fn spawn_with_sinks(sinks: &str) -> TestApp {
     .await
 }
 
-/// Waits until the stored delivery to `sink` reaches a final state; returns its view.
-async fn settled(app: &TestApp, sink: &str) -> Vec<Value> {
+/// Waits until at least `at_least` deliveries to `sink` are stored and every one is done or
+/// dead; returns their admin views, oldest first.
+async fn settled(app: &TestApp, sink: &str, at_least: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let admin = hookgate::store::Admin::open(&app.store).expect("store");
@@ -63,7 +66,7 @@ async fn settled(app: &TestApp, sink: &str) -> Vec<Value> {
                     target: Some(&target),
                     ..Default::default()
                 },
-                100,
+                1000,
             )
             .expect("list");
         let pending = rows.iter().any(|r| {
@@ -72,7 +75,7 @@ async fn settled(app: &TestApp, sink: &str) -> Vec<Value> {
                 hookgate::store::State::Queued | hookgate::store::State::Retrying
             )
         });
-        if (!pending && !rows.is_empty()) || std::time::Instant::now() > deadline {
+        if (!pending && rows.len() >= at_least) || std::time::Instant::now() > deadline {
             let mut views = Vec::new();
             for row in rows.iter().rev() {
                 views.push(app.delivery_view(&row.id).await);
@@ -219,7 +222,7 @@ async fn every_answer_of_the_events_endpoint() {
     let repeat = json(response).await;
     assert_eq!(repeat["duplicate"], true);
     assert_eq!(repeat["event"], event.as_str());
-    let relayed = settled(&app, "relay").await;
+    let relayed = settled(&app, "relay", 3).await;
     assert_eq!(relayed.len(), 3, "QUEUED, STARTED, COMPLETED once each");
 
     let metrics = app.metrics().await;
@@ -317,7 +320,7 @@ async fn a_freestyle_build_gives_exactly_one_allstacks_record_from_its_four_phas
             ],
         })
     );
-    let views = settled(&app, "dora").await;
+    let views = settled(&app, "dora", 1).await;
     assert_eq!(views.len(), 1);
     assert_eq!(views[0]["state"], "done");
     assert_eq!(views[0]["event"]["phase"], "FINALIZED");
@@ -364,7 +367,7 @@ async fn a_build_with_no_commit_anywhere_is_dead_with_what_to_configure_and_neve
     });
     let response = app.post_event(&no_commit).await;
     assert_eq!(json(response).await["sinks"]["dora"], "queued");
-    let views = settled(&app, "dora").await;
+    let views = settled(&app, "dora", 1).await;
     assert_eq!(views[0]["state"], "dead");
     let reason = views[0]["last_error"].as_str().unwrap();
     assert!(
@@ -500,7 +503,7 @@ async fn a_sink_that_is_down_gets_the_event_when_it_is_back() {
     let received = app.sink_requests(1).await;
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].body, FINALIZED.as_bytes());
-    let views = settled(&app, "relay").await;
+    let views = settled(&app, "relay", 1).await;
     assert_eq!(views[0]["state"], "done");
     assert!(
         views[0]["attempts"].as_array().unwrap().len() >= 2,
@@ -519,7 +522,7 @@ async fn a_401_from_the_sink_is_dead_at_once_and_raises_the_auth_gauge() {
     })
     .await;
     app.post_event(FINALIZED).await;
-    let views = settled(&app, "dora").await;
+    let views = settled(&app, "dora", 1).await;
     assert_eq!(views[0]["state"], "dead");
     assert_eq!(views[0]["attempts"].as_array().unwrap().len(), 1);
     let reason = views[0]["last_error"].as_str().unwrap();
@@ -734,7 +737,7 @@ async fn an_operator_retries_a_dead_sink_delivery() {
     // A 400 is permanent: the receiver refused this event as it is.
     app.sinks.script(Sink::Forward, [Behaviour::Status(400)]);
     app.post_event(FINALIZED).await;
-    let views = settled(&app, "relay").await;
+    let views = settled(&app, "relay", 1).await;
     assert_eq!(views[0]["state"], "dead");
     assert_eq!(views[0]["target"], "sink:relay");
     assert!(
@@ -748,11 +751,280 @@ async fn an_operator_retries_a_dead_sink_delivery() {
     // Fixed on the receiver's side: `hookgate deliveries retry <id>` sends it again.
     let id = views[0]["id"].as_str().unwrap().to_owned();
     let mut admin = hookgate::store::Admin::open(&app.store).expect("store");
-    admin.retry(&id).expect("requeued");
+    admin.retry(&id, false).expect("requeued");
     let received = app.sink_requests(2).await;
     assert_eq!(received.len(), 2);
     assert_eq!(received[1].answered, 200);
     assert_eq!(received[1].body, FINALIZED.as_bytes());
-    let views = settled(&app, "relay").await;
+    let views = settled(&app, "relay", 1).await;
     assert_eq!(views[0]["state"], "done");
+}
+
+/// A receiver that refuses every request with a 401 whose body quotes the request line and the
+/// `Authorization` header, as many APIs' error pages do ("invalid token …").
+async fn echoing_refuser() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    actix_web::rt::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            actix_web::rt::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or("").to_owned();
+                let authorization = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .unwrap_or("")
+                    .to_owned();
+                let body =
+                    json!({"error": "invalid token", "request": line, "header": authorization})
+                        .to_string();
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// A sink that is slow or black-holed, with more builds waiting than one scan reads, never
+/// holds back a Jenkins trigger accepted after them: targets without a free slot are left out
+/// of the worker's scan.
+#[actix_web::test]
+async fn a_backlogged_sink_does_not_hold_back_jenkins_triggers() {
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        sinks: r#"
+[sinks.relay]
+kind = "forward"
+url = "{sinks}/forward/jenkins"
+timeout_secs = 1
+max_in_flight = 1
+"#
+        .to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    // The receiver hangs (a black-holed address behaves the same way).
+    app.sinks
+        .set_behaviour(Sink::Forward, Behaviour::Delay(Duration::from_secs(60)));
+    for number in 1..=300u64 {
+        let body = with(FINALIZED, |event| {
+            event["build"]["number"] = json!(number);
+            event["build"]["url"] = json!(format!("job/payments-deploy/{number}/"));
+        });
+        assert_eq!(app.post_event(&body).await.status(), StatusCode::ACCEPTED);
+    }
+    // A trigger for Jenkins, which is up and answers at once.
+    let response = app.post_port(PORT_BODY).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.jenkins.requests().is_empty() && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.jenkins.requests().len(),
+        1,
+        "a slow sink's backlog must not stop deliveries to Jenkins (or to other sinks)"
+    );
+}
+
+/// A sink's refusal is kept as the delivery's reason, logged and shown by `hookgate
+/// deliveries`, with the sink's own token (`?token=` or Bearer) redacted: an error page that
+/// quotes the request does not leak it.
+#[actix_web::test]
+async fn a_sinks_answer_quoting_its_credential_is_not_kept_as_the_reason() {
+    let refuser = echoing_refuser().await;
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        sinks: format!(
+            r#"
+[sinks.byquery]
+kind = "alert"
+url = "{refuser}/functions/v1/events"
+token_env = "ITOC360_TOKEN"
+token_in = "query"
+
+[sinks.bybearer]
+kind = "alert"
+url = "{refuser}/functions/v1/events"
+token_env = "ALLSTACKS_TOKEN"
+"#
+        ),
+        ..AppOptions::default()
+    })
+    .await;
+    assert_eq!(app.post_event(FAILURE).await.status(), StatusCode::ACCEPTED);
+    for (sink, secret) in [("byquery", ITOC360_TOKEN), ("bybearer", ALLSTACKS_TOKEN)] {
+        let views = settled(&app, sink, 1).await;
+        assert_eq!(views[0]["state"], "dead", "{}", views[0]);
+        let shown = views[0].to_string();
+        assert!(
+            shown.starts_with('{') && shown.contains("the sink answered 401"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains(secret),
+            "sink {sink}'s token is kept and shown as the delivery's reason: {shown}"
+        );
+    }
+}
+
+/// An alert's id is one per job, so its deliveries are ordered per job: a failure's alert that
+/// is slow to be taken never lands after the next build's resolve.
+#[actix_web::test]
+async fn a_slow_failure_alert_does_not_land_after_the_next_builds_resolve() {
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        sinks: r#"
+[sinks.oncall]
+kind = "alert"
+url = "{sinks}/functions/v1/events"
+token_env = "ITOC360_TOKEN"
+match.phases = ["FINALIZED"]
+"#
+        .to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    // Build 129 fails; its alert is slow to be taken (a busy on-call API, or a retry).
+    app.sinks.script(
+        Sink::Itoc360,
+        [Behaviour::Delay(Duration::from_millis(800))],
+    );
+    assert_eq!(app.post_event(FAILURE).await.status(), StatusCode::ACCEPTED);
+    // Build 130 of the same job succeeds right after.
+    let success = with(FINALIZED, |event| {
+        event["build"]["number"] = json!(130);
+        event["build"]["url"] = json!("job/payments-deploy/130/");
+        event["build"]["full_url"] = json!("https://jenkins.example.com/job/payments-deploy/130/");
+    });
+    assert_eq!(
+        app.post_event(&success).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let views = settled(&app, "oncall", 2).await;
+    assert!(views.iter().all(|v| v["state"] == "done"), "{views:?}");
+    let order: Vec<u64> = app
+        .sinks
+        .take_answered()
+        .iter()
+        .map(|r| r.json().unwrap()["build"].as_u64().unwrap())
+        .collect();
+    assert!(
+        app.sinks.open_alerts().is_empty(),
+        "job payments-deploy's last build succeeded, yet its alert is open (answered in order {order:?})"
+    );
+}
+
+/// `hookgate deliveries retry --dead` leaves a dead delivery that a later one of its ordering
+/// key has overtaken (a STARTED alert after the build's FINALIZED SUCCESS resolved it); by id
+/// it needs `--force`.
+#[actix_web::test]
+async fn retrying_a_dead_earlier_phase_does_not_reopen_a_resolved_alert() {
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        sinks: r#"
+[sinks.oncall]
+kind = "alert"
+url = "{sinks}/functions/v1/events"
+token_env = "ITOC360_TOKEN"
+"#
+        .to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    // STARTED is refused (a 400 is permanent: dead at once), FINALIZED SUCCESS then resolves.
+    app.sinks.script(Sink::Itoc360, [Behaviour::Status(400)]);
+    app.post_event(STARTED).await;
+    let views = settled(&app, "oncall", 1).await;
+    assert_eq!(views[0]["state"], "dead");
+    app.post_event(FINALIZED).await;
+    let views = settled(&app, "oncall", 2).await;
+    assert_eq!(views[1]["state"], "done");
+    assert!(app.sinks.open_alerts().is_empty());
+    // The operator clears the dead letters after an outage: the overtaken STARTED stays dead,
+    // and retrying it by id needs --force.
+    let mut admin = hookgate::store::Admin::open(&app.store).expect("store");
+    let done = admin.retry_dead().expect("retry --dead");
+    assert_eq!((done.requeued, done.superseded), (0, 1));
+    let stale = views[0]["id"].as_str().unwrap().to_owned();
+    let refused = admin.retry(&stale, false).expect_err("overtaken");
+    assert!(refused.to_string().contains("--force"), "{refused}");
+    let views = settled(&app, "oncall", 2).await;
+    assert_eq!(
+        views[0]["state"], "dead",
+        "the overtaken STARTED stays dead"
+    );
+    assert_eq!(views[1]["state"], "done");
+    assert!(
+        app.sinks.open_alerts().is_empty(),
+        "the build finished SUCCESS, yet its stale STARTED alert was raised again after the resolve"
+    );
+}
+
+/// `hookgate deliveries list` escapes control characters in `build.url` (from the event) and
+/// the sink's answer: an event cannot forge lines of the listing or send terminal escape
+/// sequences to the operator's terminal.
+#[actix_web::test]
+async fn deliveries_list_does_not_print_control_characters_from_an_event() {
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        sinks: r#"
+[sinks.relay]
+kind = "forward"
+url = "{sinks}/forward/jenkins"
+"#
+        .to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    let hostile = with(FINALIZED, |event| {
+        event["build"]["url"] =
+            json!("job/x/1/\u{1b}]0;owned\u{7}\n01FAKEFAKEFAKEFAKEFAKEFAKE  done      forged");
+    });
+    assert_eq!(
+        app.post_event(&hostile).await.status(),
+        StatusCode::ACCEPTED
+    );
+    settled(&app, "relay", 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["deliveries", "list"])
+        .current_dir(dir.path())
+        .env_remove("HOOKGATE_CONFIG")
+        .env("HOOKGATE__DELIVERY__STORE", &app.store)
+        .output()
+        .expect("hookgate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "one delivery, one line: {stdout:?}"
+    );
+    assert!(
+        !stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{stdout:?}"
+    );
 }
