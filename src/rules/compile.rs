@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::model::{RuleFile, SchemeName};
 use super::{DispatchSpec, Rule};
-use crate::config::{Env, Problem};
+use crate::config::{Env, InlineSecret, Problem};
 use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariable, Shape};
 use crate::filter::Filter;
 use crate::secret::{Secret, SecretSource};
@@ -70,7 +70,7 @@ pub(super) fn compile(
     }
 
     let token = SecretSource {
-        inline: file.token.as_deref(),
+        inline: file.token.as_ref().map(InlineSecret::expose),
         env: file.token_env.as_deref(),
         file: file.token_file.as_deref(),
     }
@@ -157,7 +157,7 @@ pub(super) fn compile(
         );
     }
     let dispatch_token = SecretSource {
-        inline: file.dispatch.token.as_deref(),
+        inline: file.dispatch.token.as_ref().map(InlineSecret::expose),
         env: file.dispatch.token_env.as_deref(),
         file: file.dispatch.token_file.as_deref(),
     }
@@ -300,7 +300,7 @@ fn compile_verify(
         }
     } else {
         let source = SecretSource {
-            inline: section.secret.as_deref(),
+            inline: section.secret.as_ref().map(InlineSecret::expose),
             env: section.secret_env.as_deref(),
             file: section.secret_file.as_deref(),
         };

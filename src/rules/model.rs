@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::config::InlineSecret;
+
 /// One rule file: binds one kind of incoming call to one Jenkins job.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,7 +18,7 @@ pub struct RuleFile {
     /// Free text shown by `hookgate check`.
     pub description: Option<String>,
     /// The token senders pass, inline (prefer `token_env` or `token_file`).
-    pub token: Option<String>,
+    pub token: Option<InlineSecret>,
     /// Name of the environment variable holding the token.
     pub token_env: Option<String>,
     /// File holding the token (relative paths are relative to the rule file).
@@ -84,7 +86,7 @@ pub enum HmacAlgorithm {
 pub struct VerifySection {
     pub scheme: SchemeName,
     /// Inline secret (prefer `secret_env`, `secrets_env` or `secret_file`).
-    pub secret: Option<String>,
+    pub secret: Option<InlineSecret>,
     pub secret_env: Option<String>,
     /// Newest first; every listed secret is accepted (rotation).
     pub secrets_env: Option<Vec<String>>,
@@ -162,7 +164,7 @@ pub struct DispatchSection {
     #[serde(default = "default_jenkins")]
     pub jenkins: String,
     /// The GWT token of the Jenkins job, inline.
-    pub token: Option<String>,
+    pub token: Option<InlineSecret>,
     pub token_env: Option<String>,
     pub token_file: Option<PathBuf>,
     #[serde(default)]

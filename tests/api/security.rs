@@ -318,6 +318,18 @@ async fn item6_a_github_delivery_resent_with_fresh_delivery_ids_is_queued_once()
         app.jenkins.requests().len() == 1
     })
     .await;
+    // Its outcome is committed a moment after Jenkins answered; until then a second gateway on
+    // the same store would make the attempt again (at-least-once), which is not what this
+    // test is about.
+    let admin = hookgate::store::Admin::open(&app.store).expect("store");
+    eventually("the delivery's outcome", Duration::from_secs(5), || {
+        admin
+            .list(hookgate::store::ListFilter::default(), 10)
+            .expect("list")
+            .iter()
+            .all(|row| row.state == hookgate::store::State::Done)
+    })
+    .await;
 
     // A restart on the same store does not reopen the window.
     let restarted = spawn_app_with(AppOptions {
