@@ -141,6 +141,10 @@ impl Targets {
     pub fn get(&self, id: &str) -> Option<&Arc<dyn Target>> {
         self.0.get(id)
     }
+
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
 }
 
 #[cfg(test)]

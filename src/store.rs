@@ -456,17 +456,17 @@ impl Store {
     }
 
     /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first,
-    /// leaving out those an earlier pending delivery with their ordering key holds back and
-    /// those of `skip_targets` (targets with no free slot).
+    /// leaving out those an earlier pending delivery with their ordering key holds back; only
+    /// those of `only_targets` when given.
     pub async fn due(
         &self,
         now_ms: i64,
         after_seq: i64,
         limit: usize,
-        skip_targets: Vec<String>,
+        only_targets: Option<Vec<String>>,
     ) -> Result<Vec<Pending>, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
-            ops::due(conn, now_ms, after_seq, limit, &skip_targets)
+            ops::due(conn, now_ms, after_seq, limit, only_targets.as_deref())
         })
         .await
     }

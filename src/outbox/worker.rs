@@ -91,7 +91,6 @@ impl Worker {
         let mut scan = Scan {
             cursor: 0,
             full_at: None,
-            rescan_from: HashMap::new(),
         };
         let purge_every = PURGE_EVERY
             .min(self.retention)
@@ -141,9 +140,6 @@ impl Worker {
                         if let Some(count) = busy.get_mut(&target) {
                             *count = count.saturating_sub(1);
                         }
-                        if let Some(from) = scan.rescan_from.remove(&target) {
-                            scan.cursor = scan.cursor.min(from);
-                        }
                         // A delivery this one held back by its ordering key is behind the
                         // cursor: only a full scan sees it.
                         if keyed {
@@ -187,31 +183,16 @@ impl Worker {
             scan.full_at = Some(Instant::now());
         }
         let limit = SCAN_BATCH + if full { ids.len() } else { 0 };
-        // Targets without a free slot are left out of the scan, so one target's backlog cannot
-        // fill the batch and hold back the others (a black-holed sink must not delay
-        // triggers). Their deliveries may fall behind the cursor meanwhile: the next scan
-        // after one of their attempts finishes starts no later than this one did.
         let cap = |target: &str| {
             self.shared
                 .targets
                 .get(target)
                 .map_or(1, |target| target.max_in_flight().max(1))
         };
-        let saturated: Vec<String> = busy
-            .iter()
-            .filter(|(target, used)| **used >= cap(target))
-            .map(|(target, _)| target.clone())
-            .collect();
-        for target in &saturated {
-            scan.rescan_from
-                .entry(target.clone())
-                .and_modify(|from| *from = (*from).min(scan.cursor))
-                .or_insert(scan.cursor);
-        }
         let due = match self
             .shared
             .store
-            .due(now_ms(), scan.cursor, limit, saturated)
+            .due(now_ms(), scan.cursor, limit, None)
             .await
         {
             Ok(due) => due,
@@ -220,34 +201,87 @@ impl Worker {
                 return;
             }
         };
+        let batch_full = due.len() >= limit;
         // The cursor never passes a delivery left waiting for a slot, so the next scan sees it
         // again, still ahead of everything accepted after it.
         let mut waiting: Option<i64> = None;
         let mut last = scan.cursor;
+        let mut started = 0;
         for pending in due {
             last = pending.seq;
-            if ids.contains(&pending.id) {
-                continue;
+            match self.start(pending, in_flight, ids, busy, &cap) {
+                Start::Waiting => {
+                    waiting.get_or_insert(last);
+                }
+                Start::Started => started += 1,
+                Start::InFlight => {}
             }
-            let cap = cap(&pending.target);
-            let used = busy.entry(pending.target.clone()).or_default();
-            if *used >= cap {
-                waiting.get_or_insert(pending.seq);
-                continue;
-            }
-            *used += 1;
-            ids.insert(pending.id.clone());
-            let shared = Rc::clone(&self.shared);
-            in_flight.push(Box::pin(async move {
-                let id = pending.id.clone();
-                let target = pending.target.clone();
-                let keyed = pending.ordering_key.is_some();
-                attempt(&shared, pending).await;
-                (id, target, keyed)
-            }));
         }
         scan.cursor = waiting.map_or(last, |seq| seq - 1);
+        // A batch filled by deliveries no slot is free for (one sink's backlog) would hold back
+        // every other target's: look past it at the targets that have a free slot, through the
+        // per-target index, so a black-holed sink never delays triggers. The cursor stays.
+        if batch_full && started == 0 {
+            let free: Vec<String> = self
+                .shared
+                .targets
+                .ids()
+                .filter(|target| busy.get(*target).copied().unwrap_or(0) < cap(target))
+                .cloned()
+                .collect();
+            if free.is_empty() {
+                return;
+            }
+            match self.shared.store.due(now_ms(), 0, limit, Some(free)).await {
+                Ok(due) => {
+                    for pending in due {
+                        self.start(pending, in_flight, ids, busy, &cap);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
+                }
+            }
+        }
     }
+
+    /// Starts `pending` if its target has a free slot and it is not in flight already.
+    fn start(
+        &self,
+        pending: Pending,
+        in_flight: &mut FuturesUnordered<Attempt>,
+        ids: &mut HashSet<String>,
+        busy: &mut HashMap<String, usize>,
+        cap: &dyn Fn(&str) -> usize,
+    ) -> Start {
+        if ids.contains(&pending.id) {
+            return Start::InFlight;
+        }
+        let cap = cap(&pending.target);
+        let used = busy.entry(pending.target.clone()).or_default();
+        if *used >= cap {
+            return Start::Waiting;
+        }
+        *used += 1;
+        ids.insert(pending.id.clone());
+        let shared = Rc::clone(&self.shared);
+        in_flight.push(Box::pin(async move {
+            let id = pending.id.clone();
+            let target = pending.target.clone();
+            let keyed = pending.ordering_key.is_some();
+            attempt(&shared, pending).await;
+            (id, target, keyed)
+        }));
+        Start::Started
+    }
+}
+
+/// What became of a due delivery the scan found.
+enum Start {
+    Started,
+    InFlight,
+    /// Its target has no free slot.
+    Waiting,
 }
 
 /// Where the next scan for due deliveries starts.
@@ -256,9 +290,6 @@ struct Scan {
     cursor: i64,
     /// When the last scan from the oldest delivery ran.
     full_at: Option<Instant>,
-    /// Targets left out of a scan for want of a free slot, with the cursor that scan started
-    /// from: once one of their attempts finishes the cursor goes back there.
-    rescan_from: HashMap<String, i64>,
 }
 
 impl Scan {

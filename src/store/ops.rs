@@ -56,6 +56,8 @@ CREATE INDEX IF NOT EXISTS deliveries_pending_seq ON deliveries (seq)
     WHERE state IN ('queued', 'retrying');
 CREATE INDEX IF NOT EXISTS deliveries_pending_due ON deliveries (next_attempt_at)
     WHERE state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_pending_target ON deliveries (target, seq)
+    WHERE state IN ('queued', 'retrying');
 CREATE INDEX IF NOT EXISTS deliveries_pending_key ON deliveries (ordering_key, seq)
     WHERE state IN ('queued', 'retrying') AND ordering_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (finished_at) WHERE state = 'done';
@@ -683,18 +685,18 @@ pub(super) fn due(
     now_ms: i64,
     after_seq: i64,
     limit: usize,
-    skip_targets: &[String],
+    only_targets: Option<&[String]>,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
-    // Targets the worker has no free slot for are left out, so their backlog cannot fill the
-    // batch and hold back every other target's deliveries.
-    let skip = (!skip_targets.is_empty())
-        .then(|| serde_json::to_string(skip_targets).unwrap_or_else(|_| "[]".to_owned()));
+    // Only these targets' deliveries (through the per-target index), when the worker looks
+    // past a batch that one target's backlog filled.
+    let only = only_targets
+        .map(|targets| serde_json::to_string(targets).unwrap_or_else(|_| "[]".to_owned()));
     // A delivery whose ordering key an earlier pending one holds waits for it, due or not.
     let mut statement = conn.prepare_cached(
         "SELECT seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used
          FROM deliveries AS d
          WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 AND seq > ?2
-           AND (?4 IS NULL OR target NOT IN (SELECT value FROM json_each(?4)))
+           AND (?4 IS NULL OR target IN (SELECT value FROM json_each(?4)))
            AND (ordering_key IS NULL OR NOT EXISTS (
                 SELECT 1 FROM deliveries AS e
                 WHERE e.ordering_key = d.ordering_key AND e.seq < d.seq
@@ -706,7 +708,7 @@ pub(super) fn due(
             now_ms,
             after_seq,
             i64::try_from(limit).unwrap_or(i64::MAX),
-            skip
+            only
         ],
         |row| {
             Ok(Pending {

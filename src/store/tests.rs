@@ -55,7 +55,7 @@ impl Store {
             now_ms,
             after_seq,
             limit,
-            &[],
+            None,
         )?)
     }
 
