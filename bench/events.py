@@ -425,10 +425,13 @@ def main():
                 rounds = ", ".join(f"{x['rps']:.0f}" for x in sat[label])
                 groups = sorted({g for x in sat[label] for g in x["cpu"]})
                 split = ", ".join(f"{g} {statistics.median(x['cpu'].get(g, 0) for x in sat[label]):.0f}" for g in groups)
+                # What the gateway sustains with every delivery made: accepted calls over the round
+                # and the drain of its backlog.
+                through = statistics.median(x["requests"] / (args.seconds + x["drain_s"]) for x in sat[label])
                 print(f"{label:8} {median(sat[label], 'rps'):8.0f} {what}; {median(sat[label], 'rps') / t:.2f}x trigger; "
                       f"p99 {median(sat[label], 'p99_ms'):.2f} ms; backlog drained in "
-                      f"{median(sat[label], 'drain_s'):.1f} s (rounds: {rounds}); gateway CPU per call, "
-                      f"accept and deliveries, us: {split}")
+                      f"{median(sat[label], 'drain_s'):.1f} s, so {through:.0f}/s with every delivery made "
+                      f"(rounds: {rounds}); gateway CPU per call, accept and deliveries, us: {split}")
 
         if only & {"latency", "saturation"}:
             states, sinks, events = s.outcomes(EVENTS_GW)
@@ -441,10 +444,10 @@ def main():
             old = sh([old_bin, "--version"])
             print(f"# the refactor: {old} at {old_bin} against this checkout's; bench/run.py's config and rule, "
                   f"2 KB Port call, wrk 32 connections, {args.rounds} x {args.seconds} s, order A B B A per round")
-            gws = [s.gateway("old-direct", old_bin, OLD_DIRECT, "direct"),
-                   s.gateway("new-direct", new_bin, NEW_DIRECT, "direct"),
-                   s.gateway("old-queue", old_bin, OLD_QUEUE, "queue"),
-                   s.gateway("new-queue", new_bin, NEW_QUEUE, "queue")]
+            gws = {OLD_DIRECT: s.gateway("old-direct", old_bin, OLD_DIRECT, "direct"),
+                   NEW_DIRECT: s.gateway("new-direct", new_bin, NEW_DIRECT, "direct"),
+                   OLD_QUEUE: s.gateway("old-queue", old_bin, OLD_QUEUE, "queue"),
+                   NEW_QUEUE: s.gateway("new-queue", new_bin, NEW_QUEUE, "queue")}
             ports = {("before", "direct"): OLD_DIRECT, ("after", "direct"): NEW_DIRECT,
                      ("before", "queue"): OLD_QUEUE, ("after", "queue"): NEW_QUEUE}
             for port in ports.values():  # warm-up
@@ -455,19 +458,31 @@ def main():
                 for mode in ("direct", "queue"):
                     for build in (["before", "after"] if r % 2 == 0 else ["after", "before"]):
                         port = ports[(build, mode)]
+                        cpu = thread_cpu(gws[port].pid)
                         row = s.wrk_run("trigger", port, args.seconds)
                         if mode == "queue":
                             row["drain_s"] = s.drain(port)
+                        # The old build reads the store on its async threads: its "reads" are in
+                        # http+worker, so the totals are what compare.
+                        row["split"] = cpu_split(cpu, thread_cpu(gws[port].pid), row["requests"])
+                        row["cpu"] = sum(row["split"].values())
                         res[(build, mode)].append(row)
                         print(f"  round {r + 1} {mode:6} {build:6} {row['rps']:8.0f}/s  p50 {row['p50_ms']:.2f}  "
-                              f"p99 {row['p99_ms']:.2f} ms  non-2xx {row['non2xx']} {row['errors']}", flush=True)
+                              f"p99 {row['p99_ms']:.2f} ms  non-2xx {row['non2xx']} {row['errors']}  "
+                              f"gateway CPU {row['cpu']:.0f} us/call", flush=True)
             for mode in ("direct", "queue"):
                 b, a = median(res[("before", mode)], "rps"), median(res[("after", mode)], "rps")
                 per_round = [x["rps"] / y["rps"] for x, y in zip(res[("after", mode)], res[("before", mode)])]
                 print(f"{mode:6} before {b:8.0f}/s  after {a:8.0f}/s  after/before {a / b:.3f}x  "
                       f"(per round: {', '.join(f'{x:.2f}' for x in per_round)}; target >= 0.95x)  "
-                      f"p99 {median(res[('before', mode)], 'p99_ms'):.2f} / {median(res[('after', mode)], 'p99_ms'):.2f} ms")
-            for p in gws:
+                      f"p99 {median(res[('before', mode)], 'p99_ms'):.2f} / {median(res[('after', mode)], 'p99_ms'):.2f} ms  "
+                      f"gateway CPU {median(res[('before', mode)], 'cpu'):.0f} / {median(res[('after', mode)], 'cpu'):.0f} us/call")
+                for build in ("before", "after"):
+                    rows = res[(build, mode)]
+                    split = ", ".join(f"{g} {statistics.median(x['split'][g] for x in rows):.0f}"
+                                      for g in ("http+worker", "reads", "writer"))
+                    print(f"       {build:6} CPU us/call by thread: {split}")
+            for p in gws.values():
                 s.stop(p)
     finally:
         s.close()
