@@ -32,7 +32,8 @@ says otherwise; the Jenkins target has 256, as in bench/run.py. Work a target le
 queue's backlog) is drained before the next one runs.
 
 Needs nginx and wrk (installed with apt-get when missing, as bench/run.sh does); builds this
-checkout's release binaries (hookgate, loadgen) and, for `refactor`, the old one in a worktree.
+checkout's release binaries (hookgate, loadgen) and, for `refactor`, the old one in a detached
+worktree (`--before-dir`, kept for the next run; `git worktree remove DIR` when done).
 """
 import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time, urllib.request
 
