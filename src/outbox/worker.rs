@@ -91,6 +91,7 @@ impl Worker {
         let mut scan = Scan {
             cursor: 0,
             full_at: None,
+            stuck: false,
         };
         let purge_every = PURGE_EVERY
             .min(self.retention)
@@ -137,6 +138,7 @@ impl Worker {
                     let mut finished = Some(finished);
                     while let Some((id, target, keyed)) = finished {
                         ids.remove(&id);
+                        scan.stuck = false;
                         if let Some(count) = busy.get_mut(&target) {
                             *count = count.saturating_sub(1);
                         }
@@ -189,6 +191,13 @@ impl Worker {
                 .get(target)
                 .map_or(1, |target| target.max_in_flight().max(1))
         };
+        // While the last scan found only deliveries no slot is free for, and no attempt has
+        // finished since, reading that batch again (on every accepted call's wake-up) cannot
+        // start anything of it: only the targets with a free slot are looked at.
+        if scan.stuck {
+            self.start_free(in_flight, ids, busy, &cap, limit).await;
+            return;
+        }
         let due = match self
             .shared
             .store
@@ -221,26 +230,40 @@ impl Worker {
         // A batch filled by deliveries no slot is free for (one sink's backlog) would hold back
         // every other target's: look past it at the targets that have a free slot, through the
         // per-target index, so a black-holed sink never delays triggers. The cursor stays.
-        if batch_full && started == 0 {
-            let free: Vec<String> = self
-                .shared
-                .targets
-                .ids()
-                .filter(|target| busy.get(*target).copied().unwrap_or(0) < cap(target))
-                .cloned()
-                .collect();
-            if free.is_empty() {
-                return;
+        scan.stuck = batch_full && started == 0;
+        if scan.stuck {
+            self.start_free(in_flight, ids, busy, &cap, limit).await;
+        }
+    }
+
+    /// Starts the due deliveries of the targets that have a free slot, read through the
+    /// per-target index from the oldest.
+    async fn start_free(
+        &self,
+        in_flight: &mut FuturesUnordered<Attempt>,
+        ids: &mut HashSet<String>,
+        busy: &mut HashMap<String, usize>,
+        cap: &dyn Fn(&str) -> usize,
+        limit: usize,
+    ) {
+        let free: Vec<String> = self
+            .shared
+            .targets
+            .ids()
+            .filter(|target| busy.get(*target).copied().unwrap_or(0) < cap(target))
+            .cloned()
+            .collect();
+        if free.is_empty() {
+            return;
+        }
+        match self.shared.store.due(now_ms(), 0, limit, Some(free)).await {
+            Ok(due) => {
+                for pending in due {
+                    self.start(pending, in_flight, ids, busy, cap);
+                }
             }
-            match self.shared.store.due(now_ms(), 0, limit, Some(free)).await {
-                Ok(due) => {
-                    for pending in due {
-                        self.start(pending, in_flight, ids, busy, &cap);
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
-                }
+            Err(error) => {
+                tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
             }
         }
     }
@@ -290,6 +313,9 @@ struct Scan {
     cursor: i64,
     /// When the last scan from the oldest delivery ran.
     full_at: Option<Instant>,
+    /// The last scan's batch was full of deliveries no slot was free for, and no attempt has
+    /// finished since.
+    stuck: bool,
 }
 
 impl Scan {
