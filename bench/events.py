@@ -232,6 +232,10 @@ token = "{JOB}"
         port = open(os.path.join(ROOT, "examples", "payloads", "port-deploy.json")).read()
         port = port.replace("r_QOz6WoOB1Q2lmhZZ", "{{RUN_ID}}")
         event = json.load(open(os.path.join(ROOT, "examples", "payloads", EVENT_SAMPLE)))
+        if self.args.job_per_event:
+            # Each event a build of its own job: no two deliveries share a per-job ordering key.
+            event["name"] = event["display_name"] = "payments-deploy-1234567"
+            event["url"] = "job/payments-deploy-1234567/"
         build = event["build"]
         build["number"] = 1234567
         build["queue_id"] = 1234567
@@ -335,6 +339,8 @@ def main():
     ap.add_argument("--before-bin", default=None, help="an already built hookgate of the old build")
     ap.add_argument("--sink-max-in-flight", type=int, default=None,
                     help="each sink's max_in_flight (default: the product's, 8; the Jenkins target has 256)")
+    ap.add_argument("--job-per-event", action="store_true",
+                    help="each event a build of its own job (default: every build of the sample's one job)")
     ap.add_argument("--pin", action="store_true", help="gateways and nginx on CPU 0, wrk and loadgen on CPU 1")
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     args = ap.parse_args()
@@ -369,7 +375,8 @@ def main():
         if only & {"latency", "saturation"}:
             gw = s.gateway("events", new_bin, EVENTS_GW, "queue", events=True, sink_cap=args.sink_max_in_flight)
             print(f"# events gateway: queue mode; Jenkins max_in_flight 256, each sink's "
-                  f"{args.sink_max_in_flight or '8 (the default)'}")
+                  f"{args.sink_max_in_flight or '8 (the default)'}; events are builds of "
+                  + ("a job of their own each" if args.job_per_event else "one job"))
             # Warm-up, and a check that every sink gets its delivery.
             s.loadgen("events", EVENTS_GW, 200, 1)
             s.loadgen("trigger", EVENTS_GW, 200, 1)
