@@ -3,7 +3,7 @@
 //! a body that does not arrive within the deadline is refused (a stalled sender cannot hold a
 //! buffer forever).
 
-use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, HeaderMap};
 use actix_web::web::{self, Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -11,6 +11,15 @@ use crate::error::ApiError;
 
 /// Memory reserved up front from a declared length; the rest grows as bytes really arrive.
 const MAX_RESERVE: usize = 64 * 1024;
+
+/// Whether the body has a content encoding other than `identity`. Bodies are never
+/// decompressed (no zip bombs), and a compressed body could not be verified or parsed as
+/// sent, so the public endpoints refuse it outright.
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONTENT_ENCODING)
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
 
 pub async fn read_capped(
     mut payload: web::Payload,

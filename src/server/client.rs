@@ -7,7 +7,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::{HttpMessage, HttpRequest, web};
 
 use super::AppState;
 use crate::error::ApiError;
@@ -44,4 +44,12 @@ pub async fn admit(
     }
     req.extensions_mut().insert(client);
     next.call(req).await
+}
+
+/// The client address `admit` recorded; `Unknown`, which no allowlist admits, if absent.
+pub fn recorded(req: &HttpRequest) -> ClientAddr {
+    req.extensions()
+        .get::<ClientAddr>()
+        .copied()
+        .unwrap_or(ClientAddr::Unknown)
 }

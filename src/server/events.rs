@@ -5,18 +5,18 @@
 //! The plugin ignores the answer's status and sends on the build's thread, so the answer comes
 //! as soon as the event is durable; every retry is hookgate's own.
 
-use actix_web::http::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap};
+use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::body::read_capped;
+use super::body::{is_encoded, read_capped};
+use super::client;
 use super::context::RequestId;
 use crate::error::{ApiError, cause_chain};
 use crate::events::accept;
 use crate::events::model::Event;
-use crate::verify::ip::ClientAddr;
 
 /// The token as the plugin can send it: `?token=`, the password of basic auth in the endpoint
 /// URL (`https://hookgate:<token>@…`), or a Bearer token.
@@ -95,20 +95,12 @@ pub async fn events(
         metrics.event(jenkins, "", "unauthorized");
         return Err(ApiError::EventsUnauthorized);
     }
-    let client = req
-        .extensions()
-        .get::<ClientAddr>()
-        .copied()
-        .unwrap_or(ClientAddr::Unknown);
+    let client = client::recorded(&req);
     if !source.allows(client) {
         metrics.event(jenkins, "", "forbidden");
         return Err(ApiError::EventsForbidden(client));
     }
-    let encoded = req
-        .headers()
-        .get_all(CONTENT_ENCODING)
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
+    if is_encoded(req.headers()) {
         metrics.event(jenkins, "", "unsupported_media_type");
         return Err(ApiError::Encoded);
     }

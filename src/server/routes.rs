@@ -7,13 +7,13 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
 use super::AppState;
-use super::body::read_capped;
+use super::body::{is_encoded, read_capped};
+use super::client;
 use super::context::RequestId;
 use super::trigger;
 use crate::error::ApiError;
 use crate::metrics::Outcome;
 use crate::verify::Inbound;
-use crate::verify::ip::ClientAddr;
 use crate::verify::token::given_token;
 
 /// `ANY /generic-webhook-trigger/invoke`: every rule whose token matches is a candidate.
@@ -114,19 +114,8 @@ async fn receive<'r>(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<Inbound<'r>, ApiError> {
-    // Set by `client::admit` before routing; `Unknown`, which no allowlist admits, if absent.
-    let client = req
-        .extensions()
-        .get::<ClientAddr>()
-        .copied()
-        .unwrap_or(ClientAddr::Unknown);
-    // Bodies are never decompressed (no zip bombs), and a compressed body could not be
-    // verified or parsed as sent, so it is refused outright.
-    let encoded = req
-        .headers()
-        .get_all(actix_web::http::header::CONTENT_ENCODING)
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
+    let client = client::recorded(req);
+    if is_encoded(req.headers()) {
         state.metrics.request("", Outcome::BadRequest);
         return Err(ApiError::Encoded);
     }
