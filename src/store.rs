@@ -20,9 +20,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
 pub use ops::{
-    Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, EventAccepted, EventRef,
-    EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next, Payload, Pending,
-    RememberedSignature, ReplayMark, Requeued, Stats, StoredEvent, target_id,
+    Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, Due, EventAccepted,
+    EventRef, EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next, Payload, Pending,
+    Ready, RememberedSignature, ReplayMark, Requeued, Stats, StoredEvent, Want, target_id,
 };
 
 /// Merges a build event into the facts kept for its build (JSON in, JSON out); shared with the
@@ -455,37 +455,25 @@ impl Store {
             .map_err(StoreError::Sqlite)
     }
 
-    /// Deliveries due at `now_ms` and accepted after `after_seq`, oldest accepted first,
-    /// leaving out those an earlier pending delivery with their ordering key holds back; only
-    /// those of `only_targets` when given.
-    pub async fn due(
+    /// What each target of `wants` may start at `now_ms`, with payloads, and when the next
+    /// delivery falls due at a target with a slot left: the worker's one read per wake-up.
+    pub async fn ready(&self, now_ms: i64, wants: Vec<Want>) -> Result<Ready, StoreError> {
+        Self::read(&self.inner.reader, move |conn| {
+            ops::ready(conn, now_ms, &wants)
+        })
+        .await
+    }
+
+    /// Up to `limit` startable deliveries of targets not among `known`.
+    pub async fn orphans(
         &self,
-        now_ms: i64,
-        after_seq: i64,
+        known: Vec<String>,
         limit: usize,
-        only_targets: Option<Vec<String>>,
     ) -> Result<Vec<Pending>, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
-            ops::due(conn, now_ms, after_seq, limit, only_targets.as_deref())
+            ops::orphans(conn, &known, limit)
         })
         .await
-    }
-
-    /// What a pending delivery sends (`None` once purged).
-    pub async fn payload(
-        &self,
-        seq: i64,
-        event_seq: Option<i64>,
-    ) -> Result<Option<Payload>, StoreError> {
-        Self::read(&self.inner.reader, move |conn| {
-            ops::payload(conn, seq, event_seq)
-        })
-        .await
-    }
-
-    /// When the next delivery that may start falls due, if any.
-    pub async fn next_due_at(&self) -> Result<Option<i64>, StoreError> {
-        Self::read(&self.inner.reader, ops::next_due_at).await
     }
 
     /// One delivery for an operator, on a connection of its own.

@@ -1,18 +1,25 @@
-//! The outbox worker: makes stored deliveries, in order of acceptance, within each target's
-//! `max_in_flight`, retrying what can succeed later and dead-lettering what cannot. It knows
-//! targets only through [`Target`]; what a delivery means is theirs to say.
+//! The outbox worker: makes stored deliveries, soonest due first (acceptance order for new
+//! ones), within each target's `max_in_flight`, retrying what can succeed later and
+//! dead-lettering what cannot. It knows targets only through [`Target`]; what a delivery means
+//! is theirs to say.
+//!
+//! Each wake-up (a call accepted, an attempt finished, a retry falling due) is one read of the
+//! store on the blocking pool, asking each target with a free slot for as many deliveries as it
+//! has slots, payloads included: a target at its cap costs nothing, and a backlog is never
+//! re-read row by row.
 //!
 //! Nothing about an attempt in progress is written to the store: a delivery stays `queued` or
 //! `retrying` until its outcome is committed, so a crash at any moment leaves it to be
 //! attempted again after the restart (at-least-once). A delivery with an ordering key never
-//! starts while an earlier one with the same key is pending (the store's scan leaves it out).
+//! starts while an earlier one with the same key is pending: the store keeps it `held` until
+//! that one is done or dead, and the read leaves held rows out.
 //!
 //! An attempt's outcome that the store refuses (a full disk) is kept in memory and written
 //! again with backoff; meanwhile no new attempt starts, so a failed write never causes a
 //! second call to a target.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,26 +33,25 @@ use super::{Attempted, Job, Targets, Verdict};
 use crate::config::DeliverySettings;
 use crate::error::cause_chain;
 use crate::metrics::Metrics;
-use crate::store::{AttemptRecord, Next, Pending, Store, now_ms};
+use crate::store::{AttemptRecord, Due, Next, Pending, Store, Want, now_ms};
 
-/// Extra due deliveries read per scan beyond those already in flight.
-const SCAN_BATCH: usize = 256;
-/// Between full scans the worker only reads deliveries accepted after the last one it looked
-/// at, so a busy queue costs one short index range per wake-up instead of re-reading every
-/// attempt in flight. A full scan (from the oldest) picks up retries that fell due, operators'
-/// requeues and deliveries an ordering key held back; it runs at least this often.
-const FULL_SCAN_EVERY: Duration = Duration::from_millis(50);
-/// Longest sleep between scans; bounds how long an operator's `deliveries retry` waits.
+/// Longest sleep between reads; bounds how long an operator's `deliveries retry` (written by
+/// another process) waits.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the store is searched for deliveries whose target is no longer configured (they
+/// are dead-lettered); such rows appear only from before this start, or by an operator's
+/// requeue of one.
+const ORPHANS_EVERY: Duration = Duration::from_secs(60);
+/// Orphans dead-lettered per search; a full batch is followed by another at once.
+const ORPHAN_BATCH: usize = 256;
 /// How often delivered calls past retention are purged (sooner when retention is shorter).
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Backoff for writing an attempt's outcome that the store refused.
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// An attempt in flight; it ends with its delivery's id, its target and whether it held an
-/// ordering key (whose release may let a held-back delivery start).
-type Attempt = Pin<Box<dyn Future<Output = (String, String, bool)>>>;
+/// An attempt in flight; it ends with its delivery's `seq` and target.
+type Attempt = Pin<Box<dyn Future<Output = (i64, String)>>>;
 
 /// Everything an attempt needs, shared by all of them.
 struct Shared {
@@ -61,6 +67,9 @@ pub struct Worker {
     wake: Arc<Notify>,
     retention: Duration,
 }
+
+/// The attempts in flight, by target (`seq`s; orphans under their unknown target).
+type Running = HashMap<String, BTreeSet<i64>>;
 
 impl Worker {
     pub fn new(
@@ -86,27 +95,30 @@ impl Worker {
     /// anything unfinished stays in the store for the next start.
     pub async fn run(self, mut stop: watch::Receiver<bool>, drain: Duration) {
         let mut in_flight: FuturesUnordered<Attempt> = FuturesUnordered::new();
-        let mut ids: HashSet<String> = HashSet::new();
-        let mut busy: HashMap<String, usize> = HashMap::new();
-        let mut scan = Scan {
-            cursor: 0,
-            full_at: None,
-            stuck: false,
-        };
+        let mut running: Running = HashMap::new();
         let purge_every = PURGE_EVERY
             .min(self.retention)
             .max(Duration::from_millis(100));
-        // The first purge runs at start-up, clearing what expired while the gateway was down.
+        // The first purge and the first search for orphans run at start-up.
         let mut purge_at: Option<Instant> = None;
+        let mut orphans_at: Option<Instant> = None;
         let store = self.shared.store.clone();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let paused = self.shared.unrecorded.get() > 0;
-            if !paused {
-                self.start_due(&mut in_flight, &mut ids, &mut busy, &mut scan)
-                    .await;
+            let mut wait = IDLE_POLL;
+            if self.shared.unrecorded.get() == 0 {
+                if let Some(at) = self.start_ready(&mut in_flight, &mut running).await {
+                    let until = u64::try_from(at - now_ms()).unwrap_or(0);
+                    wait = wait.min(Duration::from_millis(until));
+                }
+                if orphans_at.is_none_or(|at| at.elapsed() >= ORPHANS_EVERY)
+                    && !self.orphans_running(&running)
+                {
+                    let found = self.start_orphans(&mut in_flight, &mut running).await;
+                    orphans_at = (found < ORPHAN_BATCH).then(Instant::now);
+                }
             }
             if purge_at.is_none_or(|at| at.elapsed() >= purge_every) {
                 purge_at = Some(Instant::now());
@@ -120,32 +132,13 @@ impl Worker {
                     Err(error) => tracing::warn!(%error, "Could not purge old deliveries."),
                 }
             }
-            let now = now_ms();
-            let wait = match store.next_due_at().await {
-                Ok(Some(at)) if at > now => {
-                    Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
-                }
-                // Something is due now: in flight, waiting for a slot, or a retry or requeue
-                // behind the cursor, which the next full scan starts.
-                // Paused, the loop wakes when an outcome is written (its attempt finishes).
-                Ok(Some(_)) if !paused => scan.until_full(),
-                _ => IDLE_POLL,
-            }
-            .min(IDLE_POLL);
             tokio::select! {
                 Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
-                    // Collect every attempt that has finished, so one scan serves them all.
+                    // Collect every attempt that has finished, so one read serves them all.
                     let mut finished = Some(finished);
-                    while let Some((id, target, keyed)) = finished {
-                        ids.remove(&id);
-                        scan.stuck = false;
-                        if let Some(count) = busy.get_mut(&target) {
-                            *count = count.saturating_sub(1);
-                        }
-                        // A delivery this one held back by its ordering key is behind the
-                        // cursor: only a full scan sees it.
-                        if keyed {
-                            scan.full_at = None;
+                    while let Some((seq, target)) = finished {
+                        if let Some(seqs) = running.get_mut(&target) {
+                            seqs.remove(&seq);
                         }
                         finished = in_flight.next().now_or_never().flatten();
                     }
@@ -171,177 +164,109 @@ impl Worker {
         }
     }
 
-    /// Starts every due delivery that has a free slot at its target, oldest first.
-    async fn start_due(
+    /// Starts what every target with a free slot may start, in one read of the store; returns
+    /// when the next delivery falls due at a target that still has a slot.
+    async fn start_ready(
         &self,
         in_flight: &mut FuturesUnordered<Attempt>,
-        ids: &mut HashSet<String>,
-        busy: &mut HashMap<String, usize>,
-        scan: &mut Scan,
-    ) {
-        let full = scan.until_full().is_zero();
-        if full {
-            scan.cursor = 0;
-            scan.full_at = Some(Instant::now());
-        }
-        let limit = SCAN_BATCH + if full { ids.len() } else { 0 };
-        let cap = |target: &str| {
-            self.shared
-                .targets
-                .get(target)
-                .map_or(1, |target| target.max_in_flight().max(1))
-        };
-        // While the last scan found only deliveries no slot is free for, and no attempt has
-        // finished since, reading that batch again (on every accepted call's wake-up) cannot
-        // start anything of it: only the targets with a free slot are looked at.
-        if scan.stuck {
-            self.start_free(in_flight, ids, busy, &cap, limit).await;
-            return;
-        }
-        let due = match self
-            .shared
-            .store
-            .due(now_ms(), scan.cursor, limit, None)
-            .await
-        {
-            Ok(due) => due,
-            Err(error) => {
-                tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
-                return;
-            }
-        };
-        let batch_full = due.len() >= limit;
-        // The cursor never passes a delivery left waiting for a slot, so the next scan sees it
-        // again, still ahead of everything accepted after it.
-        let mut waiting: Option<i64> = None;
-        let mut last = scan.cursor;
-        let mut started = 0;
-        for pending in due {
-            last = pending.seq;
-            match self.start(pending, in_flight, ids, busy, &cap) {
-                Start::Waiting => {
-                    waiting.get_or_insert(last);
-                }
-                Start::Started => started += 1,
-                Start::InFlight => {}
-            }
-        }
-        scan.cursor = waiting.map_or(last, |seq| seq - 1);
-        // A batch filled by deliveries no slot is free for (one sink's backlog) would hold back
-        // every other target's: look past it at the targets that have a free slot, through the
-        // per-target index, so a black-holed sink never delays triggers. The cursor stays.
-        scan.stuck = batch_full && started == 0;
-        if scan.stuck {
-            self.start_free(in_flight, ids, busy, &cap, limit).await;
-        }
-    }
-
-    /// Starts the due deliveries of the targets that have a free slot, read through the
-    /// per-target index from the oldest.
-    async fn start_free(
-        &self,
-        in_flight: &mut FuturesUnordered<Attempt>,
-        ids: &mut HashSet<String>,
-        busy: &mut HashMap<String, usize>,
-        cap: &dyn Fn(&str) -> usize,
-        limit: usize,
-    ) {
-        let free: Vec<String> = self
+        running: &mut Running,
+    ) -> Option<i64> {
+        let wants: Vec<Want> = self
             .shared
             .targets
             .ids()
-            .filter(|target| busy.get(*target).copied().unwrap_or(0) < cap(target))
-            .cloned()
+            .filter_map(|target| {
+                let cap = self
+                    .shared
+                    .targets
+                    .get(target)
+                    .map_or(1, |target| target.max_in_flight().max(1));
+                let seqs = running.get(target);
+                let used = seqs.map_or(0, BTreeSet::len);
+                (used < cap).then(|| Want {
+                    target: target.clone(),
+                    free: cap - used,
+                    running: seqs
+                        .map(|seqs| seqs.iter().copied().collect())
+                        .unwrap_or_default(),
+                })
+            })
             .collect();
-        if free.is_empty() {
-            return;
+        // Every target is at its cap: only a finished attempt can start anything.
+        if wants.is_empty() {
+            return None;
         }
-        match self.shared.store.due(now_ms(), 0, limit, Some(free)).await {
-            Ok(due) => {
-                for pending in due {
-                    self.start(pending, in_flight, ids, busy, cap);
-                }
-            }
+        let ready = match self.shared.store.ready(now_ms(), wants).await {
+            Ok(ready) => ready,
             Err(error) => {
                 tracing::error!(%error, cause = %cause_chain(&error), "Cannot read due deliveries.");
+                return None;
             }
+        };
+        for due in ready.due {
+            let seq = due.pending.seq;
+            let target = due.pending.target.clone();
+            if !running.entry(target.clone()).or_default().insert(seq) {
+                continue;
+            }
+            let shared = Rc::clone(&self.shared);
+            in_flight.push(Box::pin(async move {
+                attempt(&shared, due).await;
+                (seq, target)
+            }));
         }
+        ready.next_at
     }
 
-    /// Starts `pending` if its target has a free slot and it is not in flight already.
-    fn start(
+    /// Whether an orphan's dead-lettering is still in flight (a search now would find it again).
+    fn orphans_running(&self, running: &Running) -> bool {
+        running
+            .iter()
+            .any(|(target, seqs)| !seqs.is_empty() && self.shared.targets.get(target).is_none())
+    }
+
+    /// Dead-letters the pending deliveries of targets that are no longer configured; returns
+    /// how many it found.
+    async fn start_orphans(
         &self,
-        pending: Pending,
         in_flight: &mut FuturesUnordered<Attempt>,
-        ids: &mut HashSet<String>,
-        busy: &mut HashMap<String, usize>,
-        cap: &dyn Fn(&str) -> usize,
-    ) -> Start {
-        if ids.contains(&pending.id) {
-            return Start::InFlight;
-        }
-        let cap = cap(&pending.target);
-        let used = busy.entry(pending.target.clone()).or_default();
-        if *used >= cap {
-            return Start::Waiting;
-        }
-        *used += 1;
-        ids.insert(pending.id.clone());
-        let shared = Rc::clone(&self.shared);
-        in_flight.push(Box::pin(async move {
-            let id = pending.id.clone();
+        running: &mut Running,
+    ) -> usize {
+        let known: Vec<String> = self.shared.targets.ids().cloned().collect();
+        let orphans = match self.shared.store.orphans(known, ORPHAN_BATCH).await {
+            Ok(orphans) => orphans,
+            Err(error) => {
+                tracing::error!(%error, cause = %cause_chain(&error), "Cannot read deliveries of removed targets.");
+                return 0;
+            }
+        };
+        let found = orphans.len();
+        for pending in orphans {
+            let seq = pending.seq;
             let target = pending.target.clone();
-            let keyed = pending.ordering_key.is_some();
-            attempt(&shared, pending).await;
-            (id, target, keyed)
-        }));
-        Start::Started
+            running.entry(target.clone()).or_default().insert(seq);
+            let shared = Rc::clone(&self.shared);
+            in_flight.push(Box::pin(async move {
+                let gone = removed(&pending.target);
+                settle(&shared, &pending, gone, now_ms(), Instant::now()).await;
+                (seq, target)
+            }));
+        }
+        found
     }
 }
 
-/// What became of a due delivery the scan found.
-enum Start {
-    Started,
-    InFlight,
-    /// Its target has no free slot.
-    Waiting,
+/// The outcome of a delivery whose target was removed from the config while it was pending.
+fn removed(target: &str) -> Attempted {
+    Attempted::permanent(format!("target `{target}` is no longer configured"))
 }
 
-/// Where the next scan for due deliveries starts.
-struct Scan {
-    /// Deliveries with this `seq` or lower were already looked at.
-    cursor: i64,
-    /// When the last scan from the oldest delivery ran.
-    full_at: Option<Instant>,
-    /// The last scan's batch was full of deliveries no slot was free for, and no attempt has
-    /// finished since.
-    stuck: bool,
-}
-
-impl Scan {
-    /// Time left until the next full scan may run.
-    fn until_full(&self) -> Duration {
-        self.full_at.map_or(Duration::ZERO, |at| {
-            FULL_SCAN_EVERY.saturating_sub(at.elapsed())
-        })
-    }
-}
-
-/// One attempt: load the payload, hand it to its target, decide, commit the outcome.
-async fn attempt(shared: &Shared, pending: Pending) {
+/// One attempt: hand the delivery to its target, decide, commit the outcome.
+async fn attempt(shared: &Shared, due: Due) {
     let started_ms = now_ms();
     let started = Instant::now();
-    let payload = match shared.store.payload(pending.seq, pending.event_seq).await {
-        Ok(Some(payload)) => payload,
-        // Purged or requeued meanwhile by an operator: nothing to attempt now.
-        Ok(None) => return,
-        Err(error) => {
-            tracing::error!(delivery = %pending.id, %error, cause = %cause_chain(&error), "Cannot read a stored delivery.");
-            return;
-        }
-    };
-    let target = shared.targets.get(&pending.target);
-    let attempted = match target {
+    let Due { pending, payload } = due;
+    let attempted = match shared.targets.get(&pending.target) {
         Some(target) => {
             let job = Job {
                 id: pending.id.clone(),
@@ -353,11 +278,21 @@ async fn attempt(shared: &Shared, pending: Pending) {
             };
             target.attempt(&job).await
         }
-        None => Attempted::permanent(format!(
-            "target `{}` is no longer configured",
-            pending.target
-        )),
+        None => removed(&pending.target),
     };
+    settle(shared, &pending, attempted, started_ms, started).await;
+}
+
+/// Decides what an attempt's answer means for its delivery (done, a retry, dead), reports it
+/// and commits it.
+async fn settle(
+    shared: &Shared,
+    pending: &Pending,
+    attempted: Attempted,
+    started_ms: i64,
+    started: Instant,
+) {
+    let target = shared.targets.get(&pending.target);
     let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let attempts = pending.budget_used + 1;
     let policy = target.map(|target| target.policy());

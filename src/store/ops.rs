@@ -14,9 +14,11 @@ use super::State;
 ///    `receipt` (Jenkins' queue items were `queue_id`/`queue_url`), may carry an `ordering_key`
 ///    and the `event_seq` of the build event it relays; `events` and `builds` hold Jenkins'
 ///    build events and what earlier phases said about each build.
-const SCHEMA_VERSION: i64 = 4;
+/// 5: `held` marks a pending delivery an earlier pending one with its ordering key goes
+///    before, kept by every write, so the worker's reads never visit a held-back row.
+const SCHEMA_VERSION: i64 = 5;
 
-/// The `deliveries` table of schema 4, created under the name given (the migration builds it
+/// The `deliveries` table of the current schema, created under the name given (the migration builds it
 /// beside the old one, then swaps).
 fn deliveries_table(name: &str) -> String {
     format!(
@@ -31,6 +33,9 @@ fn deliveries_table(name: &str) -> String {
     event_seq       INTEGER,
     -- Never attempted while an earlier delivery with the same key is queued or retrying.
     ordering_key    TEXT,
+    -- 1 while such an earlier delivery is pending: only the oldest pending delivery of a key
+    -- has 0, so the ready index holds nothing the worker could not start.
+    held            INTEGER NOT NULL DEFAULT 0,
     state           TEXT    NOT NULL,
     content_type    TEXT    NOT NULL,
     request_id      TEXT,
@@ -54,10 +59,10 @@ fn deliveries_table(name: &str) -> String {
 const SCHEMA: &str = "
 CREATE INDEX IF NOT EXISTS deliveries_pending_seq ON deliveries (seq)
     WHERE state IN ('queued', 'retrying');
-CREATE INDEX IF NOT EXISTS deliveries_pending_due ON deliveries (next_attempt_at)
-    WHERE state IN ('queued', 'retrying');
-CREATE INDEX IF NOT EXISTS deliveries_pending_target ON deliveries (target, seq)
-    WHERE state IN ('queued', 'retrying');
+-- What each target may start, soonest due first: the worker reads a target's first rows and
+-- stops, whatever the backlog behind them or the rows other targets and ordering keys hold.
+CREATE INDEX IF NOT EXISTS deliveries_ready ON deliveries (target, next_attempt_at, seq)
+    WHERE state IN ('queued', 'retrying') AND held = 0;
 CREATE INDEX IF NOT EXISTS deliveries_pending_key ON deliveries (ordering_key, seq)
     WHERE state IN ('queued', 'retrying') AND ordering_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_done ON deliveries (finished_at) WHERE state = 'done';
@@ -144,6 +149,18 @@ INSERT OR REPLACE INTO queue_counts (state, n)
     FROM (VALUES ('queued'), ('retrying'), ('dead'), ('done'));
 ";
 
+/// Schema 4 had no `held`: the pending deliveries an earlier pending one of their key goes
+/// before get it (a no-op for older stores, which had no keys). The scan indexes it replaces go.
+const MIGRATE_4_TO_5: &str = "
+DROP INDEX IF EXISTS deliveries_pending_due;
+DROP INDEX IF EXISTS deliveries_pending_target;
+UPDATE deliveries SET held = 1
+    WHERE state IN ('queued', 'retrying') AND ordering_key IS NOT NULL
+      AND EXISTS (SELECT 1 FROM deliveries AS e
+                  WHERE e.ordering_key = deliveries.ordering_key AND e.seq < deliveries.seq
+                    AND e.state IN ('queued', 'retrying'));
+";
+
 /// Schema 2 rows have no signature columns.
 const MIGRATE_2_TO_3: &str = "
 ALTER TABLE deliveries ADD COLUMN replay_key BLOB;
@@ -165,7 +182,7 @@ ALTER TABLE deliveries DROP COLUMN body;
 /// longer required), keeping `seq`, so bodies and attempts stay attached and acceptance order
 /// is unchanged; its indexes and triggers are made again by `SCHEMA`.
 const MIGRATE_3_TO_4: &str = "
-INSERT INTO deliveries_v4 (seq, id, target, rule, state, content_type, request_id, accepted_at,
+INSERT INTO deliveries_new (seq, id, target, rule, state, content_type, request_id, accepted_at,
         next_attempt_at, attempts, budget_used, last_error, finished_at, receipt, replay_key,
         replay_expires_at)
     SELECT seq, id, 'jenkins:' || jenkins, rule, state, content_type, request_id, accepted_at,
@@ -176,7 +193,7 @@ INSERT INTO deliveries_v4 (seq, id, target, rule, state, content_type, request_i
         replay_key, replay_expires_at
     FROM deliveries ORDER BY seq;
 DROP TABLE deliveries;
-ALTER TABLE deliveries_v4 RENAME TO deliveries;
+ALTER TABLE deliveries_new RENAME TO deliveries;
 ";
 
 /// The schema version this store was written with (0 for a new file).
@@ -237,8 +254,14 @@ fn migrate_from_locked(tx: &Transaction<'_>, version: i64) -> Result<(), rusqlit
         if version <= 2 {
             tx.execute_batch(MIGRATE_2_TO_3)?;
         }
-        tx.execute_batch(&deliveries_table("deliveries_v4"))?;
-        tx.execute_batch(MIGRATE_3_TO_4)?;
+        if version <= 3 {
+            // The rebuilt table has the current columns, `held` included.
+            tx.execute_batch(&deliveries_table("deliveries_new"))?;
+            tx.execute_batch(MIGRATE_3_TO_4)?;
+        } else {
+            tx.execute_batch("ALTER TABLE deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;")?;
+        }
+        tx.execute_batch(MIGRATE_4_TO_5)?;
     }
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(SEED_COUNTS)?;
@@ -338,8 +361,9 @@ pub(super) fn accept(
             now_ms.saturating_add(key.ttl_ms)
         ])?;
     }
-    tx.prepare_cached("INSERT INTO deliveries (id, rule, target, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at, ordering_key)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8, ?9)")?.execute(params![
+    let held = held_by_key(tx, delivery.ordering_key.as_deref())?;
+    tx.prepare_cached("INSERT INTO deliveries (id, rule, target, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at, ordering_key, held)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)")?.execute(params![
             delivery.id,
             delivery.rule,
             delivery.target,
@@ -352,6 +376,7 @@ pub(super) fn accept(
                 .as_ref()
                 .map(|mark| i64::try_from(mark.expires_at).unwrap_or(i64::MAX)),
             delivery.ordering_key,
+            held,
         ],
     )?;
     tx.prepare_cached("INSERT INTO bodies (delivery_seq, body) VALUES (?1, ?2)")?
@@ -408,14 +433,15 @@ pub(super) fn record(
     attempt: &AttemptRecord,
     keep_history: bool,
 ) -> Result<(), rusqlite::Error> {
-    let found: Option<(i64, i64)> = tx
+    let found: Option<(i64, i64, Option<String>)> = tx
         .prepare_cached(
-            "SELECT seq, attempts FROM deliveries WHERE id = ?1 AND state IN ('queued', 'retrying')",
+            "SELECT seq, attempts, ordering_key FROM deliveries
+             WHERE id = ?1 AND state IN ('queued', 'retrying')",
         )?
-        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()?;
     // Purged or changed by an operator meanwhile: the attempt has nothing left to update.
-    let Some((seq, attempts)) = found else {
+    let Some((seq, attempts, key)) = found else {
         return Ok(());
     };
     let n = attempts + 1;
@@ -443,6 +469,50 @@ pub(super) fn record(
              WHERE seq = ?1")?.execute(params![seq, n, attempt.at_ms + attempt.duration_ms, bounded(Some(reason))],
         )?,
     };
+    // Done or dead releases the key to the next delivery that has it.
+    if let (Some(key), Next::Done { .. } | Next::Dead { .. }) = (&key, &attempt.next) {
+        release(tx, key)?;
+    }
+    Ok(())
+}
+
+/// Whether a delivery with `key` accepted now waits: an earlier one with the key is pending.
+fn held_by_key(tx: &Transaction<'_>, key: Option<&str>) -> Result<bool, rusqlite::Error> {
+    let Some(key) = key else {
+        return Ok(false);
+    };
+    tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries
+                        WHERE ordering_key = ?1 AND state IN ('queued', 'retrying'))",
+    )?
+    .query_row([key], |row| row.get(0))
+}
+
+/// Lets the oldest pending delivery with `key` start, once the one before it is done or dead.
+/// The rest stay held: only the oldest of a key is ever released, so one change is one row.
+fn release(tx: &Transaction<'_>, key: &str) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "UPDATE deliveries SET held = 0
+         WHERE seq = (SELECT seq FROM deliveries
+                      WHERE ordering_key = ?1 AND state IN ('queued', 'retrying')
+                      ORDER BY seq LIMIT 1)
+           AND held = 1",
+    )?
+    .execute([key])?;
+    Ok(())
+}
+
+/// Marks again which pending deliveries of `key` are held, after an operator put an older one
+/// back in the queue (it goes first again). Visits every pending delivery of the key, so it is
+/// for operators' requeues only.
+fn relink(tx: &Transaction<'_>, key: &str) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "UPDATE deliveries SET held = (seq <> (SELECT MIN(seq) FROM deliveries
+                                               WHERE ordering_key = ?1
+                                                 AND state IN ('queued', 'retrying')))
+         WHERE ordering_key = ?1 AND state IN ('queued', 'retrying')",
+    )?
+    .execute([key])?;
     Ok(())
 }
 
@@ -542,10 +612,11 @@ pub(super) fn accept_event(
         if sink.once_per_build {
             recorded.push(sink.sink.clone());
         }
+        let held = held_by_key(tx, Some(&sink.ordering_key))?;
         tx.prepare_cached(
             "INSERT INTO deliveries (id, target, event_seq, ordering_key, state, content_type,
-                                     request_id, accepted_at, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, 'queued', 'application/json', ?5, ?6, ?6)",
+                                     request_id, accepted_at, next_attempt_at, held)
+             VALUES (?1, ?2, ?3, ?4, 'queued', 'application/json', ?5, ?6, ?6, ?7)",
         )?
         .execute(params![
             sink.delivery_id,
@@ -553,7 +624,8 @@ pub(super) fn accept_event(
             event_seq,
             sink.ordering_key,
             event.request_id,
-            now_ms
+            now_ms,
+            held
         ])?;
         queued.push((sink.sink.clone(), true));
     }
@@ -585,7 +657,7 @@ pub enum Payload {
 }
 
 /// The payload of a pending delivery (`None`: purged or changed by an operator meanwhile).
-pub(super) fn payload(
+fn payload(
     conn: &Connection,
     seq: i64,
     event_seq: Option<i64>,
@@ -662,8 +734,7 @@ pub(super) fn store_full() -> rusqlite::Error {
     )
 }
 
-/// A delivery the worker should attempt. The body is read separately, only for the
-/// deliveries the worker actually starts.
+/// A delivery the worker may attempt.
 #[derive(Debug, Clone)]
 pub struct Pending {
     /// Acceptance order.
@@ -680,74 +751,134 @@ pub struct Pending {
     pub budget_used: u32,
 }
 
-pub(super) fn due(
+/// The columns a [`Pending`] is read from, in its fields' order.
+const PENDING_COLUMNS: &str =
+    "seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used";
+
+fn pending_row(row: &Row<'_>) -> Result<Pending, rusqlite::Error> {
+    Ok(Pending {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        target: row.get(2)?,
+        rule: row.get(3)?,
+        event_seq: row.get(4)?,
+        ordering_key: row.get(5)?,
+        content_type: row.get(6)?,
+        accepted_at: row.get(7)?,
+        budget_used: row.get(8)?,
+    })
+}
+
+/// What the worker asks of one target: up to `free` deliveries it may start now, passing over
+/// the ones in flight (`running`: their `seq`s, sorted).
+#[derive(Debug, Clone)]
+pub struct Want {
+    pub target: String,
+    pub free: usize,
+    pub running: Vec<i64>,
+}
+
+/// A delivery the worker may start, with what it sends.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub pending: Pending,
+    pub payload: Payload,
+}
+
+/// What one read found for the worker.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Soonest due first within each target.
+    pub due: Vec<Due>,
+    /// When the next delivery falls due at a target that still has a free slot after `due`.
+    pub next_at: Option<i64>,
+}
+
+/// For each want, the deliveries its target may start at `now_ms`, payloads included: the
+/// worker's one read per wake-up, however many it starts. Held-back deliveries are not in the
+/// index read, and each target's rows are read only as far as its free slots (and those in
+/// flight) reach, so the cost does not grow with the backlog.
+pub(super) fn ready(
     conn: &Connection,
     now_ms: i64,
-    after_seq: i64,
+    wants: &[Want],
+) -> Result<Ready, rusqlite::Error> {
+    let mut ready = Ready::default();
+    // INDEXED BY: a plan that cannot use the index fails here (and in the tests) instead of
+    // silently scanning every pending row.
+    let mut due = conn.prepare_cached(&format!(
+        "SELECT {PENDING_COLUMNS} FROM deliveries INDEXED BY deliveries_ready
+         WHERE target = ?1 AND state IN ('queued', 'retrying') AND held = 0
+           AND next_attempt_at <= ?2
+         ORDER BY next_attempt_at, seq LIMIT ?3"
+    ))?;
+    let mut later = conn.prepare_cached(
+        "SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_ready
+         WHERE target = ?1 AND state IN ('queued', 'retrying') AND held = 0
+           AND next_attempt_at > ?2
+         ORDER BY next_attempt_at LIMIT 1",
+    )?;
+    for want in wants.iter().filter(|want| want.free > 0) {
+        let limit = want.free.saturating_add(want.running.len());
+        let mut taken = 0;
+        let rows = due.query_map(
+            params![
+                want.target,
+                now_ms,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            pending_row,
+        )?;
+        for pending in rows {
+            let pending = pending?;
+            if want.running.binary_search(&pending.seq).is_ok() {
+                continue;
+            }
+            // Purged by an operator since the row was read: nothing to start.
+            if let Some(payload) = payload(conn, pending.seq, pending.event_seq)? {
+                ready.due.push(Due { pending, payload });
+                taken += 1;
+            }
+            if taken == want.free {
+                break;
+            }
+        }
+        if taken < want.free
+            && let Some(at) = later
+                .query_row(params![want.target, now_ms], |row| row.get::<_, i64>(0))
+                .optional()?
+        {
+            ready.next_at = Some(ready.next_at.map_or(at, |next| next.min(at)));
+        }
+    }
+    Ok(ready)
+}
+
+/// Up to `limit` startable deliveries whose target is none of `known` (a sink or Jenkins target
+/// removed from the config while they were pending), oldest first.
+pub(super) fn orphans(
+    conn: &Connection,
+    known: &[String],
     limit: usize,
-    only_targets: Option<&[String]>,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
-    // Only these targets' deliveries (through the per-target index), when the worker looks
-    // past a batch that one target's backlog filled.
-    let only = only_targets
-        .map(|targets| serde_json::to_string(targets).unwrap_or_else(|_| "[]".to_owned()));
-    // A delivery whose ordering key an earlier pending one holds waits for it, due or not.
-    let mut statement = conn.prepare_cached(
-        "SELECT seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used
-         FROM deliveries AS d
-         WHERE state IN ('queued', 'retrying') AND next_attempt_at <= ?1 AND seq > ?2
-           AND (?4 IS NULL OR target IN (SELECT value FROM json_each(?4)))
-           AND (ordering_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM deliveries AS e
-                WHERE e.ordering_key = d.ordering_key AND e.seq < d.seq
-                  AND e.state IN ('queued', 'retrying')))
-         ORDER BY seq LIMIT ?3",
-    )?;
-    let rows = statement.query_map(
-        params![
-            now_ms,
-            after_seq,
-            i64::try_from(limit).unwrap_or(i64::MAX),
-            only
-        ],
-        |row| {
-            Ok(Pending {
-                seq: row.get(0)?,
-                id: row.get(1)?,
-                target: row.get(2)?,
-                rule: row.get(3)?,
-                event_seq: row.get(4)?,
-                ordering_key: row.get(5)?,
-                content_type: row.get(6)?,
-                accepted_at: row.get(7)?,
-                budget_used: row.get(8)?,
-            })
-        },
-    )?;
-    rows.collect()
+    let known = serde_json::to_string(known).unwrap_or_else(|_| "[]".to_owned());
+    conn.prepare_cached(&format!(
+        "SELECT {PENDING_COLUMNS} FROM deliveries
+         WHERE state IN ('queued', 'retrying') AND held = 0
+           AND target NOT IN (SELECT value FROM json_each(?1))
+         ORDER BY seq LIMIT ?2"
+    ))?
+    .query_map(
+        params![known, i64::try_from(limit).unwrap_or(i64::MAX)],
+        pending_row,
+    )?
+    .collect()
 }
 
 pub(super) fn body(conn: &Connection, seq: i64) -> Result<Option<Vec<u8>>, rusqlite::Error> {
     conn.prepare_cached("SELECT body FROM bodies WHERE delivery_seq = ?1")?
         .query_row([seq], |row| row.get(0))
         .optional()
-}
-
-/// When the next delivery that may start falls due: one held back by an earlier delivery with
-/// its ordering key is due no sooner than that one, which this minimum includes.
-pub(super) fn next_due_at(conn: &Connection) -> Result<Option<i64>, rusqlite::Error> {
-    conn.prepare_cached(
-        // ORDER BY + LIMIT walks the due index and stops at the first row that may start
-        // (MIN with this filter would visit every pending row).
-        "SELECT next_attempt_at FROM deliveries AS d WHERE state IN ('queued', 'retrying')
-           AND (ordering_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM deliveries AS e
-                WHERE e.ordering_key = d.ordering_key AND e.seq < d.seq
-                  AND e.state IN ('queued', 'retrying')))
-         ORDER BY next_attempt_at LIMIT 1",
-    )?
-    .query_row([], |row| row.get(0))
-    .optional()
 }
 
 /// A later delivery with the same ordering key was made already: sending this one now would
@@ -794,6 +925,17 @@ pub(super) fn requeue(
                  WHERE id = ?1 AND state IN ('dead', 'retrying')",
                 params![id, now_ms],
             )?;
+            let key: Option<String> = tx
+                .query_row(
+                    "SELECT ordering_key FROM deliveries WHERE id = ?1",
+                    [id],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .flatten();
+            if let (Some(key), 1..) = (key, requeued) {
+                relink(tx, &key)?;
+            }
             Ok(Requeued {
                 requeued,
                 superseded: 0,
@@ -805,6 +947,13 @@ pub(super) fn requeue(
                 [],
                 |row| row.get::<_, i64>(0),
             )?;
+            let keys: Vec<String> = tx
+                .prepare(&format!(
+                    "SELECT DISTINCT ordering_key FROM deliveries
+                     WHERE state = 'dead' AND ordering_key IS NOT NULL AND NOT {SUPERSEDED}"
+                ))?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
             let requeued = tx.execute(
                 &format!(
                     "UPDATE deliveries SET state = 'queued', next_attempt_at = ?1, budget_used = 0, finished_at = NULL
@@ -812,6 +961,9 @@ pub(super) fn requeue(
                 ),
                 [now_ms],
             )?;
+            for key in &keys {
+                relink(tx, key)?;
+            }
             Ok(Requeued {
                 requeued,
                 superseded: usize::try_from(superseded).unwrap_or(0),

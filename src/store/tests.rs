@@ -44,27 +44,44 @@ fn attempt(next: Next) -> AttemptRecord {
 /// The store's reads, made in place on its reader connection: the tests call them from inside
 /// and outside a runtime alike.
 impl Store {
-    fn due_now(
-        &self,
-        now_ms: i64,
-        after_seq: i64,
-        limit: usize,
-    ) -> Result<Vec<Pending>, StoreError> {
-        Ok(ops::due(
-            &lock(&self.inner.reader),
-            now_ms,
-            after_seq,
-            limit,
-            None,
-        )?)
+    /// What the worker's read finds for every target in the store, `limit` each, nothing in
+    /// flight.
+    fn ready_now(&self, now_ms: i64, limit: usize) -> Result<Ready, StoreError> {
+        let conn = lock(&self.inner.reader);
+        let wants: Vec<Want> = conn
+            .prepare("SELECT DISTINCT target FROM deliveries ORDER BY target")?
+            .query_map([], |row| row.get(0))?
+            .map(|target| {
+                Ok(Want {
+                    target: target?,
+                    free: limit,
+                    running: Vec::new(),
+                })
+            })
+            .collect::<Result<_, rusqlite::Error>>()?;
+        Ok(ops::ready(&conn, now_ms, &wants)?)
+    }
+
+    /// Up to `limit` deliveries that may start now, in acceptance order.
+    fn due_now(&self, now_ms: i64, limit: usize) -> Result<Vec<Pending>, StoreError> {
+        let mut due: Vec<Pending> = self
+            .ready_now(now_ms, limit)?
+            .due
+            .into_iter()
+            .map(|due| due.pending)
+            .collect();
+        due.sort_by_key(|pending| pending.seq);
+        due.truncate(limit);
+        Ok(due)
     }
 
     fn body_now(&self, seq: i64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(ops::body(&lock(&self.inner.reader), seq)?)
     }
 
+    /// When the next delivery that may start falls due, after now.
     fn next_due_now(&self) -> Result<Option<i64>, StoreError> {
-        Ok(ops::next_due_at(&lock(&self.inner.reader))?)
+        Ok(self.ready_now(now_ms(), usize::MAX)?.next_at)
     }
 
     fn get_now(&self, id: &str) -> Result<Option<DeliveryView>, StoreError> {
@@ -88,7 +105,7 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
             store.accept(delivery("d1", "r", None)).await.unwrap(),
             Accepted::Stored
         );
-        let due = store.due_now(now_ms(), 0, 10).unwrap();
+        let due = store.due_now(now_ms(), 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
             store.body_now(due[0].seq).unwrap().as_deref(),
@@ -102,7 +119,7 @@ fn a_delivery_goes_from_queued_through_retrying_to_done_with_its_attempts() {
             .await
             .unwrap();
         assert!(
-            store.due_now(now_ms(), 0, 10).unwrap().is_empty(),
+            store.due_now(now_ms(), 10).unwrap().is_empty(),
             "not due before its time"
         );
         assert_eq!(store.next_due_now().unwrap(), Some(later));
@@ -162,7 +179,7 @@ fn a_repeat_within_the_ttl_is_a_duplicate_and_after_it_a_new_delivery() {
             Accepted::Stored
         );
         let ids: Vec<String> = store
-            .due_now(now_ms(), 0, 10)
+            .due_now(now_ms(), 10)
             .unwrap()
             .into_iter()
             .map(|p| p.id)
@@ -201,7 +218,7 @@ fn concurrent_accepts_are_committed_together_and_all_kept() {
     });
     drop(store);
     let reopened = Store::open(dir.path(), 0).unwrap();
-    assert_eq!(reopened.due_now(now_ms(), 0, 1000).unwrap().len(), 250);
+    assert_eq!(reopened.due_now(now_ms(), 1000).unwrap().len(), 250);
 }
 
 #[test]
@@ -225,7 +242,7 @@ fn a_schema_1_store_is_migrated_with_its_bodies() {
         .unwrap();
     }
     let store = Store::open(dir.path(), 0).unwrap();
-    let due = store.due_now(now_ms(), 0, 10).unwrap();
+    let due = store.due_now(now_ms(), 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "old-1");
     assert_eq!(
@@ -238,7 +255,7 @@ fn a_schema_1_store_is_migrated_with_its_bodies() {
         store.accept(delivery("new-1", "r", None)).await.unwrap();
     });
     let ids: Vec<String> = store
-        .due_now(now_ms(), 0, 10)
+        .due_now(now_ms(), 10)
         .unwrap()
         .into_iter()
         .map(|p| p.id)
@@ -324,14 +341,14 @@ fn operators_requeue_dead_deliveries_and_purge_done_ones() {
     );
     assert_eq!(admin.retry_dead().unwrap().requeued, 1);
     let due: Vec<String> = store
-        .due_now(now_ms(), 0, 10)
+        .due_now(now_ms(), 10)
         .unwrap()
         .into_iter()
         .map(|p| p.id)
         .collect();
     assert_eq!(due, ["a", "b"]);
     assert_eq!(
-        store.due_now(now_ms(), 0, 10).unwrap()[0].budget_used,
+        store.due_now(now_ms(), 10).unwrap()[0].budget_used,
         0,
         "a fresh budget"
     );
@@ -412,7 +429,7 @@ proptest! {
                     }
                 }
                 Op::Attempt(kind) => {
-                    if let Some(p) = store.due_now(now_ms(), 0, 1).unwrap().into_iter().next() {
+                    if let Some(p) = store.due_now(now_ms(), 1).unwrap().into_iter().next() {
                         let (next, state) = match kind {
                             0 => (Next::Done { receipt: None }, State::Done),
                             1 => (Next::Retry { at_ms: 0 }, State::Retrying),
@@ -664,7 +681,7 @@ fn a_schema_3_store_is_migrated_to_targets_and_receipts() {
     );
     assert_eq!(done.attempts.len(), 1, "attempts stay with their delivery");
     assert_eq!(done.body_bytes, 2, "bodies stay with their delivery");
-    let due = store.due_now(now_ms(), 0, 10).unwrap();
+    let due = store.due_now(now_ms(), 10).unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, "old-queued");
     assert_eq!(due[0].target, "jenkins:other");
@@ -690,13 +707,13 @@ fn a_schema_3_store_is_migrated_to_targets_and_receipts() {
     runtime().block_on(async {
         store.accept(delivery("new-1", "r", None)).await.unwrap();
     });
-    let due = store.due_now(now_ms(), 0, 10).unwrap();
+    let due = store.due_now(now_ms(), 10).unwrap();
     assert_eq!(due[1].id, "new-1");
     assert!(due[1].seq > 9, "{}", due[1].seq);
     drop(store);
     // A migrated store opens again as it is.
     let reopened = Store::open(dir.path(), 0).unwrap();
-    assert_eq!(reopened.due_now(now_ms(), 0, 10).unwrap().len(), 2);
+    assert_eq!(reopened.due_now(now_ms(), 10).unwrap().len(), 2);
 }
 
 #[test]
@@ -715,7 +732,7 @@ fn a_delivery_never_starts_while_an_earlier_one_with_its_key_is_pending() {
         store.accept(delivery("free", "r", None)).await.unwrap();
         store.accept(keyed("a3", "build-a")).await.unwrap();
         assert_eq!(
-            ids(store.due_now(now_ms(), 0, 10).unwrap()),
+            ids(store.due_now(now_ms(), 10).unwrap()),
             ["a1", "b1", "free"]
         );
         // The first of the key is retrying later: the rest of its key still waits, and the
@@ -733,7 +750,7 @@ fn a_delivery_never_starts_while_an_earlier_one_with_its_key_is_pending() {
             .record("free".into(), attempt(Next::Done { receipt: None }))
             .await
             .unwrap();
-        assert!(store.due_now(now_ms(), 0, 10).unwrap().is_empty());
+        assert!(store.due_now(now_ms(), 10).unwrap().is_empty());
         assert_eq!(store.next_due_now().unwrap(), Some(later));
         // Dead releases the key as done does, one delivery at a time.
         store
@@ -745,12 +762,12 @@ fn a_delivery_never_starts_while_an_earlier_one_with_its_key_is_pending() {
             )
             .await
             .unwrap();
-        assert_eq!(ids(store.due_now(now_ms(), 0, 10).unwrap()), ["a2"]);
+        assert_eq!(ids(store.due_now(now_ms(), 10).unwrap()), ["a2"]);
         store
             .record("a2".into(), attempt(Next::Done { receipt: None }))
             .await
             .unwrap();
-        assert_eq!(ids(store.due_now(now_ms(), 0, 10).unwrap()), ["a3"]);
+        assert_eq!(ids(store.due_now(now_ms(), 10).unwrap()), ["a3"]);
     });
 }
 
@@ -803,4 +820,244 @@ fn an_operator_command_never_migrates_a_store_an_older_gateway_may_be_writing() 
     // The gateway migrates it; then the operator commands work.
     drop(Store::open(dir.path(), 0).unwrap());
     assert!(Admin::open(dir.path()).is_ok());
+}
+
+/// A store as schema 4 wrote it (before `held`), holding `rows` (SQL inserts).
+fn write_schema_4(dir: &Path, rows: &str) {
+    let conn = rusqlite::Connection::open(dir.join("deliveries.sqlite3")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            target TEXT NOT NULL, rule TEXT, event_seq INTEGER, ordering_key TEXT,
+            state TEXT NOT NULL, content_type TEXT NOT NULL, request_id TEXT,
+            accepted_at INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, budget_used INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT, finished_at INTEGER, receipt TEXT,
+            replay_key BLOB, replay_expires_at INTEGER);
+         CREATE INDEX deliveries_pending_due ON deliveries (next_attempt_at)
+            WHERE state IN ('queued', 'retrying');
+         CREATE INDEX deliveries_pending_target ON deliveries (target, seq)
+            WHERE state IN ('queued', 'retrying');
+         CREATE TABLE bodies (
+            delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+            body BLOB NOT NULL);
+         CREATE TABLE attempts (
+            delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
+            n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+            status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
+         CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
+            delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+         {rows}
+         PRAGMA user_version = 4;"
+    ))
+    .unwrap();
+}
+
+fn pending_ids(due: Vec<Pending>) -> Vec<String> {
+    due.into_iter().map(|p| p.id).collect()
+}
+
+#[test]
+fn a_schema_4_store_is_migrated_with_its_held_back_deliveries_still_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = |seq: i64, id: &str, key: &str, state: &str| {
+        let key = if key.is_empty() {
+            "NULL".to_owned()
+        } else {
+            format!("'{key}'")
+        };
+        format!(
+            "INSERT INTO deliveries (seq, id, target, ordering_key, state, content_type,
+                    accepted_at, next_attempt_at)
+                VALUES ({seq}, '{id}', 'jenkins:main', {key}, '{state}', 'application/json', {seq}, {seq});
+             INSERT INTO bodies VALUES ({seq}, X'7B7D');"
+        )
+    };
+    let rows = [
+        row(1, "k1", "k", "retrying"),
+        row(2, "k2", "k", "queued"),
+        row(3, "k3", "k", "queued"),
+        row(4, "m1", "m", "done"),
+        row(5, "m2", "m", "queued"),
+        row(6, "free", "", "queued"),
+    ]
+    .concat();
+    write_schema_4(dir.path(), &rows);
+    let store = Store::open(dir.path(), 0).unwrap();
+    // The first pending delivery of each key may start; the ones behind it wait.
+    assert_eq!(
+        pending_ids(store.due_now(now_ms(), 10).unwrap()),
+        ["k1", "m2", "free"]
+    );
+    runtime().block_on(async {
+        store
+            .record("k1".into(), attempt(Next::Done { receipt: None }))
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        pending_ids(store.due_now(now_ms(), 10).unwrap()),
+        ["k2", "m2", "free"]
+    );
+    // The indexes the worker's read replaced are gone.
+    let old: i64 = lock(&store.inner.reader)
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN
+                ('deliveries_pending_due', 'deliveries_pending_target')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0);
+}
+
+#[test]
+fn an_operators_requeue_puts_the_older_delivery_of_a_key_first_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let keyed = |id: &str| NewDelivery {
+        ordering_key: Some("build-a".to_owned()),
+        ..delivery(id, "r", None)
+    };
+    runtime().block_on(async {
+        for id in ["a1", "a2", "a3"] {
+            store.accept(keyed(id)).await.unwrap();
+        }
+        store
+            .record(
+                "a1".into(),
+                attempt(Next::Dead {
+                    reason: "sink answered 400".into(),
+                }),
+            )
+            .await
+            .unwrap();
+    });
+    assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a2"]);
+    let mut admin = Admin::open(dir.path()).unwrap();
+    // By id: a1 goes before a2 (nothing later of its key was made yet).
+    admin.retry("a1", false).unwrap();
+    assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a1"]);
+    runtime().block_on(async {
+        store
+            .record(
+                "a1".into(),
+                attempt(Next::Dead {
+                    reason: "sink answered 400".into(),
+                }),
+            )
+            .await
+            .unwrap();
+    });
+    assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a2"]);
+    // Every dead one at once: the same.
+    assert_eq!(admin.retry_dead().unwrap().requeued, 1);
+    assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a1"]);
+    runtime().block_on(async {
+        for id in ["a1", "a2"] {
+            store
+                .record(id.into(), attempt(Next::Done { receipt: None }))
+                .await
+                .unwrap();
+        }
+    });
+    assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a3"]);
+}
+
+/// The worker's read: per target as many as it has free slots, past those in flight, and the
+/// next due time only for a target with a slot left.
+#[test]
+fn the_ready_read_fills_each_targets_free_slots_past_those_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let to = |id: &str, target: &str| NewDelivery {
+        target: target.to_owned(),
+        ..delivery(id, "r", None)
+    };
+    let later = now_ms() + 60_000;
+    runtime().block_on(async {
+        for id in ["a1", "a2", "a3", "a4"] {
+            store.accept(to(id, "jenkins:a")).await.unwrap();
+        }
+        for id in ["b1", "b2"] {
+            store.accept(to(id, "jenkins:b")).await.unwrap();
+        }
+        store
+            .record("b2".into(), attempt(Next::Retry { at_ms: later }))
+            .await
+            .unwrap();
+    });
+    let seqs: BTreeMap<String, i64> = store
+        .due_now(now_ms(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.id, p.seq))
+        .collect();
+    let read = |wants: Vec<Want>| {
+        let ready = ops::ready(&lock(&store.inner.reader), now_ms(), &wants).unwrap();
+        let ids: Vec<String> = ready.due.iter().map(|d| d.pending.id.clone()).collect();
+        (ids, ready.next_at)
+    };
+    let want = |target: &str, free: usize, running: &[&str]| Want {
+        target: target.to_owned(),
+        free,
+        running: running.iter().map(|id| seqs[*id]).collect(),
+    };
+    // check(wants, expected ids, expected next due)
+    let cases: Vec<(Vec<Want>, Vec<&str>, Option<i64>)> = vec![
+        (vec![want("jenkins:a", 2, &[])], vec!["a1", "a2"], None),
+        (vec![want("jenkins:a", 2, &["a1"])], vec!["a2", "a3"], None),
+        (
+            vec![want("jenkins:a", 8, &["a2"])],
+            vec!["a1", "a3", "a4"],
+            None,
+        ),
+        (vec![want("jenkins:a", 0, &[])], vec![], None),
+        // b2 is retrying later: reported only while b has a slot left after b1.
+        (vec![want("jenkins:b", 2, &[])], vec!["b1"], Some(later)),
+        (vec![want("jenkins:b", 1, &[])], vec!["b1"], None),
+        (vec![want("jenkins:b", 1, &["b1"])], vec![], Some(later)),
+        (
+            vec![want("jenkins:a", 1, &[]), want("jenkins:b", 4, &[])],
+            vec!["a1", "b1"],
+            Some(later),
+        ),
+        (vec![want("jenkins:gone", 4, &[])], vec![], None),
+    ];
+    for (wants, ids, next_at) in cases {
+        let described = format!("{wants:?}");
+        assert_eq!(
+            read(wants),
+            (ids.iter().map(|s| s.to_string()).collect(), next_at),
+            "{described}"
+        );
+    }
+}
+
+#[test]
+fn deliveries_of_a_target_no_longer_configured_are_found_as_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        store.accept(delivery("kept", "r", None)).await.unwrap();
+        store
+            .accept(NewDelivery {
+                target: target_id("sink", "removed"),
+                ..delivery("orphan", "r", None)
+            })
+            .await
+            .unwrap();
+    });
+    let orphans = |known: &[&str]| {
+        let known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
+        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, 10).unwrap())
+    };
+    assert_eq!(orphans(&["jenkins:main"]), ["orphan"]);
+    assert_eq!(
+        orphans(&["jenkins:main", "sink:removed"]),
+        Vec::<String>::new()
+    );
 }

@@ -145,7 +145,7 @@ async fn slowloris_headers_are_dropped_at_the_header_deadline() {
                 Ok(_) => return (started.elapsed(), true),
                 Err(_) => {}
             }
-            if started.elapsed() > Duration::from_secs(10) {
+            if started.elapsed() > Duration::from_secs(20) {
                 return (started.elapsed(), false);
             }
         }
@@ -155,8 +155,11 @@ async fn slowloris_headers_are_dropped_at_the_header_deadline() {
     .expect("join");
     let (after, dropped) = outcome;
     assert!(dropped, "a slow client held its connection for {after:?}");
+    // The bound leaves room for a loaded CI machine (one run took over 3 s for the 500 ms
+    // deadline) and stays under actix-web's own 5 s default, so it still fails if
+    // `header_timeout_ms` stops reaching the server.
     assert!(
-        after < Duration::from_secs(3),
+        after < Duration::from_millis(4500),
         "dropped only after {after:?}"
     );
     still_fine(&app).await;

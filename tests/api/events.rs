@@ -1028,3 +1028,32 @@ url = "{sinks}/forward/jenkins"
         "{stdout:?}"
     );
 }
+
+/// A sink removed from the config while its deliveries were pending: after the restart they
+/// are dead-lettered with a reason an operator can act on (put the sink back and `deliveries
+/// retry --dead`), not left queued forever.
+#[actix_web::test]
+async fn deliveries_of_a_removed_sink_are_dead_lettered_after_the_restart() {
+    let app = spawn_with_sinks(FORWARD).await;
+    // The receiver hangs, so the delivery is still pending when the config changes.
+    app.sinks
+        .set_behaviour(Sink::Forward, Behaviour::Delay(Duration::from_secs(60)));
+    assert_eq!(
+        app.post_event(FINALIZED).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let restarted = spawn_app_with(AppOptions {
+        queue: true,
+        events_token: true,
+        store: Some(app.store.clone()),
+        ..AppOptions::default()
+    })
+    .await;
+    let views = settled(&restarted, "relay", 1).await;
+    assert_eq!(views.len(), 1, "{views:?}");
+    assert_eq!(views[0]["state"], "dead", "{views:?}");
+    assert_eq!(
+        views[0]["last_error"], "target `sink:relay` is no longer configured",
+        "{views:?}"
+    );
+}
