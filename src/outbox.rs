@@ -119,7 +119,8 @@ pub struct Job {
 pub type AttemptFuture<'a> = Pin<Box<dyn Future<Output = Attempted> + 'a>>;
 
 /// One place deliveries go: a Jenkins target or a sink.
-pub trait Target {
+/// `Send + Sync`: the worker runs on a thread of its own (see `startup`).
+pub trait Target: Send + Sync {
     /// Attempts the worker runs at once for this target.
     fn max_in_flight(&self) -> usize;
     fn policy(&self) -> RetryPolicy;

@@ -1061,3 +1061,47 @@ fn deliveries_of_a_target_no_longer_configured_are_found_as_orphans() {
         Vec::<String>::new()
     );
 }
+
+/// Invariant: a commit never checkpoints the WAL itself (the caller waiting for its 202 would
+/// wait for the copy and an fsync of the database); the checkpoint thread copies the WAL into
+/// the database soon after.
+#[test]
+fn invariant_commits_leave_checkpoints_to_the_checkpoint_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let db = dir.path().join(FILE_NAME);
+    let before = std::fs::metadata(&db).unwrap().len();
+    runtime().block_on(async {
+        let automatic: i64 = store
+            .inner
+            .writer
+            .run(|tx| tx.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0)))
+            .await
+            .unwrap();
+        assert_eq!(
+            automatic, 0,
+            "the writer's connection checkpoints on commit"
+        );
+        // About 2 MiB: past the 1,000 pages at which SQLite would checkpoint on commit.
+        for n in 0..64 {
+            store
+                .accept(NewDelivery {
+                    body: vec![b'x'; 32 * 1024],
+                    ..delivery(&format!("d{n}"), "r", None)
+                })
+                .await
+                .unwrap();
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::metadata(&db).unwrap().len() < before + 2 * 1024 * 1024
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = std::fs::metadata(&db).unwrap().len();
+    assert!(
+        after >= before + 2 * 1024 * 1024,
+        "the WAL was not copied into the database: {before} -> {after} bytes"
+    );
+}

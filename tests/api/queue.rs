@@ -412,3 +412,53 @@ async fn delivered_calls_are_purged_after_their_retention() {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The nice value of every thread of this process named `name` (Linux: /proc/self/task).
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut nice = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let task = task.expect("task").path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // The fields after the command's closing parenthesis; nice is the 19th field of the
+        // line, the 17th after it.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if let Some(value) = rest.split_whitespace().nth(16) {
+            nice.push(value.parse().expect("nice"));
+        }
+    }
+    nice
+}
+
+/// Invariant: the outbox worker runs on its own thread at a lower CPU priority than the
+/// threads answering calls, so a delivery backlog competing for the CPUs cannot slow the
+/// answers down as much (BENCHMARKS.md, issue 12).
+#[actix_web::test]
+async fn invariant_the_outbox_thread_yields_the_cpu_to_the_http_threads() {
+    let app = spawn_app_with(queue()).await;
+    // The worker thread is named once it runs.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut outbox = nice_of_threads("hookgate-outbox");
+    while outbox.is_empty() && Instant::now() < deadline {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        outbox = nice_of_threads("hookgate-outbox");
+    }
+    assert!(!outbox.is_empty(), "no hookgate-outbox thread");
+    let base = std::fs::read_to_string("/proc/self/stat").expect("stat");
+    let base: i64 = base
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+        .expect("nice")
+        .parse()
+        .expect("nice");
+    assert!(
+        outbox.iter().all(|nice| *nice >= (base + 10).min(19)),
+        "outbox threads at nice {outbox:?}, the process at {base}"
+    );
+    drop(app);
+}
