@@ -119,8 +119,7 @@ pub struct Job {
 pub type AttemptFuture<'a> = Pin<Box<dyn Future<Output = Attempted> + 'a>>;
 
 /// One place deliveries go: a Jenkins target or a sink.
-/// `Send + Sync`: the worker runs on a thread of its own (see `startup`).
-pub trait Target: Send + Sync {
+pub trait Target {
     /// Attempts the worker runs at once for this target.
     fn max_in_flight(&self) -> usize;
     fn policy(&self) -> RetryPolicy;

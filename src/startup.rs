@@ -206,10 +206,9 @@ impl Application {
     /// the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let worker = match self.worker {
-            Some(worker) => Some(spawn_worker(worker, stopped, self.drain)?),
-            None => None,
-        };
+        let worker = self
+            .worker
+            .map(|worker| actix_web::rt::spawn(worker.run(stopped, self.drain)));
         let admin_handle = self.admin.handle();
         let admin = actix_web::rt::spawn(self.admin);
         let result = self.server.await;
@@ -220,45 +219,5 @@ impl Application {
             let _ = worker.await;
         }
         result.and(admin_result)
-    }
-}
-
-/// How much lower than the HTTP threads the outbox thread runs (a nice increment).
-const WORKER_NICENESS: i32 = 10;
-
-/// Runs the worker on a thread of its own, at a lower CPU priority than the threads that answer
-/// calls: when both CPUs are busy, accepting a call (the Notification plugin waits on the
-/// build's thread for the answer) goes before making a delivery, whose backlog is durable.
-/// The thread's blocking pool (the worker's store reads) inherits the priority. The returned
-/// receiver completes when the worker has stopped.
-fn spawn_worker(
-    worker: Worker,
-    stopped: watch::Receiver<bool>,
-    drain: Duration,
-) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
-    let (done, finished) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("hookgate-outbox-read")
-        .build()?;
-    std::thread::Builder::new()
-        .name("hookgate-outbox".to_owned())
-        .spawn(move || {
-            lower_priority();
-            runtime.block_on(worker.run(stopped, drain));
-            let _ = done.send(());
-        })?;
-    Ok(finished)
-}
-
-/// Lowers this thread's scheduling priority; threads it creates inherit it. On Linux the nice
-/// value is per thread (setpriority(2) with the thread id). Failing to lower it only costs the
-/// preference, so it is logged, not fatal.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(error) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), WORKER_NICENESS)
-    {
-        tracing::warn!(%error, "Cannot lower the outbox thread's priority.");
     }
 }

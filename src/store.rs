@@ -6,7 +6,6 @@
 //! (the worker's scan, `GET /deliveries/{id}`) use a separate connection, and the operator
 //! commands open their own, which SQLite's locking makes safe while the gateway runs.
 
-mod checkpoint;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -264,10 +263,6 @@ impl Store {
         };
         let mut conn = connect(&path, writer_cap)?;
         ops::migrate(&mut conn)?;
-        let nudge = checkpoint::spawn(connect(&path, 0)?);
-        if nudge.is_some() {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        }
         let reader = connect(&path, 0)?;
         let lookup = connect(&path, 0)?;
         let page_size = page_size(&conn)?;
@@ -282,9 +277,6 @@ impl Store {
         let writer = writer::Handle::spawn(
             conn,
             Box::new(move |conn| {
-                if let Some(nudge) = &nudge {
-                    nudge.send();
-                }
                 match ops::stats(conn) {
                     Ok(stats) => *lock(&published) = stats,
                     Err(error) => tracing::warn!(%error, "Cannot read the queue counts."),

@@ -62,17 +62,7 @@ struct Shared {
     unrecorded: Cell<usize>,
 }
 
-/// The worker before it runs: `Send`, so it can be moved to the thread it runs on.
 pub struct Worker {
-    store: Store,
-    targets: Targets,
-    metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
-    retention: Duration,
-}
-
-/// The worker as it runs, on one thread.
-struct Active {
     shared: Rc<Shared>,
     wake: Arc<Notify>,
     retention: Duration,
@@ -90,9 +80,12 @@ impl Worker {
         wake: Arc<Notify>,
     ) -> Self {
         Self {
-            store,
-            targets,
-            metrics,
+            shared: Rc::new(Shared {
+                store,
+                targets,
+                metrics,
+                unrecorded: Cell::new(0),
+            }),
             wake,
             retention: Duration::from_secs(settings.done_retention_secs),
         }
@@ -100,23 +93,7 @@ impl Worker {
 
     /// Delivers until `stop` turns true, then gives attempts in progress up to `drain` to finish;
     /// anything unfinished stays in the store for the next start.
-    pub async fn run(self, stop: watch::Receiver<bool>, drain: Duration) {
-        let active = Active {
-            shared: Rc::new(Shared {
-                store: self.store,
-                targets: self.targets,
-                metrics: self.metrics,
-                unrecorded: Cell::new(0),
-            }),
-            wake: self.wake,
-            retention: self.retention,
-        };
-        active.run(stop, drain).await;
-    }
-}
-
-impl Active {
-    async fn run(self, mut stop: watch::Receiver<bool>, drain: Duration) {
+    pub async fn run(self, mut stop: watch::Receiver<bool>, drain: Duration) {
         let mut in_flight: FuturesUnordered<Attempt> = FuturesUnordered::new();
         let mut running: Running = HashMap::new();
         let purge_every = PURGE_EVERY
