@@ -52,6 +52,7 @@ async fn main() -> std::io::Result<()> {
         itoc360_token: args
             .itoc360_token
             .unwrap_or_else(|| demo_secret("itoc360-token")),
+        ..FakeSinksConfig::default()
     };
     let sinks = FakeSinks::start_on(&args.listen, config).await?;
     println!("fake sinks listening on {}", sinks.url());

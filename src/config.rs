@@ -204,6 +204,15 @@ pub struct SinkSettings {
     pub triggered_by_parameter: Option<String>,
     pub optional_parameters: Option<Vec<String>>,
     pub statuses: Option<BTreeMap<String, String>>,
+    // kind = "port": the client credentials `POST /v1/auth/access_token` takes.
+    pub client_id_env: Option<String>,
+    pub client_id_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Build parameters naming the run, for builds not triggered through hookgate.
+    pub run_id_parameters: Option<Vec<String>>,
+    /// Also add a run log line at each step (default true).
+    pub logs: Option<bool>,
 }
 
 fn default_sink_max_in_flight() -> usize {
@@ -214,6 +223,10 @@ fn default_sink_max_in_flight() -> usize {
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Allstacks,
+    /// Not yet accepted in a config: its outbox target (run correlation, the trigger's
+    /// updates) is issue 13's next step; its settings, update bodies and API client are built.
+    #[serde(skip)]
+    Port,
     Alert,
     Forward,
 }
@@ -222,6 +235,7 @@ impl SinkKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SinkKind::Allstacks => "allstacks",
+            SinkKind::Port => "port",
             SinkKind::Alert => "alert",
             SinkKind::Forward => "forward",
         }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::{
-    AdminSettings, DeliveryMode, DeliverySettings, Env, Problem, Problems, Settings, Source,
+    AdminSettings, DeliveryMode, DeliverySettings, Env, Problem, Problems, Settings, SinkKind,
+    Source,
 };
 use crate::dispatch::JenkinsClient;
 use crate::events::sources::EventSources;
@@ -102,6 +103,41 @@ impl Gateway {
             for rule in rules.iter() {
                 rule.replays
                     .set_capacity(settings.server.replay_cache_entries);
+            }
+        }
+        if let Some(rules) = &rules {
+            for rule in rules.iter() {
+                let Some(report) = &rule.report else { continue };
+                let reason = match settings.sinks.get(&report.sink) {
+                    Some(sink) if sink.kind == SinkKind::Port => continue,
+                    Some(sink) => format!(
+                        "sink `{}` is of kind \"{}\"; a report goes to a sink of kind \"port\"",
+                        report.sink,
+                        sink.kind.as_str()
+                    ),
+                    None => {
+                        let ports: Vec<&String> = settings
+                            .sinks
+                            .iter()
+                            .filter(|(_, sink)| sink.kind == SinkKind::Port)
+                            .map(|(name, _)| name)
+                            .collect();
+                        format!(
+                            "no sink `{}`; port sinks configured: [{}]",
+                            report.sink,
+                            ports
+                                .iter()
+                                .map(|n| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                };
+                problems.push(Problem::new(
+                    rule.file.display().to_string(),
+                    "report.sink",
+                    reason,
+                ));
             }
         }
         if let Some(rules) = &rules

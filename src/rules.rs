@@ -7,6 +7,7 @@
 
 mod compile;
 pub mod model;
+pub mod template;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use crate::verify::replay::ReplayGuard;
 use crate::verify::signature::SignatureCheck;
 use crate::verify::token::{self, Candidate, TokenIndex};
 use model::BodyMode;
+use template::Template;
 
 /// File extensions read from `rules.dir`.
 pub const RULE_EXTENSIONS: [&str; 4] = ["toml", "yaml", "yml", "json"];
@@ -45,6 +47,8 @@ pub struct Rule {
     pub dispatch: DispatchSpec,
     /// Queue mode: how repeats of one call are recognised.
     pub idempotency: Option<IdempotencySpec>,
+    /// `[report]`: the Port run each call stands for, and the port sink told of it.
+    pub report: Option<ReportSpec>,
     /// `(per_sec, burst)` from `[rate]`; `None` uses the server's default.
     pub rate: Option<(u32, u32)>,
     /// Fields holding a secret written inline in the rule file (for `check`'s warnings).
@@ -65,6 +69,13 @@ impl Rule {
                 .as_ref()
                 .is_some_and(IdempotencySpec::needs_json)
     }
+}
+
+/// A rule's `[report]`, compiled; the gateway checks that `sink` is a port sink.
+#[derive(Debug, Clone)]
+pub struct ReportSpec {
+    pub sink: String,
+    pub run_id: Template,
 }
 
 /// Where a rule's calls go.

@@ -7,5 +7,6 @@ pub mod alert;
 pub mod allstacks;
 pub mod http;
 pub mod jenkins;
+pub mod port;
 pub mod repo;
 pub mod sink;

@@ -1,6 +1,8 @@
 //! An in-process stand-in for the systems hookgate relays Jenkins build events to, on one port:
 //! Allstacks' `cicd_job` webhook (vendor/allstacks-cicd-job-endpoint.txt), itoc360's events API
-//! (`jenkins-events.md` §3 "Events API") and a generic receiver that keeps what it is sent.
+//! (`jenkins-events.md` §3 "Events API"), Port's API for action runs (`port.md` §3: access
+//! tokens, run updates that refuse unknown keys with 422, run logs) and a generic receiver that
+//! keeps what it is sent.
 //! It records every request it receives. Used by the integration tests and by the `fake_sinks`
 //! example.
 //!
@@ -26,6 +28,12 @@ pub struct FakeSinksConfig {
     pub allstacks_token: String,
     /// itoc360's source token, expected as `Authorization: Bearer <token>` or `?token=`.
     pub itoc360_token: String,
+    /// Port's client id and secret, taken by `POST /v1/auth/access_token`.
+    pub port_client_id: String,
+    pub port_client_secret: String,
+    /// The `expiresIn` of the access tokens the fake issues (Port's own lifetime is not
+    /// documented; 0 means 3 hours).
+    pub port_token_secs: u64,
 }
 
 impl std::fmt::Debug for FakeSinksConfig {
@@ -33,6 +41,8 @@ impl std::fmt::Debug for FakeSinksConfig {
         f.debug_struct("FakeSinksConfig")
             .field("allstacks_token", &"***")
             .field("itoc360_token", &"***")
+            .field("port_client_id", &"***")
+            .field("port_client_secret", &"***")
             .finish()
     }
 }
@@ -46,6 +56,8 @@ pub enum Sink {
     Itoc360,
     /// `/forward` and anything under `/forward/`
     Forward,
+    /// `POST /v1/auth/access_token`, `PATCH /v1/actions/runs/{id}`, `POST .../{id}/logs`
+    Port,
     /// Any other path: answered 404.
     Unknown,
 }
@@ -58,6 +70,8 @@ impl Sink {
                 Sink::Allstacks
             }
             ["", "functions", "v1", "events"] => Sink::Itoc360,
+            ["", "v1", "auth", "access_token"] => Sink::Port,
+            ["", "v1", "actions", "runs", run, ..] if !run.is_empty() => Sink::Port,
             ["", "forward", ..] => Sink::Forward,
             _ => Sink::Unknown,
         }
@@ -163,6 +177,31 @@ fn mask(value: &str) -> String {
     }
 }
 
+/// A Port action run as the fake holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortRun {
+    /// `IN_PROGRESS` until an update sets `SUCCESS` or `FAILURE`.
+    pub status: String,
+    pub status_label: Option<String>,
+    pub link: Vec<String>,
+    pub summary: Option<String>,
+    pub external_run_id: Option<String>,
+    /// Every accepted PATCH body, in order.
+    pub updates: Vec<Value>,
+    /// Every log line's `message`, in order.
+    pub logs: Vec<String>,
+}
+
+/// The keys Port's run update takes (`additionalProperties: false`, port.md §3).
+const PORT_UPDATE_KEYS: [&str; 6] = [
+    "status",
+    "statusLabel",
+    "link",
+    "summary",
+    "externalRunId",
+    "message",
+];
+
 /// An alert itoc360 holds open: triggered, not yet resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenAlert {
@@ -189,6 +228,10 @@ struct State {
     /// Every `cicd_job` record Allstacks accepted, in order.
     jobs: Mutex<Vec<Value>>,
     open_alerts: Mutex<BTreeMap<String, OpenAlert>>,
+    /// Every run Port was told of, by id.
+    runs: Mutex<BTreeMap<String, PortRun>>,
+    /// Access tokens issued, newest last; a revoked one is refused with 401.
+    tokens: Mutex<Vec<(String, bool)>>,
     next_event: AtomicU64,
     next_request: AtomicU64,
     base_url: String,
@@ -225,6 +268,8 @@ impl FakeSinks {
             requests: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
             open_alerts: Mutex::new(BTreeMap::new()),
+            runs: Mutex::new(BTreeMap::new()),
+            tokens: Mutex::new(Vec::new()),
             next_event: AtomicU64::new(1),
             next_request: AtomicU64::new(1),
             base_url: format!("http://{addr}"),
@@ -301,6 +346,29 @@ impl FakeSinks {
     /// The alerts itoc360 holds open, by fingerprint.
     pub fn open_alerts(&self) -> Vec<OpenAlert> {
         lock(&self.state.open_alerts).values().cloned().collect()
+    }
+
+    /// The base URL of the fake Port API (a port sink's `url`).
+    pub fn port_url(&self) -> String {
+        self.url()
+    }
+
+    /// The runs Port was told of, by id.
+    pub fn port_runs(&self) -> BTreeMap<String, PortRun> {
+        lock(&self.state.runs).clone()
+    }
+
+    /// Makes every access token issued so far invalid (Port answers 401 to it), as a token
+    /// past its lifetime is.
+    pub fn expire_port_tokens(&self) {
+        for (_, revoked) in lock(&self.state.tokens).iter_mut() {
+            *revoked = true;
+        }
+    }
+
+    /// How many access tokens were issued.
+    pub fn port_tokens_issued(&self) -> usize {
+        lock(&self.state.tokens).len()
     }
 
     pub fn set_behaviour(&self, sink: Sink, behaviour: Behaviour) {
@@ -441,6 +509,7 @@ async fn respond(
     match sink {
         Sink::Allstacks => allstacks(request, body, state),
         Sink::Itoc360 => itoc360(request, query, body, state),
+        Sink::Port => port(request, body, state),
         Sink::Forward => Answer {
             response: HttpResponse::Ok().finish(),
             verdict: format!("kept {} bytes", body.len()),
@@ -546,6 +615,185 @@ fn allstacks(request: &HttpRequest, body: &[u8], state: &State) -> Answer {
 /// itoc360's events API as its SDKs use it (`jenkins-events.md` §3): 401 without a token, 404
 /// "source not found" for a token it does not know, `{"error": …}` bodies, and on success the
 /// stored event with `type` ALERT or RESOLVE and a fingerprint hashed from `id`.
+/// Port's API: tokens for the configured client id and secret; run updates and log lines with a
+/// token it issued and has not revoked. A run is known once it is first updated (the fake has no
+/// actions; Port itself answers 404 for an unknown run id, which tests script with `Status`).
+fn port(request: &HttpRequest, body: &[u8], state: &State) -> Answer {
+    let error = |status: StatusCode, error: &str, message: String| {
+        answer_json(
+            status,
+            json!({"ok": false, "error": error, "message": message}),
+            message,
+        )
+    };
+    let segments: Vec<&str> = request.path().trim_end_matches('/').split('/').collect();
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    if segments == ["", "v1", "auth", "access_token"] {
+        if request.method() != Method::POST {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "POST only".into(),
+            );
+        }
+        let field = |key: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let extra = parsed
+            .as_ref()
+            .and_then(Value::as_object)
+            .is_some_and(|o| o.keys().any(|k| k != "clientId" && k != "clientSecret"));
+        if extra {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "body may only have clientId and clientSecret".into(),
+            );
+        }
+        if field("clientId").as_deref() != Some(state.config.port_client_id.as_str())
+            || field("clientSecret").as_deref() != Some(state.config.port_client_secret.as_str())
+        {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid client credentials".into(),
+            );
+        }
+        let mut tokens = lock(&state.tokens);
+        let token = format!("fake-port-token-{}", tokens.len() + 1);
+        tokens.push((token.clone(), false));
+        let secs = if state.config.port_token_secs == 0 {
+            10_800
+        } else {
+            state.config.port_token_secs
+        };
+        return answer_json(
+            StatusCode::OK,
+            json!({"ok": true, "accessToken": token, "expiresIn": secs, "tokenType": "Bearer"}),
+            "token issued",
+        );
+    }
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let valid = bearer.is_some_and(|token| {
+        lock(&state.tokens)
+            .iter()
+            .any(|(issued, revoked)| *issued == token && !revoked)
+    });
+    if !valid {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid or expired token".into(),
+        );
+    }
+    let Some(update) = parsed.as_ref().and_then(Value::as_object) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body is not a JSON object".into(),
+        );
+    };
+    match (request.method().clone(), segments.as_slice()) {
+        (Method::PATCH, ["", "v1", "actions", "runs", run]) => {
+            if let Some(key) = update
+                .keys()
+                .find(|k| !PORT_UPDATE_KEYS.contains(&k.as_str()))
+            {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    format!("body must NOT have additional properties ({key})"),
+                );
+            }
+            let mut runs = lock(&state.runs);
+            let entry = runs.entry((*run).to_owned()).or_insert_with(|| PortRun {
+                status: "IN_PROGRESS".into(),
+                ..PortRun::default()
+            });
+            if entry.status != "IN_PROGRESS" {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "run_already_finished",
+                    format!("run {run} has already ended with {}", entry.status),
+                );
+            }
+            let text = |key: &str| update.get(key).and_then(Value::as_str).map(str::to_owned);
+            if let Some(status) = text("status") {
+                if status != "SUCCESS" && status != "FAILURE" {
+                    return error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_request",
+                        "status must be SUCCESS or FAILURE".into(),
+                    );
+                }
+                entry.status = status;
+            }
+            if let Some(label) = text("statusLabel") {
+                entry.status_label = Some(label);
+            }
+            match update.get("link") {
+                Some(Value::String(link)) => entry.link = vec![link.clone()],
+                Some(Value::Array(links)) => {
+                    entry.link = links
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                }
+                _ => {}
+            }
+            if let Some(summary) = text("summary") {
+                entry.summary = Some(summary);
+            }
+            if let Some(external) = text("externalRunId") {
+                entry.external_run_id = Some(external);
+            }
+            entry.updates.push(Value::Object(update.clone()));
+            println!(
+                "port: run {run} {} {}",
+                entry.status,
+                Value::Object(update.clone())
+            );
+            answer_json(
+                StatusCode::OK,
+                json!({"ok": true, "run": {"id": run, "status": entry.status}}),
+                "run updated",
+            )
+        }
+        (Method::POST, ["", "v1", "actions", "runs", run, "logs"]) => {
+            let Some(message) = update.get("message").and_then(Value::as_str) else {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    "body must have required property 'message'".into(),
+                );
+            };
+            let mut runs = lock(&state.runs);
+            let entry = runs.entry((*run).to_owned()).or_insert_with(|| PortRun {
+                status: "IN_PROGRESS".into(),
+                ..PortRun::default()
+            });
+            entry.logs.push(message.to_owned());
+            println!("port: run {run} log: {message}");
+            answer_json(
+                StatusCode::CREATED,
+                json!({"ok": true, "runLog": {"runId": run, "message": message}}),
+                "log added",
+            )
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such route".into()),
+    }
+}
+
 fn itoc360(
     request: &HttpRequest,
     query: &[(String, String)],
@@ -687,6 +935,7 @@ mod tests {
         let config = FakeSinksConfig {
             allstacks_token: PAT.into(),
             itoc360_token: SOURCE.into(),
+            ..FakeSinksConfig::default()
         };
         match FakeSinks::start(config).await {
             Ok(sinks) => sinks,

@@ -42,6 +42,17 @@ pub fn test_event(
 ) -> Result<ExitCode, String> {
     let body = read_payload(event_file)?;
     let jenkins = pick_jenkins(gateway, jenkins)?;
+    let public_url = gateway
+        .settings
+        .jenkins
+        .get(jenkins)
+        .map(|target| {
+            target
+                .public_url
+                .clone()
+                .unwrap_or_else(|| target.url.clone())
+        })
+        .unwrap_or_default();
     let event = Event::parse(&body).map_err(|reason| {
         format!(
             "{}: the endpoint would answer 400: {reason}",
@@ -79,6 +90,33 @@ pub fn test_event(
     for sink in gateway.sinks.iter() {
         if let Err(why) = sink.matcher.check(jenkins, &event) {
             out!("sink {}: skipped: {why}", sink.name);
+            continue;
+        }
+        if let Some(port) = sink.port() {
+            sends += 1;
+            let preview = crate::sinks::port::preview(&event, &port.run_id_parameters, &public_url);
+            out!("sink {}: matches; the run: {}", sink.name, preview.run);
+            match preview.update {
+                Some(update) => {
+                    out!("  would send: PATCH {}/v1/actions/runs/<run>", sink.url());
+                    out!(
+                        "  Authorization: Bearer [an access token from POST /v1/auth/access_token]"
+                    );
+                    out!("");
+                    out!("  {update}");
+                    if port.logs {
+                        out!(
+                            "  and POST {}/v1/actions/runs/<run>/logs {}",
+                            sink.url(),
+                            crate::sinks::port::log_line(&update)
+                        );
+                    }
+                }
+                None => out!(
+                    "  would send nothing for {}: Port hears of the queue item when Jenkins accepts the trigger, and of the result at FINALIZED",
+                    event.build.phase
+                ),
+            }
             continue;
         }
         match sink.prepare(jenkins, &body, &event, &facts) {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::model::{RuleFile, SchemeName};
-use super::{DispatchSpec, Rule};
+use super::template::Template;
+use super::{DispatchSpec, ReportSpec, Rule};
 use crate::config::{Env, InlineSecret, Problem};
 use crate::extract::{BodyVariable, CompileError, IdempotencySpec, RequestVariable, Shape};
 use crate::filter::Filter;
@@ -184,6 +185,51 @@ pub(super) fn compile(
             .ok(),
     };
 
+    let report = file.report.as_ref().and_then(|section| {
+        match Template::parse(&section.run_id) {
+            Ok(run_id) => {
+                let known: Vec<&str> = body_variables
+                    .iter()
+                    .map(BodyVariable::name)
+                    .chain(header_variables.iter().map(RequestVariable::name))
+                    .chain(query_variables.iter().map(RequestVariable::name))
+                    .collect();
+                // GWT also resolves `<name>_<n>` for each element of an array value.
+                let unknown: Vec<&str> = run_id
+                    .variables()
+                    .filter(|v| {
+                        !known.iter().any(|k| {
+                            v == k
+                                || v.strip_prefix(k)
+                                    .and_then(|rest| rest.strip_prefix('_'))
+                                    .is_some()
+                        })
+                    })
+                    .collect();
+                if unknown.is_empty() {
+                    Some(ReportSpec {
+                        sink: section.sink.clone(),
+                        run_id,
+                    })
+                } else {
+                    problem(
+                        "report.run_id".to_owned(),
+                        format!(
+                            "reads {} but the rule resolves only [{}]",
+                            unknown.join(", "),
+                            known.join(", ")
+                        ),
+                    );
+                    None
+                }
+            }
+            Err(reason) => {
+                problem("report.run_id".to_owned(), reason);
+                None
+            }
+        }
+    });
+
     // Every `None` above was reported as a problem, so this only proceeds when all is well.
     let (Some(signature), Some(filter), true) = (signature, filter, problems.is_empty()) else {
         return Err(problems);
@@ -212,6 +258,7 @@ pub(super) fn compile(
             body: file.dispatch.body,
         },
         idempotency,
+        report,
         inline_secrets: [
             ("token", file.token.is_some()),
             ("verify.secret", file.verify.secret.is_some()),

@@ -44,6 +44,17 @@ pub struct RuleFile {
     pub idempotency: Option<IdempotencySection>,
     /// This rule's rate of verified calls (overrides `server.rate_per_rule`).
     pub rate: Option<RateSection>,
+    /// Which Port run each call stands for, reported to a port sink.
+    pub report: Option<ReportSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {
+    /// A `[sinks.<name>]` of kind `port`.
+    pub sink: String,
+    /// Template over the resolved variables, e.g. `$RUN_ID`.
+    pub run_id: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,7 +35,7 @@ pub const RESULTS: [&str; 5] = ["SUCCESS", "UNSTABLE", "FAILURE", "NOT_BUILT", "
 fn default_phases(kind: SinkKind) -> Vec<Phase> {
     match kind {
         SinkKind::Allstacks => vec![Phase::Finalized],
-        SinkKind::Alert | SinkKind::Forward => Phase::ALL.to_vec(),
+        SinkKind::Port | SinkKind::Alert | SinkKind::Forward => Phase::ALL.to_vec(),
     }
 }
 
@@ -47,7 +47,7 @@ fn default_results(kind: SinkKind) -> Option<Vec<String>> {
                 .map(str::to_owned)
                 .to_vec(),
         ),
-        SinkKind::Alert | SinkKind::Forward => None,
+        SinkKind::Port | SinkKind::Alert | SinkKind::Forward => None,
     }
 }
 
@@ -153,9 +153,24 @@ impl Matcher {
 #[derive(Debug)]
 enum Shape {
     Allstacks { rules: Box<RecordRules> },
+    Port(Arc<PortSettings>),
     Alert,
     Forward,
 }
+
+/// A `kind = "port"` sink's own settings, compiled.
+#[derive(Debug)]
+pub struct PortSettings {
+    pub client_id: Secret,
+    pub client_secret: Secret,
+    /// Build parameters naming the run, first present wins.
+    pub run_id_parameters: Vec<String>,
+    /// Also post a run log line with each update.
+    pub logs: bool,
+}
+
+/// The build parameters Port's Jenkins guide names the run id with.
+pub const DEFAULT_RUN_ID_PARAMETERS: [&str; 2] = ["PORT_RUN_ID", "RUN_ID"];
 
 /// A compiled `[sinks.<name>]`.
 #[derive(Debug)]
@@ -201,7 +216,7 @@ impl Sink {
     pub fn ordering_key(&self, jenkins: &str, event: &Event) -> String {
         match self.shape {
             Shape::Alert => format!("{}\n{jenkins}\njob {}", self.name, event.url),
-            Shape::Allstacks { .. } | Shape::Forward => {
+            Shape::Allstacks { .. } | Shape::Port(_) | Shape::Forward => {
                 format!("{}\n{jenkins}\nbuild {}", self.name, event.build_key())
             }
         }
@@ -215,12 +230,26 @@ impl Sink {
             kind = self.kind.as_str(),
             url = self.url,
             token = match (&self.token, self.token_in) {
+                (None, _) if self.port().is_some() => "client id and secret",
                 (None, _) => "none",
                 (Some(_), TokenIn::Bearer) => "bearer",
                 (Some(_), TokenIn::Query) => "query",
             },
             matching = self.matcher.describe(),
         )
+    }
+
+    /// The configured URL (never holds a credential: `check_url` refuses those).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A port sink's own settings.
+    pub fn port(&self) -> Option<&Arc<PortSettings>> {
+        match &self.shape {
+            Shape::Port(settings) => Some(settings),
+            _ => None,
+        }
     }
 
     /// Whether the sink sends one record per build (a later matching phase sends nothing).
@@ -254,6 +283,12 @@ impl Sink {
             ),
             // The event as the plugin sent it, under the plugin's own content type.
             Shape::Forward => (body.to_vec(), "application/json;charset=UTF-8"),
+            // What Port gets depends on the run the build belongs to: `port::preview`.
+            Shape::Port(_) => {
+                return Err(
+                    "a port sink's update depends on the build's run; see port::preview".to_owned(),
+                );
+            }
         };
         let (url, shown_url, authorization) = match (&self.token, self.token_in) {
             (None, _) => (self.url.clone(), self.url.clone(), None),
@@ -390,6 +425,28 @@ fn compile_one(
     });
     let has_token_source =
         sink.token.is_some() || sink.token_env.is_some() || sink.token_file.is_some();
+    if kind == SinkKind::Port && has_token_source {
+        report.add(
+            token_field,
+            "not for kind = \"port\": Port takes client_id_env/client_id_file and client_secret_env/client_secret_file, and hookgate fetches the access token".to_owned(),
+        );
+    }
+    if kind == SinkKind::Port && sink.token_in.is_some() {
+        report.add(
+            "token_in",
+            "not for kind = \"port\": the access token goes as a Bearer token".to_owned(),
+        );
+    }
+    if kind != SinkKind::Port {
+        for (field, set) in port_keys(sink) {
+            if set {
+                report.add(
+                    field,
+                    format!("only for kind = \"port\", not \"{}\"", kind.as_str()),
+                );
+            }
+        }
+    }
     if kind == SinkKind::Allstacks && !has_token_source {
         report.add(
             "token_env",
@@ -411,23 +468,24 @@ fn compile_one(
         report.add("max_in_flight", "must be at least 1".to_owned());
     }
     let matcher = compile_match(kind, &sink.matching, jenkins, report);
+    if kind != SinkKind::Allstacks {
+        for (field, set) in allstacks_keys(sink) {
+            if set {
+                report.add(
+                    field,
+                    format!("only for kind = \"allstacks\", not \"{}\"", kind.as_str()),
+                );
+            }
+        }
+    }
     let shape = match kind {
         SinkKind::Allstacks => compile_allstacks(name, sink, report),
-        SinkKind::Alert | SinkKind::Forward => {
-            for (field, set) in allstacks_keys(sink) {
-                if set {
-                    report.add(
-                        field,
-                        format!("only for kind = \"allstacks\", not \"{}\"", kind.as_str()),
-                    );
-                }
-            }
-            Some(if kind == SinkKind::Alert {
-                Shape::Alert
-            } else {
-                Shape::Forward
-            })
-        }
+        SinkKind::Port => compile_port(sink, env, report),
+        SinkKind::Alert | SinkKind::Forward => Some(if kind == SinkKind::Alert {
+            Shape::Alert
+        } else {
+            Shape::Forward
+        }),
     };
     if report.count() != before {
         return None;
@@ -480,6 +538,75 @@ fn allstacks_keys(sink: &SinkSettings) -> [(&'static str, bool); 8] {
         ("optional_parameters", sink.optional_parameters.is_some()),
         ("statuses", sink.statuses.is_some()),
     ]
+}
+
+fn port_keys(sink: &SinkSettings) -> [(&'static str, bool); 6] {
+    [
+        ("client_id_env", sink.client_id_env.is_some()),
+        ("client_id_file", sink.client_id_file.is_some()),
+        ("client_secret_env", sink.client_secret_env.is_some()),
+        ("client_secret_file", sink.client_secret_file.is_some()),
+        ("run_id_parameters", sink.run_id_parameters.is_some()),
+        ("logs", sink.logs.is_some()),
+    ]
+}
+
+/// Port's client id and secret, both required, each from one source.
+fn compile_port(sink: &SinkSettings, env: &dyn Env, report: &mut Report<'_>) -> Option<Shape> {
+    let mut credential = |field: &str, env_name: Option<&str>, file: Option<&Path>| {
+        let shown = if file.is_some() && env_name.is_none() {
+            format!("{field}_file")
+        } else {
+            format!("{field}_env")
+        };
+        match (SecretSource {
+            inline: None,
+            env: env_name,
+            file,
+        })
+        .read(Path::new("."), env)
+        {
+            Ok(Some(secret)) => Some(secret),
+            Ok(None) => {
+                report.add(
+                    &shown,
+                    format!("required: Port's {field} for POST /v1/auth/access_token ({field}_env or {field}_file)"),
+                );
+                None
+            }
+            Err(reason) => {
+                report.add(&shown, reason);
+                None
+            }
+        }
+    };
+    let client_id = credential(
+        "client_id",
+        sink.client_id_env.as_deref(),
+        sink.client_id_file.as_deref(),
+    );
+    let client_secret = credential(
+        "client_secret",
+        sink.client_secret_env.as_deref(),
+        sink.client_secret_file.as_deref(),
+    );
+    let run_id_parameters = sink
+        .run_id_parameters
+        .clone()
+        .unwrap_or_else(|| DEFAULT_RUN_ID_PARAMETERS.map(str::to_owned).to_vec());
+    if let Some(i) = run_id_parameters.iter().position(|p| p.trim().is_empty()) {
+        report.add(
+            &format!("run_id_parameters[{i}]"),
+            "must name a build parameter".to_owned(),
+        );
+        return None;
+    }
+    Some(Shape::Port(Arc::new(PortSettings {
+        client_id: client_id?,
+        client_secret: client_secret?,
+        run_id_parameters,
+        logs: sink.logs.unwrap_or(true),
+    })))
 }
 
 fn compile_match(
@@ -830,5 +957,100 @@ impl outbox::Target for SinkTarget {
 
     fn settled(&self, outcome: &'static str) {
         self.metrics.sink_delivery(&self.sink.name, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A port sink's settings as TOML (the kind is set after parsing: `kind = "port"` is not yet
+    /// accepted in a config).
+    fn port_sink(extra: &str) -> SinkSettings {
+        let mut settings: SinkSettings = toml::from_str(&format!(
+            "kind = \"forward\"\nurl = \"https://api.getport.io\"\n{extra}"
+        ))
+        .expect("settings");
+        settings.kind = SinkKind::Port;
+        settings
+    }
+
+    fn compile(settings: SinkSettings) -> Result<Sinks, Vec<String>> {
+        let env: HashMap<String, String> = [
+            ("PORT_CLIENT_ID", "client-id"),
+            ("PORT_CLIENT_SECRET", "client-secret"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into_iter()
+        .collect();
+        let jenkins: BTreeSet<String> = ["main".to_owned()].into();
+        let settings: BTreeMap<String, SinkSettings> = [("port".to_owned(), settings)].into();
+        Sinks::compile(&settings, &jenkins, "hookgate.toml", &env)
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+    }
+
+    const CREDENTIALS: &str =
+        "client_id_env = \"PORT_CLIENT_ID\"\nclient_secret_env = \"PORT_CLIENT_SECRET\"";
+
+    #[test]
+    fn a_port_sink_takes_its_client_credentials_and_defaults() {
+        let sinks = compile(port_sink(CREDENTIALS)).expect("compiles");
+        let sink = sinks.iter().next().expect("one sink");
+        let port = sink.port().expect("a port sink");
+        assert_eq!(port.client_id.expose(), b"client-id");
+        assert_eq!(port.client_secret.expose(), b"client-secret");
+        assert_eq!(port.run_id_parameters, ["PORT_RUN_ID", "RUN_ID"]);
+        assert!(port.logs);
+        assert!(sink.matcher.describe().contains("phases=all results=all"));
+        assert!(!sink.summary().contains("client-secret"));
+    }
+
+    #[test]
+    fn a_port_sink_without_credentials_or_with_others_keys_is_refused() {
+        // check(extra keys, a problem expected among those reported)
+        let check = |extra: &str, expected: &str| {
+            let problems = compile(port_sink(extra)).expect_err(extra);
+            assert!(
+                problems.iter().any(|p| p.contains(expected)),
+                "{extra}: {problems:?}"
+            );
+        };
+        check("", "sinks.port.client_id_env: required");
+        check("", "sinks.port.client_secret_env: required");
+        check(
+            "client_id_env = \"PORT_CLIENT_ID\"",
+            "sinks.port.client_secret_env: required",
+        );
+        check(
+            "client_id_env = \"UNSET\"\nclient_secret_env = \"PORT_CLIENT_SECRET\"",
+            "sinks.port.client_id_env: environment variable UNSET is not set",
+        );
+        check(
+            &format!("{CREDENTIALS}\ntoken_env = \"PORT_CLIENT_ID\""),
+            "sinks.port.token_env: not for kind = \"port\"",
+        );
+        check(
+            &format!("{CREDENTIALS}\nservice_id = 4"),
+            "sinks.port.service_id: only for kind = \"allstacks\", not \"port\"",
+        );
+        check(
+            &format!("{CREDENTIALS}\nrun_id_parameters = [\"\"]"),
+            "sinks.port.run_id_parameters[0]: must name a build parameter",
+        );
+    }
+
+    #[test]
+    fn port_keys_on_another_kind_are_refused() {
+        let mut settings = port_sink(CREDENTIALS);
+        settings.kind = SinkKind::Forward;
+        let problems = compile(settings).expect_err("refused");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("sinks.port.client_id_env: only for kind = \"port\"")),
+            "{problems:?}"
+        );
     }
 }

@@ -955,6 +955,7 @@ async fn invariant_no_log_line_answer_or_cli_output_leaks_an_events_token_or_a_s
     let sinks = FakeSinks::start(FakeSinksConfig {
         allstacks_token: "the-real-pat".to_owned(),
         itoc360_token: "the-real-itoc".to_owned(),
+        ..FakeSinksConfig::default()
     })
     .await
     .expect("fake sinks");
@@ -1083,4 +1084,47 @@ async fn invariant_no_log_line_answer_or_cli_output_leaks_an_events_token_or_a_s
         }
     }
     drop(served);
+}
+
+/// A rule's `[report]` must name a sink of kind port; `check` says which sinks there are.
+#[test]
+fn check_refuses_a_report_to_a_sink_that_is_not_a_port_sink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    events_config(dir.path(), "http://127.0.0.1:9", "");
+    let rule = |sink: &str| {
+        format!(
+            r#"token = "sender-token"
+[verify]
+scheme = "none"
+[[variables]]
+name = "RUN_ID"
+jsonpath = "$.context.runId"
+[dispatch]
+token = "job-token"
+[report]
+sink = "{sink}"
+run_id = "$RUN_ID"
+"#
+        )
+    };
+    std::fs::write(dir.path().join("rules/to-relay.toml"), rule("relay")).expect("write");
+    std::fs::write(dir.path().join("rules/to-nothing.toml"), rule("port")).expect("write");
+    let output = Command::new(BIN)
+        .args(["check"])
+        .current_dir(dir.path())
+        .env_remove("HOOKGATE_CONFIG")
+        .env("EV_TOKEN", "x")
+        .env("EV_PAT", "x")
+        .env("EV_ITOC", "x")
+        .env("EV_RELAY", "x")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    for expected in [
+        "to-relay.toml: report.sink: sink `relay` is of kind \"forward\"; a report goes to a sink of kind \"port\"",
+        "to-nothing.toml: report.sink: no sink `port`; port sinks configured: []",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
 }

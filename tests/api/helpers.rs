@@ -37,6 +37,9 @@ pub const ADMIN_TOKEN: &str = "admin-bearer-token";
 pub const EVENTS_TOKEN: &str = "jenkins-events-token";
 pub const ALLSTACKS_TOKEN: &str = "allstacks-pat-value";
 pub const ITOC360_TOKEN: &str = "itoc360-source-token";
+/// Port's client credentials as the fake Port API takes them.
+pub const PORT_CLIENT_ID: &str = "port-client-id-value";
+pub const PORT_CLIENT_SECRET: &str = "port-client-secret-value";
 
 /// Logs go to a sink unless `TEST_LOG` is set, so failures can be debugged with logs on.
 static TRACING: LazyLock<()> = LazyLock::new(|| {
@@ -157,6 +160,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let sinks = FakeSinks::start(FakeSinksConfig {
         allstacks_token: ALLSTACKS_TOKEN.to_owned(),
         itoc360_token: ITOC360_TOKEN.to_owned(),
+        port_client_id: PORT_CLIENT_ID.to_owned(),
+        port_client_secret: PORT_CLIENT_SECRET.to_owned(),
+        port_token_secs: 0,
     })
     .await
     .expect("fake sinks start");

@@ -12,6 +12,7 @@ mod events;
 mod gwt;
 mod helpers;
 mod invoke;
+mod port;
 mod queue;
 mod security;
 mod signatures;

@@ -298,3 +298,34 @@ fn a_timestamp_header_must_be_covered_by_the_signed_template() {
         assert!(got[0].2.contains("{timestamp}"), "{got:?}");
     }
 }
+
+/// PORT_TOML with a `[report]` section.
+fn reporting(run_id: &str) -> String {
+    format!("{PORT_TOML}\n[report]\nsink = \"port\"\nrun_id = \"{run_id}\"\n")
+}
+
+#[test]
+fn a_report_reads_the_run_id_from_the_rules_own_variables() {
+    let rules = load(&[("deploy.toml", &reporting("$ACTION"))]).expect("loads");
+    let rule = rules.iter().next().expect("one rule");
+    let report = rule.report.as_ref().expect("a report");
+    assert_eq!(report.sink, "port");
+    let variables: HashMap<String, String> = [("ACTION".to_owned(), "r_1".to_owned())].into();
+    assert_eq!(report.run_id.render(&variables).as_deref(), Some("r_1"));
+    // check(run_id, expected reason)
+    let check = |run_id: &str, reason: &str| {
+        let found = problems(&[("deploy.toml", &reporting(run_id))]);
+        assert!(
+            found.iter().any(|(file, field, why)| file == "deploy.toml"
+                && field == "report.run_id"
+                && why.contains(reason)),
+            "{run_id}: {found:?}"
+        );
+    };
+    check("", "must not be empty");
+    check("r_fixed", "names no variable");
+    check(
+        "$RUN_ID",
+        "reads RUN_ID but the rule resolves only [ACTION]",
+    );
+}
