@@ -72,6 +72,9 @@ pub struct Delivery {
     request_id: Option<String>,
     /// The verified signature, remembered with the delivery against replays.
     replay: Option<ReplayMark>,
+    /// The Port run the call stands for (`{"sink", "run"}`), when its rule reports and the
+    /// run id resolved.
+    report: Option<String>,
 }
 
 impl Delivery {
@@ -113,6 +116,13 @@ impl Delivery {
                 digest: hex::encode(Sha256::digest(key.as_bytes())),
                 ttl_ms: i64::try_from(spec.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             });
+        let report = rule.report.as_ref().and_then(|report| {
+            let run = report.run_id.render(variables);
+            if run.is_none() {
+                tracing::warn!(rule = %rule.name, run_id = report.run_id.source(), "The call names no Port run (its run_id template is unresolved); it is not reported.");
+            }
+            run.map(|run| serde_json::json!({"sink": report.sink, "run": run}).to_string())
+        });
         Self {
             call: Call {
                 id: Ulid::generate(),
@@ -123,6 +133,7 @@ impl Delivery {
             idempotency,
             request_id: request_id.map(str::to_owned),
             replay,
+            report,
         }
     }
 
@@ -145,6 +156,7 @@ impl Delivery {
             request_id: self.request_id.clone(),
             idempotency: self.idempotency.clone(),
             replay: self.replay,
+            report: self.report.clone(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::DeliverySettings;
-use crate::store::Payload;
+use crate::store::{Effect, Next, Payload, Pending};
 
 /// Backoff and attempt budget (`[delivery]`).
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +127,11 @@ pub trait Target {
     fn attempt<'a>(&'a self, job: &'a Job) -> AttemptFuture<'a>;
     /// Told each decided outcome (`done`, `retry`, `dead`), for the target's own metrics.
     fn settled(&self, _outcome: &'static str) {}
+    /// What the decided outcome of `pending` leads to, written in the outcome's transaction
+    /// (a reported trigger's queue items, for one).
+    fn follow_up(&self, _pending: &Pending, _next: &Next) -> Vec<Effect> {
+        Vec::new()
+    }
 }
 
 /// Every configured target by its `target` id.

@@ -111,6 +111,7 @@ impl Application {
                             Arc::clone(&rules),
                             Arc::clone(&metrics),
                             policy,
+                            Duration::from_secs(delivery.done_retention_secs),
                         )),
                     );
                 }

@@ -20,9 +20,10 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
 pub use ops::{
-    Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, Due, EventAccepted,
-    EventRef, EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next, Payload, Pending,
-    Ready, RememberedSignature, ReplayMark, Requeued, Stats, StoredEvent, Want, target_id,
+    Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, Due, Effect,
+    EventAccepted, EventRef, EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next,
+    Payload, Pending, Ready, RememberedSignature, ReplayMark, Requeued, Stats, StoredEvent, Want,
+    target_id,
 };
 
 /// Merges a build event into the facts kept for its build (JSON in, JSON out); shared with the
@@ -472,6 +473,18 @@ impl Store {
     ) -> Result<Vec<Pending>, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
             ops::orphans(conn, &known, limit)
+        })
+        .await
+    }
+
+    /// The Port run (sink, run id) a queue item of `jenkins` belongs to, while it is kept.
+    pub async fn run_of(
+        &self,
+        jenkins: String,
+        queue_id: u64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Self::read(&self.inner.reader, move |conn| {
+            ops::run_of(conn, &jenkins, queue_id, now_ms())
         })
         .await
     }

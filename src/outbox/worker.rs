@@ -327,12 +327,14 @@ async fn settle(
             "dead",
         ),
     };
+    let effects = target.map_or_else(Vec::new, |target| target.follow_up(pending, &next));
     let record = AttemptRecord {
         at_ms: started_ms,
         duration_ms,
         status: attempted.status,
         error: error_text.clone(),
         next: next.clone(),
+        effects,
     };
     let latency = matches!(next, Next::Done { .. })
         .then(|| Duration::from_millis(u64::try_from(now_ms() - pending.accepted_at).unwrap_or(0)));

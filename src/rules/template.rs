@@ -1,7 +1,7 @@
 //! `[report] run_id`: a template over a rule's resolved variables (`$NAME` or `${NAME}`, as
 //! GWT's variables are written in a Jenkins job), compiled once and rendered per call.
 
-use std::collections::HashMap;
+use crate::extract::Variables;
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Template {
 
     /// The text with each variable's resolved value; `None` when a variable is unresolved or
     /// the result is blank (the call names no run).
-    pub fn render(&self, variables: &HashMap<String, String>) -> Option<String> {
+    pub fn render(&self, variables: &Variables) -> Option<String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
@@ -111,11 +111,10 @@ mod tests {
 
     #[test]
     fn templates_render_from_the_resolved_variables() {
-        let variables: HashMap<String, String> =
-            [("RUN_ID", "r_abc"), ("ENV", "prod"), ("EMPTY", "")]
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .into_iter()
-                .collect();
+        let variables: Variables = [("RUN_ID", "r_abc"), ("ENV", "prod"), ("EMPTY", "")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into_iter()
+            .collect();
         // check(template, rendered)
         let check = |source: &str, expected: Option<&str>| {
             let template = Template::parse(source).expect(source);

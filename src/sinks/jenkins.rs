@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{self, AttemptFuture, Attempted, Job, RetryPolicy, Verdict};
 use crate::rules::RuleSet;
 use crate::secret::SecretSource;
-use crate::store::Payload;
+use crate::store::{Effect, Next, Payload, Pending};
 use ulid::Ulid;
 
 /// Jenkins' answers are small; anything larger is not a GWT answer and is not read further.
@@ -47,6 +47,19 @@ pub struct JenkinsAnswer {
     /// Jenkins queue item id, 0 when unknown.
     pub id: u64,
     /// Queue item URL as GWT gives it (`queue/item/<id>/`), "" when unknown.
+    pub url: String,
+    /// Every job GWT scheduled, with its queue item, in the answer's order (one call with a
+    /// token several jobs share triggers each of them).
+    pub items: Vec<QueueItem>,
+}
+
+/// One job GWT scheduled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueItem {
+    /// The job's full name, as GWT's answer keys it.
+    pub job: String,
+    pub id: u64,
+    /// `queue/item/<id>/`.
     pub url: String,
 }
 
@@ -351,6 +364,7 @@ struct Jobs(Vec<Option<GwtJob>>);
 
 #[derive(Default)]
 struct GwtJob {
+    name: String,
     triggered: bool,
     id: u64,
     url: String,
@@ -366,8 +380,12 @@ impl<'de> Deserialize<'de> for Jobs {
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Jobs, A::Error> {
                 let mut jobs = Vec::new();
-                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
-                    jobs.push(map.next_value::<MaybeJob>()?.0);
+                while let Some(name) = map.next_key::<String>()? {
+                    let mut job = map.next_value::<MaybeJob>()?.0;
+                    if let Some(job) = job.as_mut() {
+                        job.name = name;
+                    }
+                    jobs.push(job);
                 }
                 Ok(Jobs(jobs))
             }
@@ -464,6 +482,7 @@ fn parse_answer(body: &[u8]) -> Option<JenkinsAnswer> {
         triggered: true,
         id: 0,
         url: String::new(),
+        items: Vec::new(),
     };
     // GWT's silent response is an empty 200; any other body must be GWT's JSON, or it came
     // from something else answering in Jenkins' place (a login page, a proxy).
@@ -479,12 +498,22 @@ fn parse_answer(body: &[u8]) -> Option<JenkinsAnswer> {
         .iter()
         .find(|job| job.triggered)
         .or_else(|| parsed.first());
+    let items = parsed
+        .iter()
+        .filter(|job| job.triggered && job.id != 0)
+        .map(|job| QueueItem {
+            job: job.name.clone(),
+            id: job.id,
+            url: job.url.clone(),
+        })
+        .collect();
     Some(match chosen {
         Some(job) => JenkinsAnswer {
             status: 200,
             triggered: job.triggered,
             id: job.id,
             url: job.url.clone(),
+            items,
         },
         None => accepted,
     })
@@ -497,6 +526,8 @@ pub struct JenkinsTarget {
     rules: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
+    /// How long a reported trigger's queue items name its run (`delivery.done_retention_secs`).
+    correlation_ttl: Duration,
 }
 
 impl JenkinsTarget {
@@ -506,6 +537,7 @@ impl JenkinsTarget {
         rules: Arc<RuleSet>,
         metrics: Arc<Metrics>,
         policy: RetryPolicy,
+        correlation_ttl: Duration,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -513,6 +545,7 @@ impl JenkinsTarget {
             rules,
             metrics,
             policy,
+            correlation_ttl,
         }
     }
 
@@ -561,6 +594,48 @@ impl outbox::Target for JenkinsTarget {
     fn attempt<'a>(&'a self, job: &'a Job) -> AttemptFuture<'a> {
         Box::pin(self.send(job))
     }
+
+    fn follow_up(&self, pending: &Pending, next: &Next) -> Vec<Effect> {
+        correlate(pending, next, self.correlation_ttl)
+            .into_iter()
+            .collect()
+    }
+}
+
+/// A reported trigger's stored run (`{"sink", "run"}`).
+#[derive(Debug, Deserialize)]
+struct StoredReport {
+    sink: String,
+    run: String,
+}
+
+/// A reported trigger that Jenkins accepted: every queue item of its receipt belongs to its run.
+fn correlate(pending: &Pending, next: &Next, ttl: Duration) -> Option<Effect> {
+    let Next::Done {
+        receipt: Some(receipt),
+    } = next
+    else {
+        return None;
+    };
+    let report: StoredReport = serde_json::from_str(pending.report.as_deref()?).ok()?;
+    let receipt: serde_json::Value = serde_json::from_str(receipt).ok()?;
+    let items: Vec<(u64, String)> = receipt["jobs"]
+        .as_array()?
+        .iter()
+        .filter_map(|item| {
+            Some((
+                item["id"].as_u64()?,
+                item["job"].as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect();
+    (!items.is_empty()).then(|| Effect::Correlate {
+        jenkins: pending.target.clone(),
+        sink: report.sink,
+        run_id: report.run,
+        items,
+        ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+    })
 }
 
 /// How a Jenkins answer decides the delivery's fate.
@@ -580,10 +655,15 @@ pub fn classify(result: &Result<JenkinsAnswer, DispatchError>) -> Verdict {
     }
 }
 
-/// The receipt of an accepted trigger: the queue items GWT's answer names.
+/// The receipt of an accepted trigger: every queue item GWT's answer names, with its job.
 fn receipt(answer: &JenkinsAnswer) -> Option<String> {
-    (answer.id != 0).then(|| {
-        serde_json::json!({ "jobs": [{ "id": answer.id, "url": answer.url }] }).to_string()
+    (!answer.items.is_empty()).then(|| {
+        let jobs: Vec<serde_json::Value> = answer
+            .items
+            .iter()
+            .map(|item| serde_json::json!({ "job": item.job, "id": item.id, "url": item.url }))
+            .collect();
+        serde_json::json!({ "jobs": jobs }).to_string()
     })
 }
 
@@ -622,8 +702,24 @@ mod tests {
                 status: 200,
                 triggered: true,
                 id: 42,
-                url: "queue/item/42/".into()
+                url: "queue/item/42/".into(),
+                items: vec![QueueItem {
+                    job: "b".into(),
+                    id: 42,
+                    url: "queue/item/42/".into()
+                }],
             }
+        );
+        // One token shared by several jobs: GWT schedules each; the receipt keeps them all.
+        let several = br#"{"jobs":{"team/deploy-a":{"triggered":true,"id":7,"url":"queue/item/7/"},"skipped":{"triggered":false,"id":0,"url":""},"team/deploy-b":{"triggered":true,"id":8,"url":"queue/item/8/"}},"message":"Triggered jobs."}"#;
+        let answer = parse_answer(several).expect("GWT answer");
+        assert_eq!((answer.id, answer.items.len()), (7, 2));
+        assert_eq!(
+            receipt(&answer).map(|r| serde_json::from_str::<serde_json::Value>(&r).unwrap()),
+            Some(serde_json::json!({"jobs": [
+                {"job": "team/deploy-a", "id": 7, "url": "queue/item/7/"},
+                {"job": "team/deploy-b", "id": 8, "url": "queue/item/8/"},
+            ]}))
         );
         let filtered =
             br#"{"jobs":{"a":{"triggered":false,"id":0,"url":""}},"message":"Triggered jobs."}"#;
@@ -647,7 +743,12 @@ mod tests {
                 status: 200,
                 triggered: true,
                 id: 7,
-                url: "queue/item/7/".into()
+                url: "queue/item/7/".into(),
+                items: vec![QueueItem {
+                    job: "d".into(),
+                    id: 7,
+                    url: "queue/item/7/".into()
+                }],
             }
         );
         // Nothing usable: accepted, no queue item known.
@@ -676,6 +777,66 @@ mod target_tests {
 
     use super::*;
 
+    fn pending(report: Option<&str>) -> Pending {
+        Pending {
+            seq: 1,
+            id: "d1".into(),
+            target: "jenkins:main".into(),
+            rule: Some("port-deploy".into()),
+            event_seq: None,
+            ordering_key: None,
+            content_type: "application/json".into(),
+            accepted_at: 0,
+            budget_used: 0,
+            report: report.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn an_accepted_reported_trigger_names_its_run_for_every_queue_item() {
+        let report = Some(r#"{"sink":"port","run":"r_1"}"#);
+        let receipt = r#"{"jobs":[{"job":"a","id":7,"url":"queue/item/7/"},{"job":"b","id":8,"url":"queue/item/8/"}]}"#;
+        let done = Next::Done {
+            receipt: Some(receipt.into()),
+        };
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            correlate(&pending(report), &done, ttl),
+            Some(Effect::Correlate {
+                jenkins: "jenkins:main".into(),
+                sink: "port".into(),
+                run_id: "r_1".into(),
+                items: vec![(7, "a".into()), (8, "b".into())],
+                ttl_ms: 60_000,
+            })
+        );
+        // check(report, next): nothing to correlate.
+        let check = |report: Option<&str>, next: Next| {
+            assert_eq!(
+                correlate(&pending(report), &next, ttl),
+                None,
+                "{report:?} {next:?}"
+            );
+        };
+        check(None, done.clone());
+        check(report, Next::Done { receipt: None });
+        check(report, Next::Retry { at_ms: 1 });
+        check(
+            report,
+            Next::Dead {
+                reason: "Jenkins answered 404".into(),
+            },
+        );
+        // A receipt from before schema 4 names no job: the item still belongs to the run.
+        let old = Next::Done {
+            receipt: Some(r#"{"jobs":[{"id":5,"url":"queue/item/5/"}]}"#.into()),
+        };
+        assert!(matches!(
+            correlate(&pending(report), &old, ttl),
+            Some(Effect::Correlate { items, .. }) if items == vec![(5, String::new())]
+        ));
+    }
+
     #[test]
     fn classification_follows_the_retry_table() {
         let status = |code, retry_after| Err(DispatchError::Status { code, retry_after });
@@ -684,11 +845,16 @@ mod target_tests {
             triggered: true,
             id: 1,
             url: "queue/item/1/".into(),
+            items: vec![QueueItem {
+                job: "deploy".into(),
+                id: 1,
+                url: "queue/item/1/".into(),
+            }],
         });
         assert_eq!(classify(&answer), Verdict::Delivered);
         assert_eq!(
             attempted(&answer).receipt.as_deref(),
-            Some(r#"{"jobs":[{"id":1,"url":"queue/item/1/"}]}"#)
+            Some(r#"{"jobs":[{"job":"deploy","id":1,"url":"queue/item/1/"}]}"#)
         );
         assert_eq!(
             classify(&status(500, None)),

@@ -16,7 +16,9 @@ use super::State;
 ///    build events and what earlier phases said about each build.
 /// 5: `held` marks a pending delivery an earlier pending one with its ordering key goes
 ///    before, kept by every write, so the worker's reads never visit a held-back row.
-const SCHEMA_VERSION: i64 = 5;
+/// 6: a trigger's `report` (the Port run it stands for, and the port sink told of it), and
+///    `run_items`: the Jenkins queue items each reported run's trigger was answered with.
+const SCHEMA_VERSION: i64 = 6;
 
 /// The `deliveries` table of the current schema, created under the name given (the migration builds it
 /// beside the old one, then swaps).
@@ -47,6 +49,8 @@ fn deliveries_table(name: &str) -> String {
     finished_at     INTEGER,
     -- What the target answered that later steps need (JSON; Jenkins: its queue items).
     receipt         TEXT,
+    -- A trigger whose rule reports to Port: its sink and run id (JSON).
+    report          TEXT,
     -- The verified signature the call was accepted with (a digest, never the MAC), reloaded
     -- into the replay memory at start-up while it is inside its window. Kept in the row that
     -- is written anyway: a table of its own would add a random B-tree insert per call.
@@ -119,6 +123,19 @@ CREATE TABLE IF NOT EXISTS builds (
     PRIMARY KEY (jenkins, build)
 );
 CREATE INDEX IF NOT EXISTS builds_updated ON builds (updated_at);
+-- The queue items Jenkins answered a reported trigger with: a build event whose
+-- `build.queue_id` is here belongs to that Port run (until `expires_at`).
+CREATE TABLE IF NOT EXISTS run_items (
+    jenkins    TEXT    NOT NULL,
+    queue_id   INTEGER NOT NULL,
+    sink       TEXT    NOT NULL,
+    run_id     TEXT    NOT NULL,
+    job        TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (jenkins, queue_id)
+);
+CREATE INDEX IF NOT EXISTS run_items_run ON run_items (sink, run_id);
+CREATE INDEX IF NOT EXISTS run_items_expiry ON run_items (expires_at);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -259,9 +276,16 @@ fn migrate_from_locked(tx: &Transaction<'_>, version: i64) -> Result<(), rusqlit
             tx.execute_batch(&deliveries_table("deliveries_new"))?;
             tx.execute_batch(MIGRATE_3_TO_4)?;
         } else {
-            tx.execute_batch("ALTER TABLE deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;")?;
+            if version == 4 {
+                tx.execute_batch(
+                    "ALTER TABLE deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
+                )?;
+            }
+            tx.execute_batch("ALTER TABLE deliveries ADD COLUMN report TEXT;")?;
         }
-        tx.execute_batch(MIGRATE_4_TO_5)?;
+        if version <= 4 {
+            tx.execute_batch(MIGRATE_4_TO_5)?;
+        }
     }
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(SEED_COUNTS)?;
@@ -311,6 +335,8 @@ pub struct NewDelivery {
     pub request_id: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
     pub replay: Option<ReplayMark>,
+    /// The Port run the call stands for (`{"sink", "run"}`, JSON), when its rule reports.
+    pub report: Option<String>,
 }
 
 /// The `target` of a delivery: the kind of target and its configured name.
@@ -362,8 +388,8 @@ pub(super) fn accept(
         ])?;
     }
     let held = held_by_key(tx, delivery.ordering_key.as_deref())?;
-    tx.prepare_cached("INSERT INTO deliveries (id, rule, target, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at, ordering_key, held)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)")?.execute(params![
+    tx.prepare_cached("INSERT INTO deliveries (id, rule, target, state, content_type, request_id, accepted_at, next_attempt_at, replay_key, replay_expires_at, ordering_key, held, report)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11)")?.execute(params![
             delivery.id,
             delivery.rule,
             delivery.target,
@@ -377,6 +403,7 @@ pub(super) fn accept(
                 .map(|mark| i64::try_from(mark.expires_at).unwrap_or(i64::MAX)),
             delivery.ordering_key,
             held,
+            delivery.report,
         ],
     )?;
     tx.prepare_cached("INSERT INTO bodies (delivery_seq, body) VALUES (?1, ?2)")?
@@ -408,6 +435,72 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     pub error: Option<String>,
     pub next: Next,
+    /// What the outcome leads to, written in the outcome's own transaction.
+    pub effects: Vec<Effect>,
+}
+
+/// A write an attempt's outcome leads to, committed with it (never without it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Jenkins accepted a reported trigger: its queue items (id, job) belong to the run, for
+    /// `ttl_ms`.
+    Correlate {
+        jenkins: String,
+        sink: String,
+        run_id: String,
+        items: Vec<(u64, String)>,
+        ttl_ms: i64,
+    },
+}
+
+/// Writes `effect` as of `now_ms`.
+fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusqlite::Error> {
+    match effect {
+        Effect::Correlate {
+            jenkins,
+            sink,
+            run_id,
+            items,
+            ttl_ms,
+        } => {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO run_items (jenkins, queue_id, sink, run_id, job, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (jenkins, queue_id) DO UPDATE SET sink = excluded.sink,
+                     run_id = excluded.run_id, job = excluded.job,
+                     expires_at = excluded.expires_at",
+            )?;
+            for (queue_id, job) in items {
+                insert.execute(params![
+                    jenkins,
+                    i64::try_from(*queue_id).unwrap_or(i64::MAX),
+                    sink,
+                    run_id,
+                    job,
+                    now_ms.saturating_add(*ttl_ms)
+                ])?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The Port run (sink, run id) a queue item of `jenkins` belongs to, while it is kept.
+pub(super) fn run_of(
+    conn: &Connection,
+    jenkins: &str,
+    queue_id: u64,
+    now_ms: i64,
+) -> Result<Option<(String, String)>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT sink, run_id FROM run_items
+         WHERE jenkins = ?1 AND queue_id = ?2 AND expires_at > ?3",
+    )?
+    .query_row(
+        params![jenkins, i64::try_from(queue_id).unwrap_or(i64::MAX), now_ms],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
 }
 
 /// Longest error text kept per attempt and delivery: bounds what an outcome adds to the store.
@@ -472,6 +565,10 @@ pub(super) fn record(
     // Done or dead releases the key to the next delivery that has it.
     if let (Some(key), Next::Done { .. } | Next::Dead { .. }) = (&key, &attempt.next) {
         release(tx, key)?;
+    }
+    let now = attempt.at_ms + attempt.duration_ms;
+    for effect in &attempt.effects {
+        apply(tx, effect, now)?;
     }
     Ok(())
 }
@@ -749,11 +846,12 @@ pub struct Pending {
     pub accepted_at: i64,
     /// Attempts since it was accepted or last requeued by an operator.
     pub budget_used: u32,
+    /// The Port run a trigger stands for (`{"sink", "run"}`, JSON).
+    pub report: Option<String>,
 }
 
 /// The columns a [`Pending`] is read from, in its fields' order.
-const PENDING_COLUMNS: &str =
-    "seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used";
+const PENDING_COLUMNS: &str = "seq, id, target, rule, event_seq, ordering_key, content_type, accepted_at, budget_used, report";
 
 fn pending_row(row: &Row<'_>) -> Result<Pending, rusqlite::Error> {
     Ok(Pending {
@@ -766,6 +864,7 @@ fn pending_row(row: &Row<'_>) -> Result<Pending, rusqlite::Error> {
         content_type: row.get(6)?,
         accepted_at: row.get(7)?,
         budget_used: row.get(8)?,
+        report: row.get(9)?,
     })
 }
 
@@ -979,11 +1078,12 @@ pub(super) fn purge_done(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, 
     )
 }
 
-/// Deletes idempotency keys whose TTL has passed.
+/// Deletes idempotency keys and run items whose TTL has passed.
 pub(super) fn purge_expired_keys(
     tx: &Transaction<'_>,
     now_ms: i64,
 ) -> Result<usize, rusqlite::Error> {
+    tx.execute("DELETE FROM run_items WHERE expires_at <= ?1", [now_ms])?;
     tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])
 }
 

@@ -22,6 +22,7 @@ fn delivery(id: &str, rule: &str, key: Option<&str>) -> NewDelivery {
             ttl_ms: 60_000,
         }),
         replay: None,
+        report: None,
     }
 }
 
@@ -38,6 +39,7 @@ fn attempt(next: Next) -> AttemptRecord {
             _ => Some("Jenkins answered 503".to_owned()),
         },
         next,
+        effects: Vec::new(),
     }
 }
 
@@ -622,6 +624,19 @@ fn queue_gauges_follow_the_writer_and_operator_commands() {
     });
 }
 
+/// The tables schemas 3 and 4 had beside `deliveries`, as they wrote them.
+const OLD_TABLES: &str = "CREATE TABLE bodies (
+        delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
+        body BLOB NOT NULL);
+     CREATE TABLE attempts (
+        delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
+        n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+        status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
+     CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
+        delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);";
+
 /// A store as schema 3 wrote it: Jenkins-only rows with the queue item in their own columns,
 /// holding `rows` (SQL inserts).
 fn write_schema_3(dir: &Path, rows: &str) {
@@ -636,17 +651,7 @@ fn write_schema_3(dir: &Path, rows: &str) {
             attempts INTEGER NOT NULL DEFAULT 0, budget_used INTEGER NOT NULL DEFAULT 0,
             last_error TEXT, finished_at INTEGER, queue_id INTEGER, queue_url TEXT,
             replay_key BLOB, replay_expires_at INTEGER);
-         CREATE TABLE bodies (
-            delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
-            body BLOB NOT NULL);
-         CREATE TABLE attempts (
-            delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
-            n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
-            status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
-         CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
-            delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
-         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+         {OLD_TABLES}
          {rows}
          PRAGMA user_version = 3;"
     ))
@@ -839,17 +844,7 @@ fn write_schema_4(dir: &Path, rows: &str) {
             WHERE state IN ('queued', 'retrying');
          CREATE INDEX deliveries_pending_target ON deliveries (target, seq)
             WHERE state IN ('queued', 'retrying');
-         CREATE TABLE bodies (
-            delivery_seq INTEGER PRIMARY KEY REFERENCES deliveries (seq) ON DELETE CASCADE,
-            body BLOB NOT NULL);
-         CREATE TABLE attempts (
-            delivery_seq INTEGER NOT NULL REFERENCES deliveries (seq) ON DELETE CASCADE,
-            n INTEGER NOT NULL, at INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
-            status INTEGER, error TEXT, PRIMARY KEY (delivery_seq, n));
-         CREATE TABLE idempotency (rule TEXT NOT NULL, key TEXT NOT NULL,
-            delivery_id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (rule, key));
-         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         CREATE TABLE queue_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+         {OLD_TABLES}
          {rows}
          PRAGMA user_version = 4;"
     ))
@@ -1060,4 +1055,118 @@ fn deliveries_of_a_target_no_longer_configured_are_found_as_orphans() {
         orphans(&["jenkins:main", "sink:removed"]),
         Vec::<String>::new()
     );
+}
+
+/// A store as schema 5 wrote it (before `report` and `run_items`).
+fn write_schema_5(dir: &Path, rows: &str) {
+    write_schema_4(dir, "");
+    let conn = rusqlite::Connection::open(dir.join("deliveries.sqlite3")).unwrap();
+    conn.execute_batch(&format!(
+        "ALTER TABLE deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+         {rows}
+         PRAGMA user_version = 5;"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_schema_5_store_is_migrated_and_keeps_its_pending_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    write_schema_5(
+        dir.path(),
+        "INSERT INTO deliveries (seq, id, target, state, content_type, accepted_at,
+                next_attempt_at, held)
+            VALUES (3, 'old', 'jenkins:main', 'queued', 'application/json', 3, 3, 0);
+         INSERT INTO bodies VALUES (3, X'7B7D');",
+    );
+    let store = Store::open(dir.path(), 0).unwrap();
+    let due = store.due_now(now_ms(), 10).unwrap();
+    assert_eq!(pending_ids(due.clone()), ["old"]);
+    assert_eq!(due[0].report, None);
+}
+
+/// Jenkins accepted a reported trigger: its queue items name the run, in the outcome's own
+/// transaction, until the correlation's TTL passes.
+#[test]
+fn a_reported_triggers_queue_items_name_its_run_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let report = r#"{"sink":"port","run":"r_1"}"#;
+    let correlate = |items: Vec<(u64, String)>, ttl_ms: i64| Effect::Correlate {
+        jenkins: "jenkins:main".to_owned(),
+        sink: "port".to_owned(),
+        run_id: "r_1".to_owned(),
+        items,
+        ttl_ms,
+    };
+    runtime().block_on(async {
+        store
+            .accept(NewDelivery {
+                report: Some(report.to_owned()),
+                ..delivery("d1", "r", None)
+            })
+            .await
+            .unwrap();
+        let due = store.due_now(now_ms(), 10).unwrap();
+        assert_eq!(due[0].report.as_deref(), Some(report));
+        store
+            .record(
+                "d1".into(),
+                AttemptRecord {
+                    effects: vec![correlate(
+                        vec![
+                            (7, "team/deploy-a".to_owned()),
+                            (8, "team/deploy-b".to_owned()),
+                        ],
+                        60_000,
+                    )],
+                    ..attempt(Next::Done { receipt: None })
+                },
+            )
+            .await
+            .unwrap();
+        for queue_id in [7, 8] {
+            assert_eq!(
+                store.run_of("jenkins:main".into(), queue_id).await.unwrap(),
+                Some(("port".to_owned(), "r_1".to_owned())),
+                "{queue_id}"
+            );
+        }
+        assert_eq!(store.run_of("jenkins:main".into(), 9).await.unwrap(), None);
+        assert_eq!(store.run_of("jenkins:other".into(), 7).await.unwrap(), None);
+        // An outcome for a delivery that is no longer pending writes nothing, effects neither.
+        store
+            .record(
+                "d1".into(),
+                AttemptRecord {
+                    effects: vec![correlate(vec![(9, "x".to_owned())], 60_000)],
+                    ..attempt(Next::Done { receipt: None })
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.run_of("jenkins:main".into(), 9).await.unwrap(), None);
+        // Past its TTL the correlation is gone, and the purge deletes it.
+        store.accept(delivery("d2", "r", None)).await.unwrap();
+        store
+            .record(
+                "d2".into(),
+                AttemptRecord {
+                    effects: vec![correlate(vec![(10, "y".to_owned())], -1)],
+                    ..attempt(Next::Done { receipt: None })
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.run_of("jenkins:main".into(), 10).await.unwrap(), None);
+        store.purge(0).await.unwrap();
+        let left: i64 = lock(&store.inner.reader)
+            .query_row(
+                "SELECT COUNT(*) FROM run_items WHERE queue_id = 10",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0);
+    });
 }

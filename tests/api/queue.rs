@@ -87,6 +87,7 @@ async fn an_accepted_call_is_answered_202_then_delivered_with_its_queue_item() {
     assert_eq!(view["target"], "jenkins:main");
     assert_eq!(view["receipt"]["jobs"][0]["id"], 1);
     assert_eq!(view["receipt"]["jobs"][0]["url"], "queue/item/1/");
+    assert_eq!(view["receipt"]["jobs"][0]["job"], "deploy-service");
     assert_eq!(view["attempts"].as_array().map(Vec::len), Some(1));
     assert_eq!(view["attempts"][0]["status"], 200);
     assert!(view.get("body").is_none(), "the body is never shown");
@@ -411,4 +412,47 @@ async fn delivered_calls_are_purged_after_their_retention() {
         assert!(Instant::now() < deadline, "never purged");
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// One call whose job token several jobs share: GWT schedules each of them, and the delivery's
+/// receipt keeps every queue item with its job (the run they belong to ends with the last).
+#[actix_web::test]
+async fn a_receipt_keeps_every_queue_item_of_gwts_answer() {
+    let app = spawn_app_with(AppOptions {
+        fake_jenkins: crate::helpers::fake_jenkins::FakeJenkinsConfig {
+            jobs: vec![
+                (JOB_TOKEN.to_owned(), "team/deploy-a".to_owned()),
+                (JOB_TOKEN.to_owned(), "team/deploy-b".to_owned()),
+            ],
+            ..Default::default()
+        },
+        ..queue()
+    })
+    .await;
+    let response = app.post_port(PORT_BODY).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let answer = json(response).await;
+    let id = answer["jobs"]["port-deploy"]["delivery"]
+        .as_str()
+        .expect("delivery id")
+        .to_owned();
+    let view = app.settled(&id, Duration::from_secs(5)).await;
+    assert_eq!(view["state"], "done");
+    let jobs: Vec<(String, u64)> = view["receipt"]["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| {
+            (
+                job["job"].as_str().unwrap_or_default().to_owned(),
+                job["id"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        jobs.iter().map(|(job, _)| job.as_str()).collect::<Vec<_>>(),
+        ["team/deploy-a", "team/deploy-b"]
+    );
+    assert!(jobs.iter().all(|(_, id)| *id > 0), "{jobs:?}");
+    assert_ne!(jobs[0].1, jobs[1].1);
 }

@@ -310,7 +310,7 @@ fn a_report_reads_the_run_id_from_the_rules_own_variables() {
     let rule = rules.iter().next().expect("one rule");
     let report = rule.report.as_ref().expect("a report");
     assert_eq!(report.sink, "port");
-    let variables: HashMap<String, String> = [("ACTION".to_owned(), "r_1".to_owned())].into();
+    let variables: crate::extract::Variables = [("ACTION".to_owned(), "r_1".to_owned())].into();
     assert_eq!(report.run_id.render(&variables).as_deref(), Some("r_1"));
     // check(run_id, expected reason)
     let check = |run_id: &str, reason: &str| {
