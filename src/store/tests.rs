@@ -1152,7 +1152,7 @@ fn a_reported_triggers_queue_items_name_its_run_until_they_expire() {
             .record(
                 "d2".into(),
                 AttemptRecord {
-                    effects: vec![correlate(vec![(10, "y".to_owned())], -1)],
+                    effects: vec![correlate(vec![(10, "y".to_owned())], -60_000)],
                     ..attempt(Next::Done { receipt: None })
                 },
             )
