@@ -719,6 +719,8 @@ fn port(request: &HttpRequest, body: &[u8], state: &State) -> Answer {
                 status: "IN_PROGRESS".into(),
                 ..PortRun::default()
             });
+            // Port documents updates "until a terminal status is set", not its answer after
+            // that; this refusal is our guess, so a second terminal update shows in a test.
             if entry.status != "IN_PROGRESS" {
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
