@@ -192,6 +192,16 @@ pub struct PortRun {
     pub logs: Vec<String>,
 }
 
+impl PortRun {
+    /// A run as Port starts it, before any update.
+    fn in_progress() -> Self {
+        Self {
+            status: "IN_PROGRESS".into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// The keys Port's run update takes (`additionalProperties: false`, port.md §3).
 const PORT_UPDATE_KEYS: [&str; 6] = [
     "status",
@@ -715,10 +725,9 @@ fn port(request: &HttpRequest, body: &[u8], state: &State) -> Answer {
                 );
             }
             let mut runs = lock(&state.runs);
-            let entry = runs.entry((*run).to_owned()).or_insert_with(|| PortRun {
-                status: "IN_PROGRESS".into(),
-                ..PortRun::default()
-            });
+            let entry = runs
+                .entry((*run).to_owned())
+                .or_insert_with(PortRun::in_progress);
             // Port documents updates "until a terminal status is set", not its answer after
             // that; this refusal is our guess, so a second terminal update shows in a test.
             if entry.status != "IN_PROGRESS" {
@@ -780,10 +789,9 @@ fn port(request: &HttpRequest, body: &[u8], state: &State) -> Answer {
                 );
             };
             let mut runs = lock(&state.runs);
-            let entry = runs.entry((*run).to_owned()).or_insert_with(|| PortRun {
-                status: "IN_PROGRESS".into(),
-                ..PortRun::default()
-            });
+            let entry = runs
+                .entry((*run).to_owned())
+                .or_insert_with(PortRun::in_progress);
             entry.logs.push(message.to_owned());
             println!("port: run {run} log: {message}");
             answer_json(

@@ -42,14 +42,15 @@ pub fn step(event: &Event) -> Step {
     }
 }
 
-/// The run a build names through its parameters: the first of `names` present and not blank.
-pub fn run_from_parameters(event: &Event, names: &[String]) -> Option<String> {
+/// The run a build names through its parameters: the first of `names` present and not blank,
+/// with the parameter that named it.
+pub fn run_from_parameters<'n>(event: &Event, names: &'n [String]) -> Option<(&'n str, String)> {
     names.iter().find_map(|name| {
         event
             .parameter(name)
             .map(str::trim)
             .filter(|value| !value.is_empty())
-            .map(str::to_owned)
+            .map(|value| (name.as_str(), value.to_owned()))
     })
 }
 
@@ -155,10 +156,10 @@ pub struct Preview {
 /// `public_url`. Read alone: when serving, a FINALIZED of a run that started several jobs ends
 /// it only with the last of them, and a queue item hookgate triggered names its run.
 pub fn preview(event: &Event, run_id_parameters: &[String], public_url: &str) -> Preview {
-    let named = run_id_parameters.iter().find_map(|name| {
-        run_from_parameters(event, std::slice::from_ref(name)).map(|run| (name, run))
-    });
-    let run = match (named, event.build.queue_id) {
+    let run = match (
+        run_from_parameters(event, run_id_parameters),
+        event.build.queue_id,
+    ) {
         (Some((name, run)), _) => format!("run {run} (build parameter {name})"),
         (None, Some(queue_id)) => format!(
             "the run whose trigger Jenkins answered with queue item {queue_id}, if hookgate triggered it (known only while serving); else none, and the sink skips the event"
@@ -381,8 +382,8 @@ mod tests {
         ];
         let names = ["PORT_RUN_ID".to_owned(), "RUN_ID".to_owned()];
         assert_eq!(
-            run_from_parameters(&started, &names).as_deref(),
-            Some("r_second"),
+            run_from_parameters(&started, &names),
+            Some(("RUN_ID", "r_second".to_owned())),
             "a blank value does not name a run"
         );
         started.build.parameters.clear();

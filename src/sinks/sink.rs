@@ -283,10 +283,12 @@ impl Sink {
             ),
             // The event as the plugin sent it, under the plugin's own content type.
             Shape::Forward => (body.to_vec(), "application/json;charset=UTF-8"),
-            // What Port gets depends on the run the build belongs to: `port::preview`.
+            // What Port gets depends on the run the build belongs to, which only the port
+            // target knows when it makes the update; `test-event` shows `port::preview`.
             Shape::Port(_) => {
                 return Err(
-                    "a port sink's update depends on the build's run; see port::preview".to_owned(),
+                    "a port sink's update depends on the run the build belongs to, known only when the update is made"
+                        .to_owned(),
                 );
             }
         };
@@ -437,16 +439,7 @@ fn compile_one(
             "not for kind = \"port\": the access token goes as a Bearer token".to_owned(),
         );
     }
-    if kind != SinkKind::Port {
-        for (field, set) in port_keys(sink) {
-            if set {
-                report.add(
-                    field,
-                    format!("only for kind = \"port\", not \"{}\"", kind.as_str()),
-                );
-            }
-        }
-    }
+    refuse_foreign_keys(sink, report);
     if kind == SinkKind::Allstacks && !has_token_source {
         report.add(
             "token_env",
@@ -468,16 +461,6 @@ fn compile_one(
         report.add("max_in_flight", "must be at least 1".to_owned());
     }
     let matcher = compile_match(kind, &sink.matching, jenkins, report);
-    if kind != SinkKind::Allstacks {
-        for (field, set) in allstacks_keys(sink) {
-            if set {
-                report.add(
-                    field,
-                    format!("only for kind = \"allstacks\", not \"{}\"", kind.as_str()),
-                );
-            }
-        }
-    }
     let shape = match kind {
         SinkKind::Allstacks => compile_allstacks(name, sink, report),
         SinkKind::Port => compile_port(sink, env, report),
@@ -521,6 +504,26 @@ impl Report<'_> {
 
     fn count(&self) -> usize {
         self.problems.len()
+    }
+}
+
+/// Keys only one kind takes, refused on every other kind, naming the kind they belong to.
+fn refuse_foreign_keys(sink: &SinkSettings, report: &mut Report<'_>) {
+    let owned: [(SinkKind, &[(&str, bool)]); 2] = [
+        (SinkKind::Allstacks, &allstacks_keys(sink)),
+        (SinkKind::Port, &port_keys(sink)),
+    ];
+    for (owner, keys) in owned.into_iter().filter(|(owner, _)| *owner != sink.kind) {
+        for (field, _) in keys.iter().filter(|(_, set)| *set) {
+            report.add(
+                field,
+                format!(
+                    "only for kind = \"{}\", not \"{}\"",
+                    owner.as_str(),
+                    sink.kind.as_str()
+                ),
+            );
+        }
     }
 }
 

@@ -89,6 +89,13 @@ impl Store {
     fn get_now(&self, id: &str) -> Result<Option<DeliveryView>, StoreError> {
         Ok(ops::get(&lock(&self.inner.lookup), id)?)
     }
+
+    /// Records an attempt of `id` leading to `next`, from outside a runtime.
+    fn record_now(&self, id: &str, next: Next) {
+        runtime()
+            .block_on(self.record(id.to_owned(), attempt(next)))
+            .unwrap();
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -887,12 +894,7 @@ fn a_schema_4_store_is_migrated_with_its_held_back_deliveries_still_waiting() {
         pending_ids(store.due_now(now_ms(), 10).unwrap()),
         ["k1", "m2", "free"]
     );
-    runtime().block_on(async {
-        store
-            .record("k1".into(), attempt(Next::Done { receipt: None }))
-            .await
-            .unwrap();
-    });
+    store.record_now("k1", Next::Done { receipt: None });
     assert_eq!(
         pending_ids(store.due_now(now_ms(), 10).unwrap()),
         ["k2", "m2", "free"]
@@ -917,48 +919,28 @@ fn an_operators_requeue_puts_the_older_delivery_of_a_key_first_again() {
         ordering_key: Some("build-a".to_owned()),
         ..delivery(id, "r", None)
     };
+    let refused = || Next::Dead {
+        reason: "sink answered 400".into(),
+    };
     runtime().block_on(async {
         for id in ["a1", "a2", "a3"] {
             store.accept(keyed(id)).await.unwrap();
         }
-        store
-            .record(
-                "a1".into(),
-                attempt(Next::Dead {
-                    reason: "sink answered 400".into(),
-                }),
-            )
-            .await
-            .unwrap();
     });
+    store.record_now("a1", refused());
     assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a2"]);
     let mut admin = Admin::open(dir.path()).unwrap();
     // By id: a1 goes before a2 (nothing later of its key was made yet).
     admin.retry("a1", false).unwrap();
     assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a1"]);
-    runtime().block_on(async {
-        store
-            .record(
-                "a1".into(),
-                attempt(Next::Dead {
-                    reason: "sink answered 400".into(),
-                }),
-            )
-            .await
-            .unwrap();
-    });
+    store.record_now("a1", refused());
     assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a2"]);
     // Every dead one at once: the same.
     assert_eq!(admin.retry_dead().unwrap().requeued, 1);
     assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a1"]);
-    runtime().block_on(async {
-        for id in ["a1", "a2"] {
-            store
-                .record(id.into(), attempt(Next::Done { receipt: None }))
-                .await
-                .unwrap();
-        }
-    });
+    for id in ["a1", "a2"] {
+        store.record_now(id, Next::Done { receipt: None });
+    }
     assert_eq!(pending_ids(store.due_now(now_ms(), 10).unwrap()), ["a3"]);
 }
 
