@@ -223,9 +223,7 @@ fn default_sink_max_in_flight() -> usize {
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Allstacks,
-    /// Not yet accepted in a config: its outbox target (run correlation, the trigger's
-    /// updates) is issue 13's next step; its settings, update bodies and API client are built.
-    #[serde(skip)]
+    /// Closes the loop of Port actions: run updates from triggers' outcomes and build events.
     Port,
     Alert,
     Forward,

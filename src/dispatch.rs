@@ -4,7 +4,9 @@
 //! default) a delivery is stored durably and answered at once; the [`worker`] delivers it with
 //! retries. In direct mode Jenkins is called inside the request and its answer returned.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use sha2::{Digest, Sha256};
@@ -15,7 +17,10 @@ use crate::extract::Variables;
 use crate::rules::Rule;
 use crate::rules::model::BodyMode;
 pub use crate::sinks::jenkins::{DispatchError, JenkinsAnswer, JenkinsClient, JenkinsTarget};
-use crate::store::{Accepted, IdempotencyKey, NewDelivery, ReplayMark, Store, target_id};
+use crate::sinks::port::runs::{self, Unrecorded};
+use crate::store::{
+    Accepted, Effect, IdempotencyKey, NewDelivery, Next, ReplayMark, Store, target_id,
+};
 use crate::verify::Verified;
 
 /// The media type of what Jenkins receives.
@@ -117,11 +122,19 @@ impl Delivery {
                 ttl_ms: i64::try_from(spec.ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             });
         let report = rule.report.as_ref().and_then(|report| {
-            let run = report.run_id.render(variables);
-            if run.is_none() {
-                tracing::warn!(rule = %rule.name, run_id = report.run_id.source(), "The call names no Port run (its run_id template is unresolved); it is not reported.");
+            match report.run_id.render(variables) {
+                Some(run) if crate::sinks::port::is_run_id(&run) => {
+                    Some(crate::store::report_text(&report.sink, &run))
+                }
+                Some(_) => {
+                    tracing::warn!(rule = %rule.name, run_id = report.run_id.source(), "The call's run_id is not a Port run id (letters, digits, `_` and `-`); it is not reported.");
+                    None
+                }
+                None => {
+                    tracing::warn!(rule = %rule.name, run_id = report.run_id.source(), "The call names no Port run (its run_id template is unresolved); it is not reported.");
+                    None
+                }
             }
-            run.map(|run| serde_json::json!({"sink": report.sink, "run": run}).to_string())
         });
         Self {
             call: Call {
@@ -143,6 +156,11 @@ impl Delivery {
 
     pub fn call(&self) -> &Call {
         &self.call
+    }
+
+    /// The Port run the call stands for (`{"sink", "run"}`), when its rule reports.
+    pub fn report(&self) -> Option<&str> {
+        self.report.as_deref()
     }
 
     fn to_stored(&self) -> NewDelivery {
@@ -173,10 +191,77 @@ pub enum Dispatched {
     Duplicate { first: String },
 }
 
+/// What tells Port's runs about calls decided outside the outbox: a direct-mode dispatch, and a
+/// call every rule filtered. Present when a store is open and a port sink is configured.
+#[derive(Clone)]
+pub struct Reporter {
+    pub store: Store,
+    pub wake: Arc<Notify>,
+    pub unrecorded: Arc<Unrecorded>,
+    /// How long a trigger's queue items name its run (`delivery.done_retention_secs`).
+    pub ttl: Duration,
+    /// Each Jenkins target's `public_url` (else `url`), by name.
+    pub public_urls: Arc<HashMap<String, String>>,
+}
+
+impl Reporter {
+    /// Writes `effects` and wakes the worker to send what they queued. A store that refuses them
+    /// is logged: the call itself was decided already.
+    pub async fn record(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        match self.store.apply(effects).await {
+            Ok(()) => self.wake.notify_one(),
+            Err(error) => {
+                tracing::error!(%error, cause = %crate::error::cause_chain(&error), "Cannot record what a reported call tells its Port run; the run is not updated.")
+            }
+        }
+    }
+
+    /// A direct-mode call to Jenkins for a reported `delivery`: counted as unrecorded while it
+    /// runs (a build event of it may come first), then its outcome told to the run, as the
+    /// worker's would be.
+    async fn invoke(
+        &self,
+        jenkins: &JenkinsClient,
+        delivery: &Delivery,
+        report: &str,
+    ) -> Result<JenkinsAnswer, DispatchError> {
+        let name = delivery.call.rule.dispatch.jenkins.as_str();
+        let _unrecorded = self.unrecorded.begin(name);
+        let result = jenkins.invoke(delivery.call()).await;
+        let next = match &result {
+            Ok(answer) => Next::Done {
+                receipt: crate::sinks::jenkins::receipt(answer),
+            },
+            Err(error) => Next::Dead {
+                reason: crate::sinks::jenkins::failure_text(error),
+            },
+        };
+        let public_url = self.public_urls.get(name).map_or("", String::as_str);
+        let effects = runs::trigger_outcome(
+            &target_id("jenkins", name),
+            Some(report),
+            &next,
+            self.ttl,
+            public_url,
+        );
+        self.record(effects).await;
+        result
+    }
+}
+
 /// Where deliveries go.
 pub enum Dispatcher {
-    Direct(Arc<JenkinsClient>),
-    Queue { store: Store, wake: Arc<Notify> },
+    Direct {
+        jenkins: Arc<JenkinsClient>,
+        reporter: Option<Reporter>,
+    },
+    Queue {
+        store: Store,
+        wake: Arc<Notify>,
+    },
 }
 
 impl Dispatcher {
@@ -188,12 +273,15 @@ impl Dispatcher {
         deliveries: &[Delivery],
     ) -> Vec<Result<Dispatched, DispatchError>> {
         match self {
-            Dispatcher::Direct(jenkins) => {
+            Dispatcher::Direct { jenkins, reporter } => {
                 futures_util::future::join_all(deliveries.iter().map(|delivery| async {
-                    jenkins
-                        .invoke(delivery.call())
-                        .await
-                        .map(Dispatched::Delivered)
+                    let result = match (reporter, delivery.report()) {
+                        (Some(reporter), Some(report)) => {
+                            reporter.invoke(jenkins, delivery, report).await
+                        }
+                        _ => jenkins.invoke(delivery.call()).await,
+                    };
+                    result.map(Dispatched::Delivered)
                 }))
                 .await
             }
@@ -230,7 +318,7 @@ impl Dispatcher {
 
     pub fn store(&self) -> Option<&Store> {
         match self {
-            Dispatcher::Direct(_) => None,
+            Dispatcher::Direct { .. } => None,
             Dispatcher::Queue { store, .. } => Some(store),
         }
     }

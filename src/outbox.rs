@@ -65,6 +65,12 @@ pub enum Verdict {
     /// Another attempt would get the same answer: any other 4xx, a payload that cannot be
     /// built, or a target that is gone.
     Permanent,
+    /// Not attempted yet: the target waits for something else to happen first (a port sink's
+    /// event for its trigger's answer). Asked again `after`, outside the retry budget; the
+    /// target bounds how long it waits.
+    Wait {
+        after: Duration,
+    },
 }
 
 impl Verdict {

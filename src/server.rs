@@ -35,6 +35,8 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     pub max_body_bytes: usize,
     pub dispatcher: Dispatcher,
+    /// Tells Port's runs of calls decided outside the outbox; `None` without a port sink.
+    pub reporter: Option<crate::dispatch::Reporter>,
     pub metrics: Arc<Metrics>,
     pub limits: limits::Limits,
     /// The events endpoint's state; `None` when no Jenkins target has an events token.

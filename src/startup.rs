@@ -2,6 +2,7 @@
 //! outbox target (Jenkins and the sinks) and the worker, and hand the HTTP side its state.
 //! Routes and handlers stay in `server`, which knows nothing of how they were put together.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use actix_web::dev::Server;
 use tokio::sync::{Notify, watch};
 
 use crate::config::DeliveryMode;
-use crate::dispatch::{Dispatcher, JenkinsTarget};
+use crate::dispatch::{Dispatcher, JenkinsTarget, Reporter};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::outbox::worker::Worker;
@@ -18,6 +19,8 @@ use crate::outbox::{RetryPolicy, Targets};
 use crate::rules::RuleSet;
 use crate::server::limits::Limits;
 use crate::server::{self, AppState, EventsState, Serving};
+use crate::sinks::port::runs::Unrecorded;
+use crate::sinks::port::target::PortTarget;
 use crate::sinks::sink::SinkTarget;
 use crate::store::Store;
 
@@ -82,7 +85,23 @@ impl Application {
         let sinks = Arc::new(gateway.sinks);
         let delivery = &gateway.settings.delivery;
         // Events are always stored, in direct mode too: the store directory is used for them.
-        let needs_store = delivery.mode == DeliveryMode::Queue || !gateway.event_sources.is_empty();
+        // So are a port sink's run updates, whatever the mode.
+        let reports = sinks.iter().any(|sink| sink.port().is_some());
+        let needs_store =
+            delivery.mode == DeliveryMode::Queue || !gateway.event_sources.is_empty() || reports;
+        let public_urls: Arc<HashMap<String, String>> = Arc::new(
+            gateway
+                .settings
+                .jenkins
+                .iter()
+                .map(|(name, settings)| {
+                    let url = settings.public_url.as_deref().unwrap_or(&settings.url);
+                    (name.clone(), url.trim_end_matches('/').to_owned())
+                })
+                .collect(),
+        );
+        let unrecorded = Arc::new(Unrecorded::default());
+        let correlation_ttl = Duration::from_secs(delivery.done_retention_secs);
         let store = if needs_store {
             let store = Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
                 std::io::Error::other(format!(
@@ -111,22 +130,35 @@ impl Application {
                             Arc::clone(&rules),
                             Arc::clone(&metrics),
                             policy,
-                            Duration::from_secs(delivery.done_retention_secs),
+                            correlation_ttl,
+                            public_urls.get(name).cloned().unwrap_or_default(),
                         )),
                     );
                 }
                 for sink in sinks.iter() {
-                    let target = SinkTarget::new(Arc::clone(sink), Arc::clone(&metrics), policy)
-                        .map_err(|e| {
-                            std::io::Error::other(format!(
-                                "cannot set up TLS for sink {}: {e}",
-                                sink.name
-                            ))
-                        })?;
-                    targets.insert(
-                        crate::store::target_id("sink", &sink.name),
-                        Arc::new(target),
-                    );
+                    let tls = |e: rustls::Error| {
+                        std::io::Error::other(format!(
+                            "cannot set up TLS for sink {}: {e}",
+                            sink.name
+                        ))
+                    };
+                    let port = PortTarget::new(
+                        Arc::clone(sink),
+                        store.clone(),
+                        Arc::clone(&metrics),
+                        policy,
+                        Arc::clone(&public_urls),
+                        Arc::clone(&unrecorded),
+                    )
+                    .map_err(tls)?;
+                    let target: Arc<dyn crate::outbox::Target> = match port {
+                        Some(port) => Arc::new(port),
+                        None => Arc::new(
+                            SinkTarget::new(Arc::clone(sink), Arc::clone(&metrics), policy)
+                                .map_err(tls)?,
+                        ),
+                    };
+                    targets.insert(crate::store::target_id("sink", &sink.name), target);
                 }
                 Some(Worker::new(
                     store.clone(),
@@ -137,12 +169,22 @@ impl Application {
                 ))
             }
         };
+        let reporter = store.as_ref().filter(|_| reports).map(|store| Reporter {
+            store: store.clone(),
+            wake: Arc::clone(&wake),
+            unrecorded,
+            ttl: correlation_ttl,
+            public_urls,
+        });
         let dispatcher = match (&store, delivery.mode) {
             (Some(store), DeliveryMode::Queue) => Dispatcher::Queue {
                 store: store.clone(),
                 wake: Arc::clone(&wake),
             },
-            _ => Dispatcher::Direct(jenkins),
+            _ => Dispatcher::Direct {
+                jenkins,
+                reporter: reporter.clone(),
+            },
         };
         let events = match store {
             Some(store) if !gateway.event_sources.is_empty() => Some(EventsState {
@@ -164,6 +206,7 @@ impl Application {
             trusted_proxies: gateway.trusted_proxies,
             max_body_bytes: gateway.settings.server.max_body_bytes,
             dispatcher,
+            reporter,
             events,
         };
         let serving = Serving::from_settings(&gateway.settings.server, drain_secs);

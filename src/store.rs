@@ -22,8 +22,8 @@ use serde::Serialize;
 pub use ops::{
     Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, Due, Effect,
     EventAccepted, EventRef, EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next,
-    Payload, Pending, Ready, RememberedSignature, ReplayMark, Requeued, Stats, StoredEvent, Want,
-    target_id,
+    Payload, Pending, Ready, RememberedSignature, ReplayMark, Requeued, RunLookup, Stats,
+    StoredEvent, Want, finished_update, report_text, run_key, target_id,
 };
 
 /// Merges a build event into the facts kept for its build (JSON in, JSON out); shared with the
@@ -477,16 +477,29 @@ impl Store {
         .await
     }
 
-    /// The Port run (sink, run id) a queue item of `jenkins` belongs to, while it is kept.
-    pub async fn run_of(
+    /// Which run a build event of `jenkins` (a target id) with `queue_id` belongs to, and
+    /// whether a reported trigger to that target is still pending.
+    pub async fn lookup_run(
         &self,
         jenkins: String,
-        queue_id: u64,
-    ) -> Result<Option<(String, String)>, StoreError> {
+        queue_id: Option<u64>,
+    ) -> Result<RunLookup, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
-            ops::run_of(conn, &jenkins, queue_id, now_ms())
+            ops::lookup_run(conn, &jenkins, queue_id, now_ms())
         })
         .await
+    }
+
+    /// Writes what a call decided outside the outbox (a direct-mode dispatch, a filtered call)
+    /// leads to, in one transaction. Like an attempt's outcome it may use the headroom above
+    /// `max_store_bytes`: Jenkins has acted already, and the run must still hear of it.
+    pub async fn apply(&self, effects: Vec<Effect>) -> Result<(), StoreError> {
+        let result = self
+            .inner
+            .writer
+            .run(move |tx| ops::apply_all(tx, &effects, now_ms()))
+            .await;
+        self.note_failure(result)
     }
 
     /// One delivery for an operator, on a connection of its own.

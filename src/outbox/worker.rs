@@ -309,6 +309,10 @@ async fn settle(
             let at_ms = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
             (Next::Retry { at_ms }, "retry")
         }
+        (Verdict::Wait { after }, _) => {
+            let at_ms = now_ms() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+            (Next::Retry { at_ms }, "wait")
+        }
         (Verdict::Retry { .. }, _) => (
             Next::Dead {
                 reason: format!(
@@ -346,6 +350,9 @@ async fn settle(
     match &next {
         Next::Done { receipt } => {
             tracing::info!(delivery = %pending.id, target = %pending.target, rule, attempts, receipt = receipt.as_deref().unwrap_or(""), "Delivered.")
+        }
+        Next::Retry { at_ms } if label == "wait" => {
+            tracing::debug!(delivery = %pending.id, target = %pending.target, retry_in_ms = at_ms - now_ms(), reason = error_text.as_deref().unwrap_or(""), "Delivery waits.")
         }
         Next::Retry { at_ms } => {
             tracing::warn!(delivery = %pending.id, target = %pending.target, rule, attempts, retry_in_ms = at_ms - now_ms(), error = error_text.as_deref().unwrap_or(""), "Delivery attempt failed; will retry.")

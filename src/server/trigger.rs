@@ -194,8 +194,43 @@ pub async fn run(
         for claim in filtered_claims {
             claim.accept(None);
         }
+        report_filtered(state, &entries).await;
     }
     respond(entries, dry_run)
+}
+
+/// When every rule that accepted the call filtered it out, each of them with a `[report]` tells
+/// its Port run that no job was triggered (written before the answer, like a queued call).
+async fn report_filtered(state: &AppState, entries: &[(&Arc<Rule>, Entry)]) {
+    let Some(reporter) = &state.reporter else {
+        return;
+    };
+    let only_filtered = entries
+        .iter()
+        .all(|(_, entry)| matches!(entry, Entry::Filtered(_) | Entry::Rejected(_)));
+    if !only_filtered {
+        return;
+    }
+    let effects: Vec<_> = entries
+        .iter()
+        .filter_map(|(rule, entry)| {
+            let Entry::Filtered(evaluation) = entry else {
+                return None;
+            };
+            let report = rule.report.as_ref()?;
+            let run = report
+                .run_id
+                .render(&evaluation.variables)
+                .filter(|run| crate::sinks::port::is_run_id(run))?;
+            tracing::info!(rule = %rule.name, run = %run, "Telling the Port run that no job was triggered.");
+            Some(crate::sinks::port::runs::filtered(
+                &report.sink,
+                &run,
+                &rule.name,
+            ))
+        })
+        .collect();
+    reporter.record(effects).await;
 }
 
 /// A per-rule rate limit that refuses one matched rule refuses the whole call, so that a 429

@@ -528,6 +528,8 @@ pub struct JenkinsTarget {
     policy: RetryPolicy,
     /// How long a reported trigger's queue items name its run (`delivery.done_retention_secs`).
     correlation_ttl: Duration,
+    /// The URL people open (`public_url`, else `url`), for the queue item links Port shows.
+    public_url: String,
 }
 
 impl JenkinsTarget {
@@ -538,6 +540,7 @@ impl JenkinsTarget {
         metrics: Arc<Metrics>,
         policy: RetryPolicy,
         correlation_ttl: Duration,
+        public_url: String,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -546,6 +549,7 @@ impl JenkinsTarget {
             metrics,
             policy,
             correlation_ttl,
+            public_url,
         }
     }
 
@@ -596,46 +600,14 @@ impl outbox::Target for JenkinsTarget {
     }
 
     fn follow_up(&self, pending: &Pending, next: &Next) -> Vec<Effect> {
-        correlate(pending, next, self.correlation_ttl)
-            .into_iter()
-            .collect()
+        crate::sinks::port::runs::trigger_outcome(
+            &pending.target,
+            pending.report.as_deref(),
+            next,
+            self.correlation_ttl,
+            &self.public_url,
+        )
     }
-}
-
-/// A reported trigger's stored run (`{"sink", "run"}`).
-#[derive(Debug, Deserialize)]
-struct StoredReport {
-    sink: String,
-    run: String,
-}
-
-/// A reported trigger that Jenkins accepted: every queue item of its receipt belongs to its run.
-fn correlate(pending: &Pending, next: &Next, ttl: Duration) -> Option<Effect> {
-    let Next::Done {
-        receipt: Some(receipt),
-    } = next
-    else {
-        return None;
-    };
-    let report: StoredReport = serde_json::from_str(pending.report.as_deref()?).ok()?;
-    let receipt: serde_json::Value = serde_json::from_str(receipt).ok()?;
-    let items: Vec<(u64, String)> = receipt["jobs"]
-        .as_array()?
-        .iter()
-        .filter_map(|item| {
-            Some((
-                item["id"].as_u64()?,
-                item["job"].as_str().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect();
-    (!items.is_empty()).then(|| Effect::Correlate {
-        jenkins: pending.target.clone(),
-        sink: report.sink,
-        run_id: report.run,
-        items,
-        ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-    })
 }
 
 /// How a Jenkins answer decides the delivery's fate.
@@ -656,7 +628,7 @@ pub fn classify(result: &Result<JenkinsAnswer, DispatchError>) -> Verdict {
 }
 
 /// The receipt of an accepted trigger: every queue item GWT's answer names, with its job.
-fn receipt(answer: &JenkinsAnswer) -> Option<String> {
+pub fn receipt(answer: &JenkinsAnswer) -> Option<String> {
     (!answer.items.is_empty()).then(|| {
         let jobs: Vec<serde_json::Value> = answer
             .items
@@ -667,20 +639,23 @@ fn receipt(answer: &JenkinsAnswer) -> Option<String> {
     })
 }
 
+/// Why a call failed, with its causes: a delivery's reason, and what Port's run is told.
+pub fn failure_text(error: &DispatchError) -> String {
+    let chain = cause_chain(error);
+    if chain.is_empty() {
+        error.to_string()
+    } else {
+        format!("{error}: {chain}")
+    }
+}
+
 fn attempted(result: &Result<JenkinsAnswer, DispatchError>) -> Attempted {
     let status = match result {
         Ok(answer) => Some(answer.status),
         Err(DispatchError::Status { code, .. }) => Some(*code),
         Err(_) => None,
     };
-    let error = result.as_ref().err().map(|error| {
-        let chain = cause_chain(error);
-        if chain.is_empty() {
-            error.to_string()
-        } else {
-            format!("{error}: {chain}")
-        }
-    });
+    let error = result.as_ref().err().map(failure_text);
     Attempted {
         verdict: classify(result),
         status,
@@ -776,66 +751,6 @@ mod target_tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn pending(report: Option<&str>) -> Pending {
-        Pending {
-            seq: 1,
-            id: "d1".into(),
-            target: "jenkins:main".into(),
-            rule: Some("port-deploy".into()),
-            event_seq: None,
-            ordering_key: None,
-            content_type: "application/json".into(),
-            accepted_at: 0,
-            budget_used: 0,
-            report: report.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn an_accepted_reported_trigger_names_its_run_for_every_queue_item() {
-        let report = Some(r#"{"sink":"port","run":"r_1"}"#);
-        let receipt = r#"{"jobs":[{"job":"a","id":7,"url":"queue/item/7/"},{"job":"b","id":8,"url":"queue/item/8/"}]}"#;
-        let done = Next::Done {
-            receipt: Some(receipt.into()),
-        };
-        let ttl = Duration::from_secs(60);
-        assert_eq!(
-            correlate(&pending(report), &done, ttl),
-            Some(Effect::Correlate {
-                jenkins: "jenkins:main".into(),
-                sink: "port".into(),
-                run_id: "r_1".into(),
-                items: vec![(7, "a".into()), (8, "b".into())],
-                ttl_ms: 60_000,
-            })
-        );
-        // check(report, next): nothing to correlate.
-        let check = |report: Option<&str>, next: Next| {
-            assert_eq!(
-                correlate(&pending(report), &next, ttl),
-                None,
-                "{report:?} {next:?}"
-            );
-        };
-        check(None, done.clone());
-        check(report, Next::Done { receipt: None });
-        check(report, Next::Retry { at_ms: 1 });
-        check(
-            report,
-            Next::Dead {
-                reason: "Jenkins answered 404".into(),
-            },
-        );
-        // A receipt from before schema 4 names no job: the item still belongs to the run.
-        let old = Next::Done {
-            receipt: Some(r#"{"jobs":[{"id":5,"url":"queue/item/5/"}]}"#.into()),
-        };
-        assert!(matches!(
-            correlate(&pending(report), &old, ttl),
-            Some(Effect::Correlate { items, .. }) if items == vec![(5, String::new())]
-        ));
-    }
 
     #[test]
     fn classification_follows_the_retry_table() {

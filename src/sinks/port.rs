@@ -8,7 +8,10 @@
 //! `externalRunId`, and a log line only `message`.
 
 pub mod api;
+pub mod runs;
+pub mod target;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::events::model::{Event, Phase};
@@ -77,7 +80,7 @@ pub fn running(links: &[String], external_run_id: &str) -> Value {
 }
 
 /// One finished build of a run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finished {
     pub job: String,
     pub number: u64,
@@ -183,6 +186,25 @@ pub fn preview(event: &Event, run_id_parameters: &[String], public_url: &str) ->
 /// The trigger was dead-lettered: Jenkins refused it, or its attempts ran out.
 pub fn trigger_failed(reason: &str) -> Value {
     json!({"status": "FAILURE", "summary": format!("hookgate could not trigger Jenkins: {reason}")})
+}
+
+/// Jenkins accepted the trigger, but GWT scheduled no job: the job's own filter (in Jenkins)
+/// did not match.
+pub fn nothing_triggered() -> Value {
+    json!({
+        "status": "FAILURE",
+        "summary": "No Jenkins job was triggered: Jenkins accepted the call, but no job's filter matched.",
+    })
+}
+
+/// Whether `run` can be a Port run id (`r_` and letters and digits, as Port makes them): what
+/// goes into Port's URL is never a path of the sender's choosing.
+pub fn is_run_id(run: &str) -> bool {
+    !run.is_empty()
+        && run.len() <= 128
+        && run
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Every rule of the call filtered it out.
@@ -346,6 +368,7 @@ mod tests {
         only_port_keys(&running(&links, "https://ci.example.com/job/deploy/7/"));
         only_port_keys(&trigger_failed("Jenkins answered 404"));
         only_port_keys(&filtered("port-deploy"));
+        only_port_keys(&nothing_triggered());
         assert_eq!(
             filtered("port-deploy")["summary"],
             "No Jenkins job was triggered: port-deploy's filter did not match."

@@ -31,11 +31,13 @@ use crate::store::Payload;
 /// Jenkins' `Result` names (`hudson.model.Result`).
 pub const RESULTS: [&str; 5] = ["SUCCESS", "UNSTABLE", "FAILURE", "NOT_BUILT", "ABORTED"];
 
-/// The phases a sink takes by default: Allstacks wants one record per finished build.
+/// The phases a sink takes by default: Allstacks wants one record per finished build; Port's
+/// run hears of a build's start and of its end (QUEUED and COMPLETED would send nothing).
 fn default_phases(kind: SinkKind) -> Vec<Phase> {
     match kind {
         SinkKind::Allstacks => vec![Phase::Finalized],
-        SinkKind::Port | SinkKind::Alert | SinkKind::Forward => Phase::ALL.to_vec(),
+        SinkKind::Port => vec![Phase::Started, Phase::Finalized],
+        SinkKind::Alert | SinkKind::Forward => Phase::ALL.to_vec(),
     }
 }
 
@@ -969,15 +971,12 @@ mod tests {
 
     use super::*;
 
-    /// A port sink's settings as TOML (the kind is set after parsing: `kind = "port"` is not yet
-    /// accepted in a config).
+    /// A port sink's settings as TOML.
     fn port_sink(extra: &str) -> SinkSettings {
-        let mut settings: SinkSettings = toml::from_str(&format!(
-            "kind = \"forward\"\nurl = \"https://api.getport.io\"\n{extra}"
+        toml::from_str(&format!(
+            "kind = \"port\"\nurl = \"https://api.getport.io\"\n{extra}"
         ))
-        .expect("settings");
-        settings.kind = SinkKind::Port;
-        settings
+        .expect("settings")
     }
 
     fn compile(settings: SinkSettings) -> Result<Sinks, Vec<String>> {
@@ -1006,7 +1005,13 @@ mod tests {
         assert_eq!(port.client_secret.expose(), b"client-secret");
         assert_eq!(port.run_id_parameters, ["PORT_RUN_ID", "RUN_ID"]);
         assert!(port.logs);
-        assert!(sink.matcher.describe().contains("phases=all results=all"));
+        assert!(
+            sink.matcher
+                .describe()
+                .contains("phases=STARTED,FINALIZED results=all"),
+            "{}",
+            sink.matcher.describe()
+        );
         assert!(!sink.summary().contains("client-secret"));
     }
 

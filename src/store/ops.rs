@@ -18,7 +18,9 @@ use super::State;
 ///    before, kept by every write, so the worker's reads never visit a held-back row.
 /// 6: a trigger's `report` (the Port run it stands for, and the port sink told of it), and
 ///    `run_items`: the Jenkins queue items each reported run's trigger was answered with.
-const SCHEMA_VERSION: i64 = 6;
+/// 7: `runs`: what each Port run has been told (its finished builds, and whether it has had
+///    its one terminal update), and which of a run's queue items have `finished`.
+const SCHEMA_VERSION: i64 = 7;
 
 /// The `deliveries` table of the current schema, created under the name given (the migration builds it
 /// beside the old one, then swaps).
@@ -132,10 +134,30 @@ CREATE TABLE IF NOT EXISTS run_items (
     run_id     TEXT    NOT NULL,
     job        TEXT    NOT NULL,
     expires_at INTEGER NOT NULL,
+    -- 1 once the item's build has finalized: the run ends when none of its items is left.
+    finished   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (jenkins, queue_id)
 );
 CREATE INDEX IF NOT EXISTS run_items_run ON run_items (sink, run_id);
 CREATE INDEX IF NOT EXISTS run_items_expiry ON run_items (expires_at);
+-- Each Port run hookgate has sent an update: the builds of it that finished (JSON array, each
+-- as the port sink recorded it), and when it had its terminal update (then nothing more is
+-- queued for it).
+CREATE TABLE IF NOT EXISTS runs (
+    sink       TEXT    NOT NULL,
+    run_id     TEXT    NOT NULL,
+    builds     TEXT    NOT NULL DEFAULT '[]',
+    ended_at   INTEGER,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (sink, run_id)
+);
+CREATE INDEX IF NOT EXISTS runs_updated ON runs (updated_at);
+-- Reported triggers not yet answered, by Jenkins target and by run: few rows (only those in
+-- flight), read when a build event's run is looked up and when a run's last build finishes.
+CREATE INDEX IF NOT EXISTS deliveries_reported_target ON deliveries (target)
+    WHERE report IS NOT NULL AND state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_reported_run ON deliveries (report)
+    WHERE report IS NOT NULL AND state IN ('queued', 'retrying');
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -281,7 +303,14 @@ fn migrate_from_locked(tx: &Transaction<'_>, version: i64) -> Result<(), rusqlit
                     "ALTER TABLE deliveries ADD COLUMN held INTEGER NOT NULL DEFAULT 0;",
                 )?;
             }
-            tx.execute_batch("ALTER TABLE deliveries ADD COLUMN report TEXT;")?;
+            if version <= 5 {
+                tx.execute_batch("ALTER TABLE deliveries ADD COLUMN report TEXT;")?;
+            }
+            if version == 6 {
+                tx.execute_batch(
+                    "ALTER TABLE run_items ADD COLUMN finished INTEGER NOT NULL DEFAULT 0;",
+                )?;
+            }
         }
         if version <= 4 {
             tx.execute_batch(MIGRATE_4_TO_5)?;
@@ -439,7 +468,7 @@ pub struct AttemptRecord {
     pub effects: Vec<Effect>,
 }
 
-/// A write an attempt's outcome leads to, committed with it (never without it).
+/// A write an attempt's outcome (or a call's) leads to, committed with it (never without it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Jenkins accepted a reported trigger: its queue items (id, job) belong to the run, for
@@ -451,6 +480,44 @@ pub enum Effect {
         items: Vec<(u64, String)>,
         ttl_ms: i64,
     },
+    /// An update of a Port run (`body`), queued for its port sink behind the run's earlier
+    /// updates, unless the run has had its terminal update; `terminal` makes it that one.
+    Update {
+        sink: String,
+        run_id: String,
+        delivery_id: String,
+        body: String,
+        terminal: bool,
+    },
+    /// A build of a run finalized (`build`: the port sink's record of it, JSON). It is kept
+    /// with the run and its queue item (if any) is finished; once none of the run's items is
+    /// left and no reported trigger of the run is pending, the terminal update is queued, as
+    /// [`finished_update`] writes it.
+    Finished {
+        sink: String,
+        run_id: String,
+        jenkins: String,
+        queue_id: Option<u64>,
+        build: String,
+        delivery_id: String,
+    },
+}
+
+/// A reported trigger's `report` column: the sink and run it stands for. The one spelling both
+/// the accept and the run's bookkeeping compare.
+pub fn report_text(sink: &str, run_id: &str) -> String {
+    serde_json::json!({"sink": sink, "run": run_id}).to_string()
+}
+
+/// The ordering key of a run's updates: one after the other, in the order they were queued.
+pub fn run_key(sink: &str, run_id: &str) -> String {
+    format!("{sink}\nrun {run_id}")
+}
+
+/// The terminal update a run's last finished build queues: `{"run", "update": "finished",
+/// "builds": [...]}` (what `sinks::port::runs::Intent` reads).
+pub fn finished_update(run_id: &str, builds: &[serde_json::Value]) -> String {
+    serde_json::json!({"run": run_id, "update": "finished", "builds": builds}).to_string()
 }
 
 /// Writes `effect` as of `now_ms`.
@@ -468,7 +535,7 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (jenkins, queue_id) DO UPDATE SET sink = excluded.sink,
                      run_id = excluded.run_id, job = excluded.job,
-                     expires_at = excluded.expires_at",
+                     expires_at = excluded.expires_at, finished = 0",
             )?;
             for (queue_id, job) in items {
                 insert.execute(params![
@@ -482,7 +549,148 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
             }
             Ok(())
         }
+        Effect::Update {
+            sink,
+            run_id,
+            delivery_id,
+            body,
+            terminal,
+        } => {
+            if run_ended(tx, sink, run_id)? {
+                return Ok(());
+            }
+            touch_run(tx, sink, run_id, None, *terminal, now_ms)?;
+            queue_update(tx, sink, run_id, delivery_id, body, now_ms)
+        }
+        Effect::Finished {
+            sink,
+            run_id,
+            jenkins,
+            queue_id,
+            build,
+            delivery_id,
+        } => {
+            if run_ended(tx, sink, run_id)? {
+                return Ok(());
+            }
+            if let Some(queue_id) = queue_id {
+                tx.prepare_cached(
+                    "UPDATE run_items SET finished = 1
+                     WHERE jenkins = ?1 AND queue_id = ?2 AND sink = ?3 AND run_id = ?4",
+                )?
+                .execute(params![
+                    jenkins,
+                    i64::try_from(*queue_id).unwrap_or(i64::MAX),
+                    sink,
+                    run_id
+                ])?;
+            }
+            let known: Option<String> = tx
+                .prepare_cached("SELECT builds FROM runs WHERE sink = ?1 AND run_id = ?2")?
+                .query_row(params![sink, run_id], |row| row.get(0))
+                .optional()?;
+            let mut builds: Vec<serde_json::Value> = known
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default();
+            builds.extend(serde_json::from_str::<serde_json::Value>(build).ok());
+            let left: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM run_items
+                                    WHERE sink = ?1 AND run_id = ?2 AND finished = 0
+                                      AND expires_at > ?3)
+                         OR EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_reported_run
+                                    WHERE report = ?4 AND report IS NOT NULL
+                                      AND state IN ('queued', 'retrying'))",
+                )?
+                .query_row(
+                    params![sink, run_id, now_ms, report_text(sink, run_id)],
+                    |row| row.get(0),
+                )?;
+            let text = serde_json::Value::from(builds.clone()).to_string();
+            touch_run(tx, sink, run_id, Some(&text), !left, now_ms)?;
+            if left {
+                return Ok(());
+            }
+            queue_update(
+                tx,
+                sink,
+                run_id,
+                delivery_id,
+                &finished_update(run_id, &builds),
+                now_ms,
+            )
+        }
     }
+}
+
+/// Whether the run has had its terminal update.
+fn run_ended(tx: &Transaction<'_>, sink: &str, run_id: &str) -> Result<bool, rusqlite::Error> {
+    tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM runs
+                        WHERE sink = ?1 AND run_id = ?2 AND ended_at IS NOT NULL)",
+    )?
+    .query_row(params![sink, run_id], |row| row.get(0))
+}
+
+/// Keeps the run (and `builds`, when given); `ended` marks its terminal update as queued.
+fn touch_run(
+    tx: &Transaction<'_>,
+    sink: &str,
+    run_id: &str,
+    builds: Option<&str>,
+    ended: bool,
+    now_ms: i64,
+) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached(
+        "INSERT INTO runs (sink, run_id, builds, ended_at, updated_at)
+         VALUES (?1, ?2, COALESCE(?3, '[]'), CASE WHEN ?4 THEN ?5 END, ?5)
+         ON CONFLICT (sink, run_id) DO UPDATE SET
+             builds = COALESCE(?3, runs.builds),
+             ended_at = COALESCE(runs.ended_at, excluded.ended_at),
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![sink, run_id, builds, ended, now_ms])?;
+    Ok(())
+}
+
+/// Queues one update of a run for its port sink, behind the run's earlier pending ones.
+fn queue_update(
+    tx: &Transaction<'_>,
+    sink: &str,
+    run_id: &str,
+    delivery_id: &str,
+    body: &str,
+    now_ms: i64,
+) -> Result<(), rusqlite::Error> {
+    let key = run_key(sink, run_id);
+    let held = held_by_key(tx, Some(&key))?;
+    tx.prepare_cached(
+        "INSERT INTO deliveries (id, target, ordering_key, held, state, content_type,
+                                 accepted_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, 'queued', 'application/json', ?5, ?5)",
+    )?
+    .execute(params![
+        delivery_id,
+        target_id("sink", sink),
+        key,
+        held,
+        now_ms
+    ])?;
+    tx.prepare_cached("INSERT INTO bodies (delivery_seq, body) VALUES (?1, ?2)")?
+        .execute(params![tx.last_insert_rowid(), body.as_bytes()])?;
+    Ok(())
+}
+
+/// Writes `effects` of something decided outside an attempt (a direct-mode call, a filtered
+/// call) as of `now_ms`.
+pub(super) fn apply_all(
+    tx: &Transaction<'_>,
+    effects: &[Effect],
+    now_ms: i64,
+) -> Result<(), rusqlite::Error> {
+    effects
+        .iter()
+        .try_for_each(|effect| apply(tx, effect, now_ms))
 }
 
 /// The Port run (sink, run id) a queue item of `jenkins` belongs to, while it is kept.
@@ -501,6 +709,38 @@ pub(super) fn run_of(
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
     .optional()
+}
+
+/// Which run a build event of `jenkins` (a target id) belongs to, as far as the store knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunLookup {
+    /// The run (sink, run id) its queue item was recorded for, while kept.
+    pub run: Option<(String, String)>,
+    /// A reported trigger to `jenkins` is still pending: its queue items are not recorded yet.
+    pub trigger_pending: bool,
+}
+
+pub(super) fn lookup_run(
+    conn: &Connection,
+    jenkins: &str,
+    queue_id: Option<u64>,
+    now_ms: i64,
+) -> Result<RunLookup, rusqlite::Error> {
+    let run = match queue_id {
+        Some(queue_id) => run_of(conn, jenkins, queue_id, now_ms)?,
+        None => None,
+    };
+    let trigger_pending = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_reported_target
+                            WHERE target = ?1 AND report IS NOT NULL
+                              AND state IN ('queued', 'retrying'))",
+        )?
+        .query_row([jenkins], |row| row.get(0))?;
+    Ok(RunLookup {
+        run,
+        trigger_pending,
+    })
 }
 
 /// Longest error text kept per attempt and delivery: bounds what an outcome adds to the store.
@@ -784,6 +1024,7 @@ pub(super) fn purge_events(tx: &Transaction<'_>, before_ms: i64) -> Result<usize
         [before_ms],
     )?;
     tx.execute("DELETE FROM builds WHERE updated_at < ?1", [before_ms])?;
+    tx.execute("DELETE FROM runs WHERE updated_at < ?1", [before_ms])?;
     Ok(events)
 }
 

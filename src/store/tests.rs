@@ -90,6 +90,15 @@ impl Store {
         Ok(ops::get(&lock(&self.inner.lookup), id)?)
     }
 
+    /// The run a queue item of `jenkins` belongs to.
+    async fn run_of(
+        &self,
+        jenkins: String,
+        queue_id: u64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self.lookup_run(jenkins, Some(queue_id)).await?.run)
+    }
+
     /// Records an attempt of `id` leading to `next`, from outside a runtime.
     fn record_now(&self, id: &str, next: Next) {
         runtime()
@@ -1151,4 +1160,269 @@ fn a_reported_triggers_queue_items_name_its_run_until_they_expire() {
             .unwrap();
         assert_eq!(left, 0);
     });
+}
+
+/// The run updates queued for the port sink `port`, oldest first: (run, update kind, held).
+fn run_updates(store: &Store) -> Vec<(String, String, bool)> {
+    let conn = lock(&store.inner.reader);
+    let mut statement = conn
+        .prepare(
+            "SELECT b.body, d.held FROM deliveries AS d JOIN bodies AS b ON b.delivery_seq = d.seq
+             WHERE d.target = 'sink:port' ORDER BY d.seq",
+        )
+        .unwrap();
+    statement
+        .query_map([], |row| {
+            let body: Vec<u8> = row.get(0)?;
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            Ok((
+                body["run"].as_str().unwrap_or_default().to_owned(),
+                body["update"].as_str().unwrap_or_default().to_owned(),
+                row.get(1)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn update(run: &str, kind: &str, terminal: bool) -> Effect {
+    Effect::Update {
+        sink: "port".to_owned(),
+        run_id: run.to_owned(),
+        delivery_id: ulid::Ulid::generate().to_string(),
+        body: serde_json::json!({"run": run, "update": kind}).to_string(),
+        terminal,
+    }
+}
+
+fn finished(run: &str, queue_id: Option<u64>, job: &str) -> Effect {
+    Effect::Finished {
+        sink: "port".to_owned(),
+        run_id: run.to_owned(),
+        jenkins: "jenkins:main".to_owned(),
+        queue_id,
+        build: serde_json::json!({"job": job}).to_string(),
+        delivery_id: ulid::Ulid::generate().to_string(),
+    }
+}
+
+/// A run's updates are queued in order behind each other; it ends when the last of its queue
+/// items finishes and no reported trigger of it is pending, and it gets one terminal update.
+#[test]
+fn a_run_ends_once_with_its_last_build_and_nothing_is_queued_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let built = |run: &str| {
+        let conn = lock(&store.inner.reader);
+        conn.query_row(
+            "SELECT builds, ended_at IS NOT NULL FROM runs WHERE sink = 'port' AND run_id = ?1",
+            [run],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?)),
+        )
+        .unwrap()
+    };
+    runtime().block_on(async {
+        store
+            .accept(NewDelivery {
+                report: Some(report_text("port", "r_1")),
+                ..delivery("d1", "r", None)
+            })
+            .await
+            .unwrap();
+        // Its trigger is pending: a build event of that Jenkins cannot know its run yet.
+        let lookup = store
+            .lookup_run("jenkins:main".into(), Some(7))
+            .await
+            .unwrap();
+        assert_eq!(
+            lookup,
+            RunLookup {
+                run: None,
+                trigger_pending: true
+            }
+        );
+        let other = store.lookup_run("jenkins:other".into(), Some(7)).await;
+        assert!(!other.unwrap().trigger_pending);
+        store
+            .record(
+                "d1".into(),
+                AttemptRecord {
+                    effects: vec![
+                        Effect::Correlate {
+                            jenkins: "jenkins:main".to_owned(),
+                            sink: "port".to_owned(),
+                            run_id: "r_1".to_owned(),
+                            items: vec![(7, "a".to_owned()), (8, "b".to_owned())],
+                            ttl_ms: 60_000,
+                        },
+                        update("r_1", "queued", false),
+                    ],
+                    ..attempt(Next::Done { receipt: None })
+                },
+            )
+            .await
+            .unwrap();
+        let lookup = store
+            .lookup_run("jenkins:main".into(), Some(8))
+            .await
+            .unwrap();
+        assert_eq!(
+            lookup,
+            RunLookup {
+                run: Some(("port".to_owned(), "r_1".to_owned())),
+                trigger_pending: false
+            }
+        );
+        store
+            .apply(vec![update("r_1", "running", false)])
+            .await
+            .unwrap();
+        // One of two builds finished: the run goes on.
+        store
+            .apply(vec![finished("r_1", Some(7), "a")])
+            .await
+            .unwrap();
+        assert_eq!(built("r_1"), (r#"[{"job":"a"}]"#.to_owned(), false));
+        store
+            .apply(vec![finished("r_1", Some(8), "b")])
+            .await
+            .unwrap();
+        assert_eq!(
+            built("r_1"),
+            (r#"[{"job":"a"},{"job":"b"}]"#.to_owned(), true)
+        );
+        // Anything after the end is not queued: a late STARTED, a FINALIZED again, a failure.
+        store
+            .apply(vec![
+                update("r_1", "running", false),
+                finished("r_1", Some(8), "b"),
+                update("r_1", "trigger_failed", true),
+            ])
+            .await
+            .unwrap();
+        // Updates wait for the one before them: only the oldest of the run may start.
+        let run = |kind: &str, held: bool| ("r_1".to_owned(), kind.to_owned(), held);
+        assert_eq!(
+            run_updates(&store),
+            [
+                run("queued", false),
+                run("running", true),
+                run("finished", true)
+            ]
+        );
+        let conn = lock(&store.inner.reader);
+        let terminal: Vec<u8> = conn
+            .query_row(
+                "SELECT b.body FROM deliveries AS d JOIN bodies AS b ON b.delivery_seq = d.seq
+                 WHERE d.target = 'sink:port' ORDER BY d.seq DESC LIMIT 1",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(terminal).unwrap(),
+            finished_update(
+                "r_1",
+                &[
+                    serde_json::json!({"job": "a"}),
+                    serde_json::json!({"job": "b"})
+                ]
+            )
+        );
+    });
+}
+
+/// A build named by its parameters ends its run at once, unless a reported trigger of that run
+/// is still pending; a terminal update ends a run whatever comes after.
+#[test]
+fn a_pending_trigger_of_the_run_holds_its_end_and_one_terminal_update_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        // A build started by hand with PORT_RUN_ID: no queue item recorded, no trigger.
+        store
+            .apply(vec![finished("r_hand", None, "a")])
+            .await
+            .unwrap();
+        // A run whose trigger is still pending does not end with a build of it.
+        store
+            .accept(NewDelivery {
+                report: Some(report_text("port", "r_2")),
+                ..delivery("d2", "r", None)
+            })
+            .await
+            .unwrap();
+        store.apply(vec![finished("r_2", None, "a")]).await.unwrap();
+        store
+            .record(
+                "d2".into(),
+                AttemptRecord {
+                    effects: vec![update("r_2", "trigger_failed", true)],
+                    ..attempt(Next::Dead {
+                        reason: "Jenkins answered 404".into(),
+                    })
+                },
+            )
+            .await
+            .unwrap();
+        // Two terminal updates for one run (two filtered rules): the first one is kept.
+        store
+            .apply(vec![
+                update("r_3", "filtered", true),
+                update("r_3", "filtered", true),
+            ])
+            .await
+            .unwrap();
+    });
+    let run = |run: &str, kind: &str| (run.to_owned(), kind.to_owned(), false);
+    assert_eq!(
+        run_updates(&store),
+        [
+            run("r_hand", "finished"),
+            run("r_2", "trigger_failed"),
+            run("r_3", "filtered")
+        ]
+    );
+    // Runs are kept as long as build facts are, and purged with them.
+    runtime().block_on(store.purge(now_ms() + 60_000)).unwrap();
+    let runs: i64 = lock(&store.inner.reader)
+        .query_row("SELECT COUNT(*) FROM runs", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(runs, 0);
+}
+
+/// A store as schema 6 wrote it: `run_items` without `finished`, no `runs`.
+#[test]
+fn a_schema_6_store_is_migrated_with_its_run_items() {
+    let dir = tempfile::tempdir().unwrap();
+    write_schema_5(dir.path(), "");
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("deliveries.sqlite3")).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE deliveries ADD COLUMN report TEXT;
+             CREATE TABLE run_items (jenkins TEXT NOT NULL, queue_id INTEGER NOT NULL,
+                 sink TEXT NOT NULL, run_id TEXT NOT NULL, job TEXT NOT NULL,
+                 expires_at INTEGER NOT NULL, PRIMARY KEY (jenkins, queue_id));
+             INSERT INTO run_items VALUES ('jenkins:main', 7, 'port', 'r_1', 'a', 9000000000000);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        let lookup = store
+            .lookup_run("jenkins:main".into(), Some(7))
+            .await
+            .unwrap();
+        assert_eq!(lookup.run, Some(("port".to_owned(), "r_1".to_owned())));
+        store
+            .apply(vec![finished("r_1", Some(7), "a")])
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        run_updates(&store),
+        [("r_1".to_owned(), "finished".to_owned(), false)]
+    );
 }

@@ -65,6 +65,8 @@ pub fn test_env() -> HashMap<String, String> {
         ("EVENTS_TOKEN", EVENTS_TOKEN),
         ("ALLSTACKS_TOKEN", ALLSTACKS_TOKEN),
         ("ITOC360_TOKEN", ITOC360_TOKEN),
+        ("PORT_CLIENT_ID", PORT_CLIENT_ID),
+        ("PORT_CLIENT_SECRET", PORT_CLIENT_SECRET),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

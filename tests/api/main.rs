@@ -13,6 +13,7 @@ mod gwt;
 mod helpers;
 mod invoke;
 mod port;
+mod port_runs;
 mod queue;
 mod security;
 mod signatures;

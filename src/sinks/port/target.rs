@@ -1,0 +1,266 @@
+//! A port sink as the outbox worker sees it. It takes two kinds of deliveries: the build events
+//! its matcher took, which it only decides about (which run, which step: no call to Port), and
+//! the run updates those decisions and the triggers' outcomes queued, which it sends to Port.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+
+use super::api::{Answer, CallError, PortApi};
+use super::runs::{self, Decision, Intent, Resolution, Unrecorded};
+use crate::events::model::Event;
+use crate::metrics::Metrics;
+use crate::outbox::{self, AttemptFuture, Attempted, Job, RetryPolicy, Verdict};
+use crate::sinks::http;
+use crate::sinks::sink::{PortSettings, Sink};
+use crate::store::{Effect, Next, Payload, Pending, Store, now_ms, target_id};
+
+/// How soon an event waiting for a reported trigger's answer asks again.
+const WAIT_STEP: Duration = Duration::from_millis(500);
+
+/// One `kind = "port"` sink.
+pub struct PortTarget {
+    sink: Arc<Sink>,
+    settings: Arc<PortSettings>,
+    api: PortApi,
+    store: Store,
+    metrics: Arc<Metrics>,
+    policy: RetryPolicy,
+    /// Each Jenkins target's `public_url` (else `url`), by name, for links.
+    public_urls: Arc<HashMap<String, String>>,
+    unrecorded: Arc<Unrecorded>,
+    /// Whether Port last refused hookgate's credentials.
+    auth_failed: AtomicBool,
+}
+
+impl PortTarget {
+    /// `None` when `sink` is not a port sink.
+    pub fn new(
+        sink: Arc<Sink>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        policy: RetryPolicy,
+        public_urls: Arc<HashMap<String, String>>,
+        unrecorded: Arc<Unrecorded>,
+    ) -> Result<Option<Self>, rustls::Error> {
+        let Some(settings) = sink.port().cloned() else {
+            return Ok(None);
+        };
+        let api = PortApi::new(
+            sink.url(),
+            settings.client_id.clone(),
+            settings.client_secret.clone(),
+            http::client()?,
+            sink.timeout,
+        );
+        metrics.sink_auth_failed(&sink.name, false);
+        Ok(Some(Self {
+            sink,
+            settings,
+            api,
+            store,
+            metrics,
+            policy,
+            public_urls,
+            unrecorded,
+            auth_failed: AtomicBool::new(false),
+        }))
+    }
+
+    fn public_url(&self, jenkins: &str) -> &str {
+        self.public_urls.get(jenkins).map_or("", String::as_str)
+    }
+
+    /// A build event: which run it belongs to and what it asks of it, kept as the receipt.
+    async fn decide(&self, job: &Job) -> Attempted {
+        let Payload::Event(stored) = &job.payload else {
+            return Attempted::permanent("a build event delivery without its event");
+        };
+        let event = match Event::parse(&stored.body) {
+            Ok(event) => event,
+            Err(reason) => return Attempted::permanent(format!("the stored event: {reason}")),
+        };
+        let resolution = if super::step(&event) == super::Step::Nothing {
+            Resolution::Skip(format!(
+                "{} sends nothing to Port",
+                event.build.phase.as_str()
+            ))
+        } else {
+            let jenkins = target_id("jenkins", &stored.jenkins);
+            let mut lookup = match self.store.lookup_run(jenkins, event.build.queue_id).await {
+                Ok(lookup) => lookup,
+                Err(error) => {
+                    return Attempted {
+                        verdict: Verdict::Retry { retry_after: None },
+                        status: None,
+                        error: Some(format!("cannot look up the build's run: {error}")),
+                        receipt: None,
+                    };
+                }
+            };
+            lookup.trigger_pending |= self.unrecorded.any(&stored.jenkins);
+            let age = Duration::from_millis(u64::try_from(now_ms() - job.accepted_at).unwrap_or(0));
+            runs::resolve(
+                &self.sink.name,
+                &event,
+                &lookup,
+                age < runs::WAIT_FOR_TRIGGER,
+                &self.settings.run_id_parameters,
+            )
+        };
+        let public_url = self.public_url(&stored.jenkins);
+        match runs::decide(&event, &stored.jenkins, resolution, public_url) {
+            None => Attempted {
+                verdict: Verdict::Wait { after: WAIT_STEP },
+                status: None,
+                error: Some(
+                    "waiting for Jenkins' answer to a reported trigger, to learn the build's run"
+                        .to_owned(),
+                ),
+                receipt: None,
+            },
+            Some(decision) => Attempted {
+                verdict: Verdict::Delivered,
+                status: None,
+                error: None,
+                receipt: serde_json::to_string(&decision).ok(),
+            },
+        }
+    }
+
+    /// A run update: its log line (with `logs`), then the PATCH, whose answer decides.
+    async fn send(&self, job: &Job) -> Attempted {
+        let Payload::Body(body) = &job.payload else {
+            return Attempted::permanent("a run update without its body");
+        };
+        let Ok(intent) = serde_json::from_slice::<Intent>(body) else {
+            return Attempted::permanent("the stored run update cannot be read");
+        };
+        if !super::is_run_id(&intent.run) {
+            return Attempted::permanent("the stored run id is not a Port run id");
+        }
+        let update = intent.update.body();
+        let path = format!("/v1/actions/runs/{}", intent.run);
+        let started = Instant::now();
+        if self.settings.logs {
+            let line = super::log_line(&update);
+            match self
+                .api
+                .call(Method::POST, &format!("{path}/logs"), &line)
+                .await
+            {
+                Ok(answer) if (200..300).contains(&answer.status) => {}
+                // The status is what the run shows; a log line Port refused does not hold it up.
+                Ok(answer) => {
+                    tracing::warn!(sink = %self.sink.name, delivery = %job.id, status = answer.status, reason = %self.api.redacted(&answer.message()), "Port refused a run log line; updating the run's status anyway.")
+                }
+                Err(error) => {
+                    self.metrics.sink_call(&self.sink.name, started.elapsed());
+                    return self.failed(error);
+                }
+            }
+        }
+        let result = self.api.call(Method::PATCH, &path, &update).await;
+        self.metrics.sink_call(&self.sink.name, started.elapsed());
+        match result {
+            Ok(answer) => self.answered(&answer),
+            Err(error) => self.failed(error),
+        }
+    }
+
+    fn auth(&self, failed: bool) {
+        if self.auth_failed.swap(failed, Ordering::Relaxed) != failed {
+            self.metrics.sink_auth_failed(&self.sink.name, failed);
+        }
+    }
+
+    /// Port's answer to the PATCH: 2xx done; 401 (after a fresh token) and 403 refused
+    /// credentials; 404 and 422 dead with Port's message; 408, 429 and 5xx retried.
+    fn answered(&self, answer: &Answer) -> Attempted {
+        let verdict = Verdict::for_status(answer.status, answer.retry_after);
+        if matches!(answer.status, 401 | 403) {
+            self.auth(true);
+            tracing::error!(sink = %self.sink.name, status = answer.status, "Port refused hookgate's access token; check the sink's client id and secret.");
+        } else if verdict == Verdict::Delivered {
+            self.auth(false);
+        }
+        let error = (verdict != Verdict::Delivered).then(|| {
+            let message = self.api.redacted(&answer.message());
+            if message.is_empty() {
+                format!("Port answered {}", answer.status)
+            } else {
+                format!("Port answered {}: {message}", answer.status)
+            }
+        });
+        Attempted {
+            verdict,
+            status: Some(answer.status),
+            error,
+            receipt: None,
+        }
+    }
+
+    fn failed(&self, error: CallError) -> Attempted {
+        let (verdict, status, reason) = match error {
+            CallError::Unreachable(reason) => (Verdict::Retry { retry_after: None }, None, reason),
+            CallError::Refused(reason) => {
+                self.auth(true);
+                tracing::error!(sink = %self.sink.name, "Port refused the sink's client id and secret.");
+                (Verdict::Permanent, Some(401), reason)
+            }
+            CallError::Token { status, reason } => {
+                let verdict = match status {
+                    408 | 429 | 500.. => Verdict::Retry { retry_after: None },
+                    _ => Verdict::Permanent,
+                };
+                (verdict, Some(status), reason)
+            }
+        };
+        Attempted {
+            verdict,
+            status,
+            error: Some(reason),
+            receipt: None,
+        }
+    }
+}
+
+impl outbox::Target for PortTarget {
+    fn max_in_flight(&self) -> usize {
+        self.sink.max_in_flight
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    fn attempt<'a>(&'a self, job: &'a Job) -> AttemptFuture<'a> {
+        match job.payload {
+            Payload::Event(_) => Box::pin(self.decide(job)),
+            Payload::Body(_) => Box::pin(self.send(job)),
+        }
+    }
+
+    fn settled(&self, outcome: &'static str) {
+        self.metrics.sink_delivery(&self.sink.name, outcome);
+    }
+
+    /// A decided build event queues what it asks of its run.
+    fn follow_up(&self, pending: &Pending, next: &Next) -> Vec<Effect> {
+        let Next::Done {
+            receipt: Some(receipt),
+        } = next
+        else {
+            return Vec::new();
+        };
+        if pending.event_seq.is_none() {
+            return Vec::new();
+        }
+        serde_json::from_str::<Decision>(receipt)
+            .map(|decision| decision.effects(&self.sink.name))
+            .unwrap_or_default()
+    }
+}

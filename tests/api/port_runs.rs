@@ -1,0 +1,496 @@
+//! Closing the loop of a Port action through real sockets: a signed Port call, the fake Jenkins
+//! (GWT's answer, then the Notification plugin's events posted back to hookgate), and the run's
+//! updates as the fake Port API received them, in queue and direct mode.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::fake_jenkins::{FakeJenkinsConfig, Notify};
+use crate::helpers::fake_sinks::{Behaviour, PortRun, Sink};
+use crate::helpers::{
+    AppOptions, JOB_TOKEN, PORT_BODY, PORT_CLIENT_SECRET, TestApp, json, port_rule, spawn_app_with,
+};
+
+/// The run id in [`PORT_BODY`].
+const RUN: &str = "r_QOz6WoOB1Q2lmhZZ";
+
+/// A port sink on the fake Port API, taking every Jenkins' STARTED and FINALIZED (its default).
+fn port_sink(extra: &str) -> String {
+    format!(
+        "[sinks.port]\nkind = \"port\"\nurl = \"{{sinks}}\"\nclient_id_env = \"PORT_CLIENT_ID\"\nclient_secret_env = \"PORT_CLIENT_SECRET\"\n{extra}\n"
+    )
+}
+
+/// The Port rule of the other tests, reporting its calls' runs to the port sink.
+fn reported_rule() -> String {
+    port_rule("[report]\nsink = \"port\"\nrun_id = \"$RUN_ID\"\n")
+}
+
+fn options(queue: bool) -> AppOptions {
+    AppOptions {
+        rules: vec![("port-deploy.toml", reported_rule())],
+        queue,
+        events_token: true,
+        sinks: port_sink(""),
+        ..AppOptions::default()
+    }
+}
+
+/// A gateway whose fake Jenkins posts every build's events back to it.
+async fn spawn(options: AppOptions) -> TestApp {
+    let app = spawn_app_with(options).await;
+    let mut notify = Notify::to(format!(
+        "{}/jenkins/main/events?token={}",
+        app.address,
+        crate::helpers::EVENTS_TOKEN
+    ));
+    notify.duration_ms = 2_000;
+    app.jenkins.set_notify(Some(notify));
+    app
+}
+
+/// Waits until the fake Port's run `run` satisfies `done`, failing with what it holds.
+async fn run_until(app: &TestApp, run: &str, done: impl Fn(&PortRun) -> bool) -> PortRun {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = app.sinks.port_runs().get(run).cloned();
+        if let Some(found) = &found
+            && done(found)
+        {
+            return found.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} never got there: {found:#?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn ended(app: &TestApp, run: &str) -> PortRun {
+    run_until(app, run, |run| run.status != "IN_PROGRESS").await
+}
+
+/// Lets the worker go on for a while, for tests that check nothing more arrives.
+async fn settle() {
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+}
+
+fn labels(run: &PortRun) -> Vec<String> {
+    run.updates
+        .iter()
+        .map(|u| {
+            let label = u["statusLabel"].as_str().unwrap_or("-");
+            match u["status"].as_str() {
+                Some(status) => format!("{status} {label}"),
+                None => label.to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// The whole loop in one mode: "Queued in Jenkins" with the queue item's link, "Running" with the
+/// build's, then the terminal status with Jenkins' result, each with its log line.
+async fn full_loop(queue: bool, result: &str) {
+    let app = spawn(options(queue)).await;
+    app.jenkins.set_result("deploy-service", result);
+    let response = app.post_port(PORT_BODY).await;
+    let status = response.status();
+    let answer = json(response).await;
+    assert!(status.is_success(), "{answer}");
+    let run = ended(&app, RUN).await;
+    let jenkins = app.jenkins.url();
+    let build = format!("{jenkins}/job/deploy-service/1/");
+    let status = if result == "SUCCESS" {
+        "SUCCESS"
+    } else {
+        "FAILURE"
+    };
+    assert_eq!(
+        run.updates,
+        [
+            json!({"statusLabel": "Queued in Jenkins", "link": [format!("{jenkins}/queue/item/1/")]}),
+            json!({"statusLabel": "Running", "link": [build], "externalRunId": build}),
+            json!({
+                "status": status,
+                "statusLabel": result,
+                "summary": format!("deploy-service #1: {result} after 2.0 sec"),
+                "link": [build],
+            }),
+        ],
+        "queue mode: {queue}"
+    );
+    assert_eq!(
+        run.logs,
+        [
+            format!("Queued in Jenkins: {jenkins}/queue/item/1/"),
+            format!("Running: {build}"),
+            format!("deploy-service #1: {result} after 2.0 sec"),
+        ]
+    );
+    // COMPLETED and the duplicate-free rest send nothing more; one token served every call.
+    settle().await;
+    assert_eq!(app.sinks.port_runs()[RUN].updates.len(), 3);
+    assert_eq!(app.sinks.port_tokens_issued(), 1);
+}
+
+#[actix_web::test]
+async fn a_port_run_ends_with_jenkins_success_in_queue_mode() {
+    full_loop(true, "SUCCESS").await;
+}
+
+#[actix_web::test]
+async fn a_port_run_ends_with_jenkins_failure_in_queue_mode() {
+    full_loop(true, "FAILURE").await;
+}
+
+#[actix_web::test]
+async fn a_port_run_ends_with_jenkins_success_in_direct_mode() {
+    full_loop(false, "SUCCESS").await;
+}
+
+#[actix_web::test]
+async fn a_port_run_ends_with_jenkins_failure_in_direct_mode() {
+    full_loop(false, "UNSTABLE").await;
+}
+
+/// GWT answers 404 when no job has the token: the trigger is dead-lettered (queue mode) or
+/// failed (direct mode), and the run fails with the reason instead of hanging.
+async fn dead_trigger(queue: bool) {
+    let app = spawn(AppOptions {
+        fake_jenkins: FakeJenkinsConfig {
+            jobs: vec![("another-jobs-token".to_owned(), "other".to_owned())],
+            basic_auth: None,
+        },
+        ..options(queue)
+    })
+    .await;
+    let response = app.post_port(PORT_BODY).await;
+    let status = response.status();
+    assert_eq!(
+        status,
+        if queue {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::BAD_GATEWAY
+        }
+    );
+    let run = ended(&app, RUN).await;
+    assert_eq!(run.status, "FAILURE");
+    assert_eq!(run.updates.len(), 1, "{:?}", run.updates);
+    let summary = run.summary.unwrap_or_default();
+    assert!(
+        summary.starts_with("hookgate could not trigger Jenkins: Jenkins answered 404"),
+        "{summary}"
+    );
+    assert!(!summary.contains(JOB_TOKEN), "{summary}");
+    assert_eq!(run.logs, [summary]);
+}
+
+#[actix_web::test]
+async fn a_dead_lettered_trigger_fails_its_run_in_queue_mode() {
+    dead_trigger(true).await;
+}
+
+#[actix_web::test]
+async fn a_trigger_jenkins_refused_fails_its_run_in_direct_mode() {
+    dead_trigger(false).await;
+}
+
+/// Every rule filtered the call: its run fails at once, naming the rule.
+async fn filter_miss(queue: bool) {
+    let app = spawn(options(queue)).await;
+    let body = PORT_BODY.replace("deploy_service", "restart_service");
+    let response = app.post_port(&body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = json(response).await;
+    assert_eq!(
+        answer["jobs"]["port-deploy"]["status"], "filtered",
+        "{answer}"
+    );
+    let run = ended(&app, RUN).await;
+    assert_eq!(
+        run.updates,
+        [json!({
+            "status": "FAILURE",
+            "summary": "No Jenkins job was triggered: port-deploy's filter did not match."
+        })]
+    );
+    assert!(app.jenkins.requests().is_empty());
+}
+
+#[actix_web::test]
+async fn a_filtered_call_fails_its_run_in_queue_mode() {
+    filter_miss(true).await;
+}
+
+#[actix_web::test]
+async fn a_filtered_call_fails_its_run_in_direct_mode() {
+    filter_miss(false).await;
+}
+
+/// A Notification event of `job` #`number` in `phase`, as the plugin sends it.
+fn event(
+    job: &str,
+    number: u64,
+    phase: &str,
+    queue_id: u64,
+    parameters: Value,
+    status: Option<&str>,
+) -> String {
+    let mut build = json!({
+        "full_url": format!("https://ci.example.com/job/{job}/{number}/"),
+        "number": number,
+        "queue_id": queue_id,
+        "timestamp": 1_700_000_000_000u64,
+        "phase": phase,
+        "url": format!("job/{job}/{number}/"),
+        "parameters": parameters,
+    });
+    if let Some(status) = status {
+        build["status"] = status.into();
+        build["duration"] = 65_000.into();
+    }
+    json!({"name": job, "display_name": job, "url": format!("job/{job}/"), "build": build})
+        .to_string()
+}
+
+/// A build started by hand with `PORT_RUN_ID` reports to that run; events arriving twice or out
+/// of order (COMPLETED after FINALIZED, FINALIZED twice, a late STARTED) and another build naming
+/// the same run after its end leave it with one terminal update.
+#[actix_web::test]
+async fn a_build_started_by_hand_with_port_run_id_reports_once_whatever_the_order() {
+    let app = spawn(options(true)).await;
+    let params = json!({"PORT_RUN_ID": "r_byhand", "ENV": "prod"});
+    for (number, phase, status) in [
+        (12, "STARTED", None),
+        (12, "FINALIZED", Some("FAILURE")),
+        (12, "COMPLETED", Some("FAILURE")),
+        (12, "FINALIZED", Some("FAILURE")),
+        (12, "STARTED", None),
+        (13, "STARTED", None),
+        (13, "FINALIZED", Some("SUCCESS")),
+    ] {
+        let response = app
+            .post_event(&event(
+                "nightly",
+                number,
+                phase,
+                900 + number,
+                params.clone(),
+                status,
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let run = ended(&app, "r_byhand").await;
+    settle().await;
+    let run_now = app.sinks.port_runs()["r_byhand"].clone();
+    assert_eq!(run_now, run, "nothing after the terminal update");
+    assert_eq!(labels(&run), ["Running", "FAILURE FAILURE"]);
+    assert_eq!(
+        run.summary.as_deref(),
+        Some("nightly #12: FAILURE after 1 min 5 sec")
+    );
+}
+
+/// A build hookgate did not trigger and that names no run sends nothing to Port; its delivery
+/// says why it was skipped.
+#[actix_web::test]
+async fn an_uncorrelated_build_sends_nothing_to_port() {
+    let app = spawn(options(true)).await;
+    for phase in ["QUEUED", "STARTED", "COMPLETED", "FINALIZED"] {
+        let status = (phase == "FINALIZED" || phase == "COMPLETED").then_some("SUCCESS");
+        let response = app
+            .post_event(&event(
+                "other-job",
+                3,
+                phase,
+                4242,
+                json!({"ENV": "prod"}),
+                status,
+            ))
+            .await;
+        let answer = json(response).await;
+        let fate = if phase == "STARTED" || phase == "FINALIZED" {
+            "queued"
+        } else {
+            "skipped"
+        };
+        assert_eq!(answer["sinks"]["port"], fate, "{phase}: {answer}");
+    }
+    settle().await;
+    assert!(app.sinks.port_runs().is_empty());
+    assert!(app.sinks.requests_to(Sink::Port).is_empty());
+}
+
+/// One call whose job token two jobs share triggers both; the run ends when the second one
+/// finalizes, SUCCESS only if both succeeded, with one line per build in its summary.
+#[actix_web::test]
+async fn two_jobs_of_one_call_end_the_run_together() {
+    let app = spawn(AppOptions {
+        fake_jenkins: FakeJenkinsConfig {
+            jobs: vec![
+                (JOB_TOKEN.to_owned(), "deploy-api".to_owned()),
+                (JOB_TOKEN.to_owned(), "deploy-worker".to_owned()),
+            ],
+            basic_auth: None,
+        },
+        ..options(true)
+    })
+    .await;
+    app.jenkins.set_result("deploy-worker", "FAILURE");
+    assert_eq!(
+        app.post_port(PORT_BODY).await.status(),
+        StatusCode::ACCEPTED
+    );
+    ended(&app, RUN).await;
+    settle().await;
+    let run = app.sinks.port_runs()[RUN].clone();
+    let terminal: Vec<&Value> = run
+        .updates
+        .iter()
+        .filter(|u| u.get("status").is_some())
+        .collect();
+    assert_eq!(terminal.len(), 1, "{:?}", run.updates);
+    assert_eq!(run.status, "FAILURE");
+    assert_eq!(run.status_label.as_deref(), Some("FAILURE"));
+    let summary = run.summary.clone().unwrap_or_default();
+    assert!(
+        summary.contains("deploy-api #1: SUCCESS after 2.0 sec")
+            && summary.contains("deploy-worker #1: FAILURE after 2.0 sec"),
+        "{summary}"
+    );
+    // Both builds were running before the end, and the first update linked both queue items.
+    assert_eq!(run.updates[0]["link"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        labels(&run).iter().filter(|l| *l == "Running").count(),
+        2,
+        "{:?}",
+        labels(&run)
+    );
+}
+
+/// Port down, then up: the updates wait in the outbox and arrive in order.
+#[actix_web::test]
+async fn updates_made_while_port_is_down_arrive_in_order_once_it_is_up() {
+    let mut app = spawn(AppOptions {
+        max_attempts: 1000,
+        ..options(true)
+    })
+    .await;
+    app.sinks.down().await;
+    assert_eq!(
+        app.post_port(PORT_BODY).await.status(),
+        StatusCode::ACCEPTED
+    );
+    // The build runs and finishes while Port is unreachable.
+    let sent = app
+        .jenkins
+        .notifications_settled(4, Duration::from_secs(10))
+        .await;
+    assert_eq!(sent.len(), 4);
+    settle().await;
+    app.sinks.up().expect("fake Port comes back");
+    let run = ended(&app, RUN).await;
+    assert_eq!(
+        labels(&run),
+        ["Queued in Jenkins", "Running", "SUCCESS SUCCESS"]
+    );
+}
+
+/// A 401 to a fresh token dead-letters the update with Port's message and raises the auth gauge;
+/// 429 and 5xx are retried.
+#[actix_web::test]
+async fn port_refusing_a_fresh_token_dead_letters_and_5xx_is_retried() {
+    let app = spawn(AppOptions {
+        sinks: port_sink("logs = false"),
+        ..options(true)
+    })
+    .await;
+    // The token, then a PATCH answered 503; its retry (the token cached) 429; then as Port.
+    app.sinks.script(
+        Sink::Port,
+        [
+            Behaviour::Normal,
+            Behaviour::Status(503),
+            Behaviour::RetryAfter(429, 0),
+        ],
+    );
+    let params = json!({"PORT_RUN_ID": "r_retried"});
+    app.post_event(&event("nightly", 1, "STARTED", 1, params, None))
+        .await;
+    let run = run_until(&app, "r_retried", |run| !run.updates.is_empty()).await;
+    assert_eq!(labels(&run), ["Running"]);
+    // Now every PATCH is refused, with a fresh token too.
+    app.sinks.expire_port_tokens();
+    app.sinks.script(
+        Sink::Port,
+        [
+            Behaviour::Status(401),
+            Behaviour::Normal,
+            Behaviour::Status(401),
+        ],
+    );
+    let params = json!({"PORT_RUN_ID": "r_refused"});
+    let response = app
+        .post_event(&event("nightly", 2, "STARTED", 2, params, None))
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.metrics().await;
+        if metrics.contains("hookgate_sink_auth_failed{sink=\"port\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!app.sinks.port_runs().contains_key("r_refused"));
+    let dead = hookgate_dead(&app).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].starts_with("Port answered 401"), "{dead:?}");
+}
+
+/// The reasons of the dead deliveries, from the store.
+async fn hookgate_dead(app: &TestApp) -> Vec<String> {
+    let admin = hookgate::store::Admin::open(&app.store).expect("store");
+    admin
+        .list(
+            hookgate::store::ListFilter {
+                state: Some(hookgate::store::State::Dead),
+                ..Default::default()
+            },
+            100,
+        )
+        .expect("list")
+        .into_iter()
+        .filter_map(|d| d.last_error)
+        .collect()
+}
+
+/// The token is fetched once for many updates, and once more after Port stops taking it.
+#[actix_web::test]
+async fn the_access_token_is_cached_across_runs_and_refreshed_after_a_401() {
+    let app = spawn(options(true)).await;
+    assert_eq!(
+        app.post_port(PORT_BODY).await.status(),
+        StatusCode::ACCEPTED
+    );
+    ended(&app, RUN).await;
+    assert_eq!(app.sinks.port_tokens_issued(), 1);
+    app.sinks.expire_port_tokens();
+    let second = PORT_BODY.replace(RUN, "r_second");
+    assert_eq!(app.post_port(&second).await.status(), StatusCode::ACCEPTED);
+    let run = ended(&app, "r_second").await;
+    assert_eq!(run.status, "SUCCESS");
+    assert_eq!(app.sinks.port_tokens_issued(), 2);
+    for request in app.sinks.requests_to(Sink::Port) {
+        if request.path != "/v1/auth/access_token" {
+            let text = format!("{:?}", request.masked_headers());
+            assert!(!text.contains(PORT_CLIENT_SECRET), "{text}");
+        }
+    }
+}
