@@ -1,5 +1,6 @@
-//! Stand-ins for Allstacks, itoc360 and a generic receiver, for demos of build events out of
-//! Jenkins: prints every request it receives and what it answered, with the PAT and tokens masked.
+//! Stand-ins for Allstacks, itoc360, Port's API and a generic receiver, for demos of build events
+//! out of Jenkins: prints every request it receives and what it answered, with the PAT, tokens,
+//! access tokens and client credentials masked.
 //!
 //! `cargo run --example fake_sinks -- --listen 127.0.0.1:8090 --allstacks-token T --itoc360-token T`
 
@@ -25,6 +26,13 @@ struct Args {
     /// examples/secrets/itoc360-token).
     #[arg(long, value_name = "TOKEN")]
     itoc360_token: Option<String>,
+    /// The client id the fake Port issues access tokens for (default: the demo one in
+    /// examples/secrets/port-client-id).
+    #[arg(long, value_name = "ID")]
+    port_client_id: Option<String>,
+    /// The client secret that goes with it (default: examples/secrets/port-client-secret).
+    #[arg(long, value_name = "SECRET")]
+    port_client_secret: Option<String>,
 }
 
 /// A demo secret shipped in examples/secrets/, for running from the repository root.
@@ -52,6 +60,12 @@ async fn main() -> std::io::Result<()> {
         itoc360_token: args
             .itoc360_token
             .unwrap_or_else(|| demo_secret("itoc360-token")),
+        port_client_id: args
+            .port_client_id
+            .unwrap_or_else(|| demo_secret("port-client-id")),
+        port_client_secret: args
+            .port_client_secret
+            .unwrap_or_else(|| demo_secret("port-client-secret")),
         ..FakeSinksConfig::default()
     };
     let sinks = FakeSinks::start_on(&args.listen, config).await?;
@@ -65,6 +79,10 @@ async fn main() -> std::io::Result<()> {
         sinks.itoc360_url()
     );
     println!("  forward    {}[/...]", sinks.forward_url());
+    println!(
+        "  port       {}/v1/auth/access_token, /v1/actions/runs/<run_id>[/logs]",
+        sinks.port_url()
+    );
 
     loop {
         tokio::select! {
@@ -93,6 +111,11 @@ async fn main() -> std::io::Result<()> {
             );
             for (name, value) in request.masked_headers() {
                 println!("  {name}: {value}");
+            }
+            // Port's token request carries the client id and secret.
+            if request.path == "/v1/auth/access_token" {
+                println!("  body: {{\"clientId\": \"***\", \"clientSecret\": \"***\"}}");
+                continue;
             }
             let body = match request.json() {
                 Some(document) => serde_json::to_string_pretty(&document)

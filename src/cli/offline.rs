@@ -24,7 +24,7 @@ use crate::verify::{self, Inbound};
 /// One line per rule for `check`; names what is configured, never a secret.
 pub fn summary(rule: &Rule) -> String {
     format!(
-        "  {name}  {file}  verify={scheme}{secrets} token={token} allow={allow} variables={vars} headers={headers} query={query} filter={filter} replays={replays}{idempotency} -> jenkins.{jenkins} (body={body})",
+        "  {name}  {file}  verify={scheme}{secrets} token={token} allow={allow} variables={vars} headers={headers} query={query} filter={filter} replays={replays}{idempotency} -> jenkins.{jenkins} (body={body}){report}",
         name = rule.name,
         file = rule.file.display(),
         scheme = rule.signature.scheme().name(),
@@ -58,6 +58,10 @@ pub fn summary(rule: &Rule) -> String {
         body = match rule.dispatch.body {
             BodyMode::Original => "original",
             BodyMode::Variables => "variables",
+        },
+        report = match &rule.report {
+            Some(report) => format!(" report={} run={}", report.sink, report.run_id.source()),
+            None => String::new(),
         },
     )
 }

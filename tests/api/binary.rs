@@ -1127,4 +1127,32 @@ run_id = "$RUN_ID"
     ] {
         assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
     }
+    // With a port sink, both rules pass, and `check` names the run each one reports.
+    let mut config = std::fs::read_to_string(dir.path().join("hookgate.toml")).expect("read");
+    config.push_str("[sinks.port]\nkind = \"port\"\nurl = \"https://api.getport.io\"\nclient_id_env = \"EV_PORT_ID\"\nclient_secret_env = \"EV_PORT_SECRET\"\n");
+    std::fs::write(dir.path().join("hookgate.toml"), config).expect("write");
+    std::fs::write(dir.path().join("rules/to-relay.toml"), rule("port")).expect("write");
+    let output = Command::new(BIN)
+        .args(["check"])
+        .current_dir(dir.path())
+        .env_remove("HOOKGATE_CONFIG")
+        .env("EV_TOKEN", "x")
+        .env("EV_PAT", "x")
+        .env("EV_ITOC", "x")
+        .env("EV_RELAY", "x")
+        .env("EV_PORT_ID", "port-id-value")
+        .env("EV_PORT_SECRET", "port-secret-value")
+        .output()
+        .expect("runs");
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(output.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("-> jenkins.main (body=original) report=port run=$RUN_ID"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sink port  kind=port url=https://api.getport.io token=client id and secret"),
+        "{out}"
+    );
+    assert!(!out.contains("port-secret-value") && !out.contains("port-id-value"));
 }

@@ -494,3 +494,271 @@ async fn the_access_token_is_cached_across_runs_and_refreshed_after_a_401() {
         }
     }
 }
+
+/// The real binary at debug level, a Port call, and every build event: a `kill -9` while the
+/// run's updates wait in the store (Port unreachable), then a restart with Port back, delivers
+/// each update once; then Port refusing the token and the client credentials. No log line,
+/// answer or CLI output holds the client secret, an access token, or any other secret.
+#[actix_web::test]
+async fn invariant_a_killed_gateway_still_ends_the_run_and_never_logs_port_credentials() {
+    use crate::binary::serve;
+    use crate::helpers::fake_jenkins::FakeJenkins;
+    use crate::helpers::fake_sinks::{FakeSinks, FakeSinksConfig};
+    use crate::helpers::{now, port_headers};
+
+    const SECRET: &str = "loop-port-webhook-secret";
+    const SENDER: &str = "loop-sender-token";
+    const JOB: &str = "loop-job-token";
+    const EVENTS: &str = "loop-events-token";
+    const CLIENT_ID: &str = "loop-port-client-id";
+    const CLIENT_SECRET: &str = "loop-port-client-secret";
+    const WRONG_SECRET: &str = "loop-wrong-client-secret";
+    const ADMIN: &str = "loop-admin-token";
+    let jenkins = FakeJenkins::start(FakeJenkinsConfig {
+        jobs: vec![(JOB.to_owned(), "deploy".to_owned())],
+        basic_auth: None,
+    })
+    .await
+    .expect("fake Jenkins");
+    let mut port = FakeSinks::start(FakeSinksConfig {
+        port_client_id: CLIENT_ID.to_owned(),
+        port_client_secret: CLIENT_SECRET.to_owned(),
+        ..FakeSinksConfig::default()
+    })
+    .await
+    .expect("fake Port");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nrate_per_client = 0\nrate_per_rule = 0\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"LOOP_ADMIN\"\n\
+             [jenkins.main]\nurl = \"{}\"\ntimeout_secs = 2\nevents_token_env = \"LOOP_EVENTS\"\n\
+             [delivery]\nmode = \"queue\"\nstore = \"store\"\nretry_initial_ms = 50\nretry_max_ms = 200\nmax_attempts = 10000\n\
+             [log]\nlevel = \"debug\"\n\
+             [sinks.port]\nkind = \"port\"\nurl = \"{}\"\nclient_id_env = \"LOOP_CLIENT_ID\"\nclient_secret_env = \"LOOP_CLIENT_SECRET\"\n",
+            jenkins.url(),
+            port.port_url()
+        ),
+    )
+    .expect("write config");
+    std::fs::write(
+        dir.path().join("rules/deploy.toml"),
+        "token_env = \"LOOP_SENDER\"\n[verify]\nscheme = \"port\"\nsecret_env = \"LOOP_SECRET\"\n\
+         [[variables]]\nname = \"RUN_ID\"\njsonpath = \"$.context.runId\"\n\
+         [report]\nsink = \"port\"\nrun_id = \"$RUN_ID\"\n[dispatch]\ntoken_env = \"LOOP_JOB\"\n",
+    )
+    .expect("write rule");
+    let env = |client_secret: &'static str| {
+        [
+            ("LOOP_SECRET", SECRET),
+            ("LOOP_SENDER", SENDER),
+            ("LOOP_JOB", JOB),
+            ("LOOP_EVENTS", EVENTS),
+            ("LOOP_ADMIN", ADMIN),
+            ("LOOP_CLIENT_ID", CLIENT_ID),
+            ("LOOP_CLIENT_SECRET", client_secret),
+        ]
+    };
+    let notify = |address: &str| {
+        let mut notify = Notify::to(format!("{address}/jenkins/main/events?token={EVENTS}"));
+        notify.duration_ms = 1_500;
+        jenkins.set_notify(Some(notify));
+    };
+    let mut logs = Vec::new();
+    let client = reqwest::Client::new();
+
+    // Port is down: the trigger goes through, the build runs, and its updates wait.
+    port.down().await;
+    let mut served = serve(dir.path(), &env(CLIENT_SECRET));
+    notify(&served.address);
+    let body = PORT_BODY.to_owned();
+    let response = client
+        .post(format!(
+            "{}/generic-webhook-trigger/invoke?token={SENDER}",
+            served.address
+        ))
+        .headers(port_headers(SECRET, now(), &body))
+        .body(body)
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let sent = jenkins
+        .notifications_settled(4, Duration::from_secs(15))
+        .await;
+    assert!(sent.iter().all(|n| n.answered == 202), "{sent:?}");
+    settle().await;
+    served.child.kill().expect("SIGKILL");
+    let _ = served.child.wait();
+    logs.push(served.log.lock().expect("lock").clone());
+    drop(served);
+
+    // Back up, and Port with it: every update arrives once, in order.
+    port.up().expect("fake Port up");
+    let served = serve(dir.path(), &env(CLIENT_SECRET));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let run = port.port_runs().get(RUN).cloned();
+        if let Some(run) = run.as_ref().filter(|r| r.status != "IN_PROGRESS") {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {run:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        labels(&run),
+        ["Queued in Jenkins", "Running", "SUCCESS SUCCESS"]
+    );
+    assert_eq!(run.logs.len(), 3, "{:?}", run.logs);
+
+    // Port stops taking the token, and a fresh one: the update is dead with Port's answer.
+    port.expire_port_tokens();
+    port.script(
+        Sink::Port,
+        [
+            Behaviour::Status(401),
+            Behaviour::Normal,
+            Behaviour::Status(401),
+        ],
+    );
+    let hand = event(
+        "nightly",
+        5,
+        "STARTED",
+        77,
+        json!({"PORT_RUN_ID": "r_refused"}),
+        None,
+    );
+    let post_event = |address: String, body: String| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("{address}/jenkins/main/events?token={EVENTS}"))
+                .header("content-type", "application/json;charset=UTF-8")
+                .body(body)
+                .send()
+                .await
+                .expect("event")
+        }
+    };
+    assert_eq!(
+        post_event(served.address.clone(), hand).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", served.admin_address))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("hookgate_sink_auth_failed{sink=\"port\"} 1") {
+            answers.push(metrics);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    logs.push(served.log.lock().expect("lock").clone());
+    drop(served);
+
+    // Wrong client credentials: Port refuses them at the token endpoint.
+    let served = serve(dir.path(), &env(WRONG_SECRET));
+    let hand = event(
+        "nightly",
+        6,
+        "STARTED",
+        78,
+        json!({"PORT_RUN_ID": "r_wrong"}),
+        None,
+    );
+    assert_eq!(
+        post_event(served.address.clone(), hand).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !served
+        .log
+        .lock()
+        .expect("lock")
+        .contains("Port refused the sink's client id and secret.")
+    {
+        assert!(Instant::now() < deadline, "no refusal logged");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What operators see: the list and every delivery, on the CLI and the admin listener.
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(args)
+            .current_dir(dir.path())
+            .envs(env(WRONG_SECRET))
+            .output()
+            .expect("hookgate runs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let list = cli(&["deliveries", "list", "--limit", "100"]);
+    let reasons = cli(&["deliveries", "list", "--state", "dead"]);
+    assert!(reasons.contains("Port answered 401"), "{reasons}");
+    assert!(
+        reasons.contains("Port refused the client id and secret (401)"),
+        "{reasons}"
+    );
+    answers.push(list.clone());
+    let ids: Vec<String> = list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|id| id.len() == 26)
+        .map(str::to_owned)
+        .collect();
+    assert!(ids.len() >= 6, "{list}");
+    for id in &ids {
+        answers.push(cli(&["deliveries", "show", id]));
+        answers.push(
+            client
+                .get(format!("{}/deliveries/{id}", served.admin_address))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .expect("delivery")
+                .text()
+                .await
+                .expect("text"),
+        );
+    }
+    logs.push(served.log.lock().expect("lock").clone());
+    drop(served);
+
+    let tokens: Vec<String> = (1..=port.port_tokens_issued())
+        .map(|n| format!("fake-port-token-{n}"))
+        .collect();
+    assert!(tokens.len() >= 2, "tokens were issued: {tokens:?}");
+    let log = logs.join("\n");
+    assert!(log.contains("DEBUG"), "logging is on");
+    let mut forbidden = vec![
+        CLIENT_SECRET,
+        WRONG_SECRET,
+        SECRET,
+        SENDER,
+        JOB,
+        EVENTS,
+        ADMIN,
+    ];
+    forbidden.extend(tokens.iter().map(String::as_str));
+    for needle in forbidden {
+        assert!(!log.contains(needle), "the log leaks `{needle}`:\n{log}");
+        for answer in &answers {
+            assert!(!answer.contains(needle), "`{needle}` shown: {answer}");
+        }
+    }
+}

@@ -153,6 +153,11 @@ impl PortTarget {
                 .await
             {
                 Ok(answer) if (200..300).contains(&answer.status) => {}
+                // Refused credentials refuse the PATCH too.
+                Ok(answer) if matches!(answer.status, 401 | 403) => {
+                    self.metrics.sink_call(&self.sink.name, started.elapsed());
+                    return self.answered(&answer);
+                }
                 // The status is what the run shows; a log line Port refused does not hold it up.
                 Ok(answer) => {
                     tracing::warn!(sink = %self.sink.name, delivery = %job.id, status = answer.status, reason = %self.api.redacted(&answer.message()), "Port refused a run log line; updating the run's status anyway.")
