@@ -762,3 +762,37 @@ async fn invariant_a_killed_gateway_still_ends_the_run_and_never_logs_port_crede
         }
     }
 }
+
+/// Jenkins starts a build before its answer to the trigger is recorded: the build's STARTED
+/// waits for the answer, then reports to the run, instead of being skipped as uncorrelated.
+async fn an_event_before_the_triggers_answer(queue: bool) {
+    use crate::helpers::fake_jenkins::Behaviour as JenkinsBehaviour;
+    // No notify: the test posts the build's event itself, before GWT has answered.
+    let app = spawn_app_with(options(queue)).await;
+    app.jenkins
+        .set_behaviour(JenkinsBehaviour::Delay(Duration::from_millis(800)));
+    let started = event("deploy-service", 1, "STARTED", 1, json!({}), None);
+    let call = async {
+        let response = app.post_port(PORT_BODY).await;
+        assert!(response.status().is_success(), "{}", response.status());
+    };
+    let early = async {
+        // Queue mode answers at once: give the worker time to be waiting on Jenkins.
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let response = app.post_event(&started).await;
+        assert_eq!(json(response).await["sinks"]["port"], "queued");
+    };
+    futures_util::future::join(call, early).await;
+    let run = run_until(&app, RUN, |run| run.updates.len() >= 2).await;
+    assert_eq!(labels(&run), ["Queued in Jenkins", "Running"]);
+}
+
+#[actix_web::test]
+async fn a_build_event_waits_for_its_triggers_answer_in_queue_mode() {
+    an_event_before_the_triggers_answer(true).await;
+}
+
+#[actix_web::test]
+async fn a_build_event_waits_for_its_triggers_answer_in_direct_mode() {
+    an_event_before_the_triggers_answer(false).await;
+}

@@ -18,8 +18,12 @@ use crate::sinks::http;
 use crate::sinks::sink::{PortSettings, Sink};
 use crate::store::{Effect, Next, Payload, Pending, Store, now_ms, target_id};
 
-/// How soon an event waiting for a reported trigger's answer asks again.
-const WAIT_STEP: Duration = Duration::from_millis(500);
+/// How soon an event waiting for a reported trigger's answer asks again: soon at first (Jenkins
+/// answers within milliseconds), then less often, so a Jenkins backlog of reported triggers
+/// costs each waiting event some 15 reads over its minute, not one every few milliseconds.
+fn wait_step(age: Duration) -> Duration {
+    (age / 2).clamp(Duration::from_millis(250), Duration::from_secs(5))
+}
 
 /// One `kind = "port"` sink.
 pub struct PortTarget {
@@ -83,6 +87,7 @@ impl PortTarget {
             Ok(event) => event,
             Err(reason) => return Attempted::permanent(format!("the stored event: {reason}")),
         };
+        let age = Duration::from_millis(u64::try_from(now_ms() - job.accepted_at).unwrap_or(0));
         let resolution = if super::step(&event) == super::Step::Nothing {
             Resolution::Skip(format!(
                 "{} sends nothing to Port",
@@ -102,7 +107,6 @@ impl PortTarget {
                 }
             };
             lookup.trigger_pending |= self.unrecorded.any(&stored.jenkins);
-            let age = Duration::from_millis(u64::try_from(now_ms() - job.accepted_at).unwrap_or(0));
             runs::resolve(
                 &self.sink.name,
                 &event,
@@ -114,7 +118,9 @@ impl PortTarget {
         let public_url = self.public_url(&stored.jenkins);
         match runs::decide(&event, &stored.jenkins, resolution, public_url) {
             None => Attempted {
-                verdict: Verdict::Wait { after: WAIT_STEP },
+                verdict: Verdict::Wait {
+                    after: wait_step(age),
+                },
                 status: None,
                 error: Some(
                     "waiting for Jenkins' answer to a reported trigger, to learn the build's run"
@@ -267,5 +273,25 @@ impl outbox::Target for PortTarget {
         serde_json::from_str::<Decision>(receipt)
             .map(|decision| decision.effects(&self.sink.name))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_event_asks_soon_then_less_often() {
+        let step = |ms: u64| wait_step(Duration::from_millis(ms)).as_millis();
+        assert_eq!(step(0), 250);
+        assert_eq!(step(2_000), 1_000);
+        assert_eq!(step(30_000), 5_000);
+        // Over the minute it may wait, some 15 reads.
+        let (mut age, mut reads) = (Duration::ZERO, 0);
+        while age < runs::WAIT_FOR_TRIGGER {
+            age += wait_step(age);
+            reads += 1;
+        }
+        assert!((10..=20).contains(&reads), "{reads}");
     }
 }
