@@ -206,12 +206,13 @@ pub struct Reporter {
 
 impl Reporter {
     /// Writes `effects` and wakes the worker to send what they queued. A store that refuses them
-    /// is logged: the call itself was decided already.
-    pub async fn record(&self, effects: Vec<Effect>) {
+    /// is logged: the call itself was decided already. A `new_call`'s (a filtered call's) are
+    /// held to `max_store_bytes`; a direct dispatch's outcome may use the headroom above it.
+    pub async fn record(&self, effects: Vec<Effect>, new_call: bool) {
         if effects.is_empty() {
             return;
         }
-        match self.store.apply(effects).await {
+        match self.store.apply(effects, new_call).await {
             Ok(()) => self.wake.notify_one(),
             Err(error) => {
                 tracing::error!(%error, cause = %crate::error::cause_chain(&error), "Cannot record what a reported call tells its Port run; the run is not updated.")
@@ -229,7 +230,7 @@ impl Reporter {
         report: &str,
     ) -> Result<JenkinsAnswer, DispatchError> {
         let name = delivery.call.rule.dispatch.jenkins.as_str();
-        let _unrecorded = self.unrecorded.begin(name);
+        let _unrecorded = self.unrecorded.begin(name, report);
         let result = jenkins.invoke(delivery.call()).await;
         let next = match &result {
             Ok(answer) => Next::Done {
@@ -240,14 +241,20 @@ impl Reporter {
             },
         };
         let public_url = self.public_urls.get(name).map_or("", String::as_str);
-        let effects = runs::trigger_outcome(
-            &target_id("jenkins", name),
-            Some(report),
-            &next,
-            self.ttl,
-            public_url,
-        );
-        self.record(effects).await;
+        let effects = match &result {
+            // Jenkins may have acted on a call it did not answer as GWT does.
+            Err(error @ (DispatchError::Timeout(_) | DispatchError::UnexpectedAnswer { .. })) => {
+                runs::trigger_unanswered(report, &crate::sinks::jenkins::failure_text(error))
+            }
+            _ => runs::trigger_outcome(
+                &target_id("jenkins", name),
+                Some(report),
+                &next,
+                self.ttl,
+                public_url,
+            ),
+        };
+        self.record(effects, false).await;
         result
     }
 }

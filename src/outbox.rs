@@ -66,8 +66,8 @@ pub enum Verdict {
     /// built, or a target that is gone.
     Permanent,
     /// Not attempted yet: the target waits for something else to happen first (a port sink's
-    /// event for its trigger's answer). Asked again `after`, outside the retry budget; the
-    /// target bounds how long it waits.
+    /// event for its trigger's answer). Asked again `after`, with no attempt counted or kept;
+    /// the target bounds how long it waits.
     Wait {
         after: Duration,
     },

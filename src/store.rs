@@ -23,7 +23,7 @@ pub use ops::{
     Accepted, AttemptRecord, AttemptView, DeliverySummary, DeliveryView, Due, Effect,
     EventAccepted, EventRef, EventSink, IdempotencyKey, ListFilter, NewDelivery, NewEvent, Next,
     Payload, Pending, Ready, RememberedSignature, ReplayMark, Requeued, RunLookup, Stats,
-    StoredEvent, Want, finished_update, report_text, run_key, target_id,
+    StoredEvent, Want, finished_update, report_text, run_key, target_id, unreported_update,
 };
 
 /// Merges a build event into the facts kept for its build (JSON in, JSON out); shared with the
@@ -491,15 +491,29 @@ impl Store {
     }
 
     /// Writes what a call decided outside the outbox (a direct-mode dispatch, a filtered call)
-    /// leads to, in one transaction. Like an attempt's outcome it may use the headroom above
-    /// `max_store_bytes`: Jenkins has acted already, and the run must still hear of it.
-    pub async fn apply(&self, effects: Vec<Effect>) -> Result<(), StoreError> {
+    /// leads to, in one transaction. A `new_call`'s effects (a filtered call) are held to
+    /// `max_store_bytes` like a call; the others, like an attempt's outcome, may use the
+    /// headroom above it: Jenkins has acted already, and the run must still hear of it.
+    pub async fn apply(&self, effects: Vec<Effect>, new_call: bool) -> Result<(), StoreError> {
+        let usage = Arc::clone(&self.inner.usage);
+        let adds = 1024 * i64::try_from(effects.len()).unwrap_or(i64::MAX);
         let result = self
             .inner
             .writer
-            .run(move |tx| ops::apply_all(tx, &effects, now_ms()))
+            .run(move |tx| {
+                if new_call && usage.over(adds) {
+                    return Err(ops::store_full());
+                }
+                ops::apply_all(tx, &effects, now_ms())?;
+                usage.add(adds);
+                Ok(())
+            })
             .await;
-        self.note_failure(result)
+        if new_call {
+            self.note(result)
+        } else {
+            self.note_failure(result)
+        }
     }
 
     /// One delivery for an operator, on a connection of its own.

@@ -47,6 +47,8 @@ pub enum Behaviour {
     Delay(Duration),
     /// Answer this status with a `Retry-After` of this many seconds (429, 503).
     RetryAfter(u16, u64),
+    /// GWT's `silentResponse`: the jobs are triggered as usual, and the answer is an empty 200.
+    Silent,
 }
 
 /// One request as the fake received it.
@@ -293,7 +295,12 @@ async fn answer(request: HttpRequest, body: web::Bytes, state: web::Data<State>)
         requests.len() - 1
     };
     let mut queued = Vec::new();
-    let response = respond(&request, &query, &state, &mut queued).await;
+    let silent = matches!(lock(&state.script).front(), Some(Behaviour::Silent))
+        || (lock(&state.script).is_empty() && matches!(*lock(&state.behaviour), Behaviour::Silent));
+    let mut response = respond(&request, &query, &state, &mut queued).await;
+    if silent && response.status() == StatusCode::OK {
+        response = HttpResponse::Ok().finish();
+    }
     if let Some(entry) = lock(&state.requests).get_mut(index) {
         entry.answered = response.status().as_u16();
     }
@@ -315,7 +322,7 @@ async fn respond(
     let scripted = lock(&state.script).pop_front();
     let behaviour = scripted.unwrap_or_else(|| *lock(&state.behaviour));
     match behaviour {
-        Behaviour::Normal => {}
+        Behaviour::Normal | Behaviour::Silent => {}
         Behaviour::Status(code) => return error_page(code),
         Behaviour::RetryAfter(code, secs) => {
             let mut response = error_page(code);

@@ -311,7 +311,7 @@ async fn settle(
         }
         (Verdict::Wait { after }, _) => {
             let at_ms = now_ms() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
-            (Next::Retry { at_ms }, "wait")
+            (Next::Wait { at_ms }, "wait")
         }
         (Verdict::Retry { .. }, _) => (
             Next::Dead {
@@ -342,16 +342,19 @@ async fn settle(
     };
     let latency = matches!(next, Next::Done { .. })
         .then(|| Duration::from_millis(u64::try_from(now_ms() - pending.accepted_at).unwrap_or(0)));
-    shared.metrics.attempt(label, latency);
-    if let Some(target) = target {
-        target.settled(label);
+    // A wait is not an attempt: it is neither counted nor reported to the target.
+    if label != "wait" {
+        shared.metrics.attempt(label, latency);
+        if let Some(target) = target {
+            target.settled(label);
+        }
     }
     let rule = pending.rule.as_deref().unwrap_or("");
     match &next {
         Next::Done { receipt } => {
             tracing::info!(delivery = %pending.id, target = %pending.target, rule, attempts, receipt = receipt.as_deref().unwrap_or(""), "Delivered.")
         }
-        Next::Retry { at_ms } if label == "wait" => {
+        Next::Wait { at_ms } => {
             tracing::debug!(delivery = %pending.id, target = %pending.target, retry_in_ms = at_ms - now_ms(), reason = error_text.as_deref().unwrap_or(""), "Delivery waits.")
         }
         Next::Retry { at_ms } => {

@@ -230,7 +230,7 @@ async fn report_filtered(state: &AppState, entries: &[(&Arc<Rule>, Entry)]) {
             ))
         })
         .collect();
-    reporter.record(effects).await;
+    reporter.record(effects, true).await;
 }
 
 /// A per-rule rate limit that refuses one matched rule refuses the whole call, so that a 429

@@ -627,9 +627,11 @@ pub fn classify(result: &Result<JenkinsAnswer, DispatchError>) -> Verdict {
     }
 }
 
-/// The receipt of an accepted trigger: every queue item GWT's answer names, with its job.
+/// The receipt of an accepted trigger: every queue item GWT's answer names, with its job. An
+/// answer that scheduled nothing (every job's filter in Jenkins skipped the call) has an empty
+/// list; one that names no queue item although GWT triggered (its silent response) has none.
 pub fn receipt(answer: &JenkinsAnswer) -> Option<String> {
-    (!answer.items.is_empty()).then(|| {
+    (!answer.items.is_empty() || !answer.triggered).then(|| {
         let jobs: Vec<serde_json::Value> = answer
             .items
             .iter()
@@ -698,11 +700,14 @@ mod tests {
         );
         let filtered =
             br#"{"jobs":{"a":{"triggered":false,"id":0,"url":""}},"message":"Triggered jobs."}"#;
-        assert!(!parse_answer(filtered).expect("GWT answer").triggered);
-        // GWT's silent response: 200 with an empty body.
+        let filtered = parse_answer(filtered).expect("GWT answer");
+        assert!(!filtered.triggered);
+        assert_eq!(receipt(&filtered).as_deref(), Some(r#"{"jobs":[]}"#));
+        // GWT's silent response: 200 with an empty body; what it scheduled is not known.
         let silent = parse_answer(b"").expect("silent answer");
         assert!(silent.triggered);
         assert_eq!(silent.id, 0);
+        assert_eq!(receipt(&silent), None);
         // A login page or proxy page answering 200 is not a success.
         assert_eq!(parse_answer(b"<html><body>Sign in</body></html>"), None);
         // `jobs` that is not an object is not GWT's answer.

@@ -71,6 +71,10 @@ pub fn build_link(event: &Event, public_url: &str) -> String {
 
 /// Jenkins accepted the trigger: the queue items, as links people can open.
 pub fn queued(links: &[String]) -> Value {
+    if links.is_empty() {
+        // GWT's silent response names no queue item.
+        return json!({"statusLabel": "Queued in Jenkins"});
+    }
     json!({"statusLabel": "Queued in Jenkins", "link": links})
 }
 
@@ -195,6 +199,31 @@ pub fn nothing_triggered() -> Value {
         "status": "FAILURE",
         "summary": "No Jenkins job was triggered: Jenkins accepted the call, but no job's filter matched.",
     })
+}
+
+/// The run's end when Jenkins never reported some of its builds finished (`jobs`) before their
+/// queue items expired: a failure, with the builds that did finish.
+pub fn unreported(builds: &[Finished], jobs: &[String]) -> Value {
+    let mut lines: Vec<String> = builds.iter().map(Finished::line).collect();
+    lines.extend(
+        jobs.iter()
+            .map(|job| format!("{job}: Jenkins never reported its build's result")),
+    );
+    let links: Vec<&str> = builds.iter().map(|b| b.link.as_str()).collect();
+    let mut update = json!({
+        "status": "FAILURE",
+        "statusLabel": "NOT_REPORTED",
+        "summary": lines.join("; "),
+    });
+    if !links.is_empty() {
+        update["link"] = json!(links);
+    }
+    update
+}
+
+/// A direct-mode trigger Jenkins did not answer: the run is told, not ended.
+pub fn unanswered() -> Value {
+    json!({"statusLabel": "Jenkins did not answer"})
 }
 
 /// Whether `run` can be a Port run id (`r_` and letters and digits, as Port makes them): what
@@ -369,6 +398,8 @@ mod tests {
         only_port_keys(&trigger_failed("Jenkins answered 404"));
         only_port_keys(&filtered("port-deploy"));
         only_port_keys(&nothing_triggered());
+        only_port_keys(&unanswered());
+        only_port_keys(&unreported(&[], &["deploy".to_owned()]));
         assert_eq!(
             filtered("port-deploy")["summary"],
             "No Jenkins job was triggered: port-deploy's filter did not match."

@@ -463,6 +463,26 @@ fn compile_one(
         report.add("max_in_flight", "must be at least 1".to_owned());
     }
     let matcher = compile_match(kind, &sink.matching, jenkins, report);
+    if kind == SinkKind::Port {
+        // A run ends with its builds' FINALIZED: a port sink that never sees one never ends it.
+        if let Some(phases) = &sink.matching.phases
+            && !phases
+                .iter()
+                .any(|name| Phase::parse(name) == Some(Phase::Finalized))
+        {
+            report.add(
+                "match.phases",
+                "a port sink must take FINALIZED: a run ends when its builds finalize".to_owned(),
+            );
+        }
+        if sink.matching.results.is_some() {
+            report.add(
+                "match.results",
+                "not for kind = \"port\": a run must hear every build's result, or it never ends"
+                    .to_owned(),
+            );
+        }
+    }
     let shape = match kind {
         SinkKind::Allstacks => compile_allstacks(name, sink, report),
         SinkKind::Port => compile_port(sink, env, report),
@@ -1046,6 +1066,14 @@ mod tests {
         check(
             &format!("{CREDENTIALS}\nrun_id_parameters = [\"\"]"),
             "sinks.port.run_id_parameters[0]: must name a build parameter",
+        );
+        check(
+            &format!("{CREDENTIALS}\n[match]\nphases = [\"STARTED\"]"),
+            "sinks.port.match.phases: a port sink must take FINALIZED",
+        );
+        check(
+            &format!("{CREDENTIALS}\n[match]\nresults = [\"SUCCESS\"]"),
+            "sinks.port.match.results: not for kind = \"port\"",
         );
     }
 

@@ -450,6 +450,11 @@ pub enum Next {
     Retry {
         at_ms: i64,
     },
+    /// Not attempted: the target waits for something else first. Asked again at `at_ms`, with
+    /// no attempt counted or kept.
+    Wait {
+        at_ms: i64,
+    },
     Dead {
         reason: String,
     },
@@ -518,6 +523,56 @@ pub fn run_key(sink: &str, run_id: &str) -> String {
 /// "builds": [...]}` (what `sinks::port::runs::Intent` reads).
 pub fn finished_update(run_id: &str, builds: &[serde_json::Value]) -> String {
     serde_json::json!({"run": run_id, "update": "finished", "builds": builds}).to_string()
+}
+
+/// The terminal update of a run some of whose queue items Jenkins never reported finished
+/// within their TTL: `{"run", "update": "unreported", "builds": [...], "jobs": [...]}`.
+pub fn unreported_update(run_id: &str, builds: &[serde_json::Value], jobs: &[String]) -> String {
+    serde_json::json!({"run": run_id, "update": "unreported", "builds": builds, "jobs": jobs})
+        .to_string()
+}
+
+/// Ends each run with a queue item that Jenkins never reported finished before it expired (a job
+/// without a Notification endpoint, a cancelled queue item, an event lost on the way), so no run
+/// stays in progress forever. Runs before the expired items are deleted.
+pub(super) fn expire_runs(tx: &Transaction<'_>, now_ms: i64) -> Result<usize, rusqlite::Error> {
+    let stale: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT DISTINCT sink, run_id FROM run_items WHERE expires_at <= ?1 AND finished = 0",
+        )?
+        .query_map([now_ms], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut ended = 0;
+    for (sink, run_id) in stale {
+        if run_ended(tx, &sink, &run_id)? {
+            continue;
+        }
+        let jobs: Vec<String> = tx
+            .prepare_cached(
+                "SELECT job FROM run_items WHERE sink = ?1 AND run_id = ?2 AND finished = 0
+                 ORDER BY queue_id",
+            )?
+            .query_map(params![sink, run_id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let known: Option<String> = tx
+            .prepare_cached("SELECT builds FROM runs WHERE sink = ?1 AND run_id = ?2")?
+            .query_row(params![sink, run_id], |row| row.get(0))
+            .optional()?;
+        let builds: Vec<serde_json::Value> = known
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        touch_run(tx, &sink, &run_id, None, true, now_ms)?;
+        queue_update(
+            tx,
+            &sink,
+            &run_id,
+            &ulid::Ulid::generate().to_string(),
+            &unreported_update(&run_id, &builds, &jobs),
+            now_ms,
+        )?;
+        ended += 1;
+    }
+    Ok(ended)
 }
 
 /// Writes `effect` as of `now_ms`.
@@ -726,17 +781,19 @@ pub(super) fn lookup_run(
     queue_id: Option<u64>,
     now_ms: i64,
 ) -> Result<RunLookup, rusqlite::Error> {
-    let run = match queue_id {
-        Some(queue_id) => run_of(conn, jenkins, queue_id, now_ms)?,
-        None => None,
-    };
-    let trigger_pending = conn
+    // Pending first: a trigger's outcome committed between the two reads is then seen by the
+    // second (its queue items), never missed by both.
+    let trigger_pending: bool = conn
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM deliveries INDEXED BY deliveries_reported_target
                             WHERE target = ?1 AND report IS NOT NULL
                               AND state IN ('queued', 'retrying'))",
         )?
         .query_row([jenkins], |row| row.get(0))?;
+    let run = match queue_id {
+        Some(queue_id) => run_of(conn, jenkins, queue_id, now_ms)?,
+        None => None,
+    };
     Ok(RunLookup {
         run,
         trigger_pending,
@@ -777,6 +834,11 @@ pub(super) fn record(
     let Some((seq, attempts, key)) = found else {
         return Ok(());
     };
+    if let Next::Wait { at_ms } = attempt.next {
+        tx.prepare_cached("UPDATE deliveries SET next_attempt_at = ?2 WHERE seq = ?1")?
+            .execute(params![seq, at_ms])?;
+        return Ok(());
+    }
     let n = attempts + 1;
     let error = bounded(attempt.error.as_deref());
     if keep_history {
@@ -797,6 +859,7 @@ pub(super) fn record(
                     next_attempt_at = ?3, last_error = ?4
              WHERE seq = ?1")?.execute(params![seq, n, at_ms, error],
         )?,
+        Next::Wait { .. } => 0,
         Next::Dead { reason } => tx.prepare_cached("UPDATE deliveries SET state = 'dead', attempts = ?2, budget_used = budget_used + 1,
                     finished_at = ?3, last_error = ?4
              WHERE seq = ?1")?.execute(params![seq, n, attempt.at_ms + attempt.duration_ms, bounded(Some(reason))],
@@ -1024,7 +1087,16 @@ pub(super) fn purge_events(tx: &Transaction<'_>, before_ms: i64) -> Result<usize
         [before_ms],
     )?;
     tx.execute("DELETE FROM builds WHERE updated_at < ?1", [before_ms])?;
-    tx.execute("DELETE FROM runs WHERE updated_at < ?1", [before_ms])?;
+    // A run still waiting for one of its builds is kept until that build's item expires (and
+    // ends it): forgetting it sooner would forget its finished builds, or that it has ended.
+    tx.execute(
+        "DELETE FROM runs WHERE updated_at < ?1
+           AND (ended_at IS NOT NULL
+                OR NOT EXISTS (SELECT 1 FROM run_items
+                               WHERE run_items.sink = runs.sink AND run_items.run_id = runs.run_id
+                                 AND run_items.finished = 0))",
+        [before_ms],
+    )?;
     Ok(events)
 }
 
@@ -1324,6 +1396,7 @@ pub(super) fn purge_expired_keys(
     tx: &Transaction<'_>,
     now_ms: i64,
 ) -> Result<usize, rusqlite::Error> {
+    expire_runs(tx, now_ms)?;
     tx.execute("DELETE FROM run_items WHERE expires_at <= ?1", [now_ms])?;
     tx.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now_ms])
 }

@@ -90,6 +90,11 @@ impl Store {
         Ok(ops::get(&lock(&self.inner.lookup), id)?)
     }
 
+    /// Writes effects as the outcome of a decided call would.
+    async fn apply_now(&self, effects: Vec<Effect>) -> Result<(), StoreError> {
+        self.apply(effects, false).await
+    }
+
     /// The run a queue item of `jenkins` belongs to.
     async fn run_of(
         &self,
@@ -567,6 +572,12 @@ fn outcomes_are_recorded_when_new_calls_are_already_refused() {
             view.attempts.len() < 1500,
             "history is not kept past the cap"
         );
+        // A filtered call's report is a new call's write: refused like one. A decided call's
+        // (Jenkins acted already) uses the headroom.
+        let filtered = update("r_full", "filtered", true);
+        assert!(store.apply(vec![filtered.clone()], true).await.is_err());
+        store.apply(vec![filtered], false).await.unwrap();
+        assert_eq!(run_updates(&store).len(), 1);
         let done = Next::Done { receipt: None };
         store
             .record(accepted[0].clone(), attempt(done))
@@ -1275,17 +1286,17 @@ fn a_run_ends_once_with_its_last_build_and_nothing_is_queued_after() {
             }
         );
         store
-            .apply(vec![update("r_1", "running", false)])
+            .apply_now(vec![update("r_1", "running", false)])
             .await
             .unwrap();
         // One of two builds finished: the run goes on.
         store
-            .apply(vec![finished("r_1", Some(7), "a")])
+            .apply_now(vec![finished("r_1", Some(7), "a")])
             .await
             .unwrap();
         assert_eq!(built("r_1"), (r#"[{"job":"a"}]"#.to_owned(), false));
         store
-            .apply(vec![finished("r_1", Some(8), "b")])
+            .apply_now(vec![finished("r_1", Some(8), "b")])
             .await
             .unwrap();
         assert_eq!(
@@ -1294,7 +1305,7 @@ fn a_run_ends_once_with_its_last_build_and_nothing_is_queued_after() {
         );
         // Anything after the end is not queued: a late STARTED, a FINALIZED again, a failure.
         store
-            .apply(vec![
+            .apply_now(vec![
                 update("r_1", "running", false),
                 finished("r_1", Some(8), "b"),
                 update("r_1", "trigger_failed", true),
@@ -1342,7 +1353,7 @@ fn a_pending_trigger_of_the_run_holds_its_end_and_one_terminal_update_is_kept() 
     runtime().block_on(async {
         // A build started by hand with PORT_RUN_ID: no queue item recorded, no trigger.
         store
-            .apply(vec![finished("r_hand", None, "a")])
+            .apply_now(vec![finished("r_hand", None, "a")])
             .await
             .unwrap();
         // A run whose trigger is still pending does not end with a build of it.
@@ -1353,7 +1364,10 @@ fn a_pending_trigger_of_the_run_holds_its_end_and_one_terminal_update_is_kept() 
             })
             .await
             .unwrap();
-        store.apply(vec![finished("r_2", None, "a")]).await.unwrap();
+        store
+            .apply_now(vec![finished("r_2", None, "a")])
+            .await
+            .unwrap();
         store
             .record(
                 "d2".into(),
@@ -1368,7 +1382,7 @@ fn a_pending_trigger_of_the_run_holds_its_end_and_one_terminal_update_is_kept() 
             .unwrap();
         // Two terminal updates for one run (two filtered rules): the first one is kept.
         store
-            .apply(vec![
+            .apply_now(vec![
                 update("r_3", "filtered", true),
                 update("r_3", "filtered", true),
             ])
@@ -1417,7 +1431,7 @@ fn a_schema_6_store_is_migrated_with_its_run_items() {
             .unwrap();
         assert_eq!(lookup.run, Some(("port".to_owned(), "r_1".to_owned())));
         store
-            .apply(vec![finished("r_1", Some(7), "a")])
+            .apply_now(vec![finished("r_1", Some(7), "a")])
             .await
             .unwrap();
     });
@@ -1425,4 +1439,90 @@ fn a_schema_6_store_is_migrated_with_its_run_items() {
         run_updates(&store),
         [("r_1".to_owned(), "finished".to_owned(), false)]
     );
+}
+
+/// A run some of whose builds Jenkins never reported is ended by the purge once their queue
+/// items expire; until then it is kept, with the builds that did finish.
+#[test]
+fn a_run_whose_build_never_reports_ends_when_its_item_expires_and_is_kept_until_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let correlate = |queue_id: u64, job: &str, ttl_ms: i64| Effect::Correlate {
+        jenkins: "jenkins:main".to_owned(),
+        sink: "port".to_owned(),
+        run_id: "r_1".to_owned(),
+        items: vec![(queue_id, job.to_owned())],
+        ttl_ms,
+    };
+    runtime().block_on(async {
+        store
+            .apply_now(vec![
+                correlate(1, "deploy-api", 3_600_000),
+                correlate(2, "deploy-worker", 3_600_000),
+                finished("r_1", Some(1), "deploy-api"),
+            ])
+            .await
+            .unwrap();
+        // A purge whose retention has passed keeps the run: one of its builds is still out.
+        store.purge(now_ms() + 60_000).await.unwrap();
+        let runs: i64 = lock(&store.inner.reader)
+            .query_row("SELECT COUNT(*) FROM runs", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(runs, 1);
+        assert!(run_updates(&store).is_empty());
+        // The second item expires unfinished: the purge ends the run.
+        store
+            .apply_now(vec![correlate(2, "deploy-worker", -1)])
+            .await
+            .unwrap();
+        store.purge(0).await.unwrap();
+        // A late FINALIZED of it changes nothing.
+        store
+            .apply_now(vec![finished("r_1", Some(2), "deploy-worker")])
+            .await
+            .unwrap();
+    });
+    assert_eq!(
+        run_updates(&store),
+        [("r_1".to_owned(), "unreported".to_owned(), false)]
+    );
+    let conn = lock(&store.inner.reader);
+    let body: Vec<u8> = conn
+        .query_row(
+            "SELECT b.body FROM deliveries AS d JOIN bodies AS b ON b.delivery_seq = d.seq
+             WHERE d.target = 'sink:port'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        unreported_update(
+            "r_1",
+            &[serde_json::json!({"job": "deploy-api"})],
+            &["deploy-worker".to_owned()]
+        )
+    );
+}
+
+/// A delivery that waits is asked again later with no attempt counted or kept.
+#[test]
+fn a_wait_is_not_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime()
+        .block_on(store.accept(delivery("d1", "r", None)))
+        .unwrap();
+    let later = now_ms() + 60_000;
+    for _ in 0..30 {
+        store.record_now("d1", Next::Wait { at_ms: later });
+    }
+    let view = store.get_now("d1").unwrap().unwrap();
+    assert_eq!(view.state, State::Queued);
+    assert_eq!(view.next_attempt_at, Some(later));
+    assert!(view.attempts.is_empty());
+    assert!(store.due_now(now_ms(), 10).unwrap().is_empty());
+    // Its retry budget is whole: a failure after the waits is a retry, not the last attempt.
+    let due = store.due_now(later, 10).unwrap();
+    assert_eq!(due[0].budget_used, 0);
 }

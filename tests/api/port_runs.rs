@@ -294,6 +294,75 @@ async fn a_build_started_by_hand_with_port_run_id_reports_once_whatever_the_orde
         run.summary.as_deref(),
         Some("nightly #12: FAILURE after 1 min 5 sec")
     );
+    // Out of order for real: a build's FINALIZED before its STARTED ends the run, and the
+    // STARTED after it sends nothing.
+    let params = json!({"PORT_RUN_ID": "r_reordered"});
+    for (phase, status) in [("FINALIZED", Some("SUCCESS")), ("STARTED", None)] {
+        let body = event("nightly", 14, phase, 914, params.clone(), status);
+        assert_eq!(app.post_event(&body).await.status(), StatusCode::ACCEPTED);
+    }
+    ended(&app, "r_reordered").await;
+    settle().await;
+    assert_eq!(
+        labels(&app.sinks.port_runs()["r_reordered"]),
+        ["SUCCESS SUCCESS"]
+    );
+}
+
+/// GWT's silent response names no queue item: the run is "Queued in Jenkins" without a link and
+/// is not ended; a build naming it through its parameters ends it.
+#[actix_web::test]
+async fn after_gwts_silent_response_the_build_parameters_name_the_run() {
+    use crate::helpers::fake_jenkins::Behaviour as JenkinsBehaviour;
+    let app = spawn_app_with(options(true)).await;
+    app.jenkins.set_behaviour(JenkinsBehaviour::Silent);
+    let mut notify = Notify::to(format!(
+        "{}/jenkins/main/events?token={}",
+        app.address,
+        crate::helpers::EVENTS_TOKEN
+    ));
+    notify.parameters = vec![("PORT_RUN_ID".to_owned(), RUN.to_owned())];
+    app.jenkins.set_notify(Some(notify));
+    assert_eq!(
+        app.post_port(PORT_BODY).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let run = ended(&app, RUN).await;
+    assert_eq!(run.updates[0], json!({"statusLabel": "Queued in Jenkins"}));
+    assert_eq!(
+        labels(&run),
+        ["Queued in Jenkins", "Running", "SUCCESS SUCCESS"]
+    );
+}
+
+/// In direct mode a call Jenkins does not answer in time may still have started the job: the
+/// run hears of it and stays open.
+#[actix_web::test]
+async fn a_direct_call_jenkins_does_not_answer_leaves_the_run_open() {
+    use crate::helpers::fake_jenkins::Behaviour as JenkinsBehaviour;
+    let app = spawn(AppOptions {
+        jenkins_timeout_secs: 1,
+        ..options(false)
+    })
+    .await;
+    app.jenkins
+        .set_behaviour(JenkinsBehaviour::Delay(Duration::from_millis(1_500)));
+    assert_eq!(
+        app.post_port(PORT_BODY).await.status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    let run = run_until(&app, RUN, |run| !run.updates.is_empty()).await;
+    settle().await;
+    assert_eq!(run.status, "IN_PROGRESS");
+    assert_eq!(
+        run.updates,
+        [json!({"statusLabel": "Jenkins did not answer"})]
+    );
+    assert!(
+        run.logs[0].starts_with("Jenkins did not answer the trigger, so the build may still run: Jenkins did not answer within"),
+        "{:?}",
+        run.logs
+    );
 }
 
 /// A build hookgate did not trigger and that names no run sends nothing to Port; its delivery

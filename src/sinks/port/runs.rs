@@ -37,6 +37,15 @@ pub enum Update {
     Filtered { rule: String },
     /// Jenkins accepted the trigger but GWT scheduled no job (the job's own filter, in Jenkins).
     NothingTriggered,
+    /// Some of the run's builds were never reported finished before their queue items expired
+    /// (`jobs`); `builds` are those that were (the store queues this one).
+    Unreported {
+        builds: Vec<Finished>,
+        jobs: Vec<String>,
+    },
+    /// A direct-mode call Jenkins did not answer (in time, or with GWT's answer): it may have
+    /// acted, so the run is not ended.
+    Unanswered { reason: String },
 }
 
 impl Update {
@@ -49,12 +58,27 @@ impl Update {
             Update::TriggerFailed { reason } => super::trigger_failed(reason),
             Update::Filtered { rule } => super::filtered(rule),
             Update::NothingTriggered => super::nothing_triggered(),
+            Update::Unanswered { .. } => super::unanswered(),
+            Update::Unreported { builds, jobs } => super::unreported(builds, jobs),
+        }
+    }
+
+    /// The run log line that goes with it.
+    pub fn log(&self) -> Value {
+        match self {
+            Update::Unanswered { reason } => serde_json::json!({
+                "message": format!("Jenkins did not answer the trigger, so the build may still run: {reason}")
+            }),
+            _ => super::log_line(&self.body()),
         }
     }
 
     /// Whether it ends the run (Port's `status`): at most one such update per run is sent.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Update::Queued { .. } | Update::Running { .. })
+        !matches!(
+            self,
+            Update::Queued { .. } | Update::Running { .. } | Update::Unanswered { .. }
+        )
     }
 }
 
@@ -105,7 +129,7 @@ pub fn trigger_outcome(
         return Vec::new();
     };
     match next {
-        Next::Retry { .. } => Vec::new(),
+        Next::Retry { .. } | Next::Wait { .. } => Vec::new(),
         Next::Dead { reason } => vec![queue(
             &report.sink,
             &report.run,
@@ -113,8 +137,17 @@ pub fn trigger_outcome(
                 reason: reason.clone(),
             },
         )],
-        Next::Done { receipt } => {
-            let items = receipt.as_deref().map(queue_items).unwrap_or_default();
+        // GWT's silent response names no queue item: the run is queued, and only builds that
+        // name it through their parameters can end it.
+        Next::Done { receipt: None } => vec![queue(
+            &report.sink,
+            &report.run,
+            Update::Queued { links: Vec::new() },
+        )],
+        Next::Done {
+            receipt: Some(receipt),
+        } => {
+            let items = queue_items(receipt);
             if items.is_empty() {
                 return vec![queue(&report.sink, &report.run, Update::NothingTriggered)];
             }
@@ -151,6 +184,22 @@ fn queue_items(receipt: &str) -> Vec<(u64, String, String)> {
                     ))
                 })
                 .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A reported direct-mode call that Jenkins did not answer in time, or answered with something
+/// that is not GWT's: Jenkins may have acted on it, so the run hears of it but is not ended.
+pub fn trigger_unanswered(report: &str, reason: &str) -> Vec<Effect> {
+    serde_json::from_str::<StoredReport>(report)
+        .map(|report| {
+            vec![queue(
+                &report.sink,
+                &report.run,
+                Update::Unanswered {
+                    reason: reason.to_owned(),
+                },
+            )]
         })
         .unwrap_or_default()
 }
@@ -293,9 +342,9 @@ pub fn decide(
     })
 }
 
-/// Reported direct-mode calls to each Jenkins target whose answer is not recorded yet: a build
-/// event of that Jenkins may be theirs, so its port sink waits for them as for a pending
-/// queued trigger.
+/// Reported direct-mode calls whose answer is not recorded yet, by Jenkins target and by run: a
+/// build event of that Jenkins may be theirs, so its port sink waits for them as for a pending
+/// queued trigger, and a run does not end while one of its calls is in flight.
 #[derive(Debug, Default)]
 pub struct Unrecorded(Mutex<HashMap<String, usize>>);
 
@@ -306,17 +355,37 @@ impl Unrecorded {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one call to `jenkins` (a target name) until the guard is dropped.
-    pub fn begin(&self, jenkins: &str) -> UnrecordedGuard<'_> {
-        *self.counts().entry(jenkins.to_owned()).or_default() += 1;
-        UnrecordedGuard {
-            of: self,
-            jenkins: jenkins.to_owned(),
-        }
+    fn jenkins_key(jenkins: &str) -> String {
+        format!("jenkins {jenkins}")
     }
 
+    fn run_key(report: &str) -> String {
+        format!("run {report}")
+    }
+
+    /// Counts one call to `jenkins` (a target name) for the run `report` (the `report` column's
+    /// text) until the guard is dropped.
+    pub fn begin(&self, jenkins: &str, report: &str) -> UnrecordedGuard<'_> {
+        let keys = [Self::jenkins_key(jenkins), Self::run_key(report)];
+        let mut counts = self.counts();
+        for key in &keys {
+            *counts.entry(key.clone()).or_default() += 1;
+        }
+        UnrecordedGuard { of: self, keys }
+    }
+
+    fn any_of(&self, key: &str) -> bool {
+        self.counts().get(key).is_some_and(|n| *n > 0)
+    }
+
+    /// Whether a call to the Jenkins target `jenkins` is in flight.
     pub fn any(&self, jenkins: &str) -> bool {
-        self.counts().get(jenkins).is_some_and(|n| *n > 0)
+        self.any_of(&Self::jenkins_key(jenkins))
+    }
+
+    /// Whether a call for the run `run` of the port sink `sink` is in flight.
+    pub fn any_for_run(&self, sink: &str, run: &str) -> bool {
+        self.any_of(&Self::run_key(&crate::store::report_text(sink, run)))
     }
 }
 
@@ -324,13 +393,19 @@ impl Unrecorded {
 /// gone) ends it.
 pub struct UnrecordedGuard<'a> {
     of: &'a Unrecorded,
-    jenkins: String,
+    keys: [String; 2],
 }
 
 impl Drop for UnrecordedGuard<'_> {
     fn drop(&mut self) {
-        if let Some(n) = self.of.counts().get_mut(&self.jenkins) {
-            *n = n.saturating_sub(1);
+        let mut counts = self.of.counts();
+        for key in &self.keys {
+            if let Some(n) = counts.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
         }
     }
 }
@@ -418,11 +493,19 @@ mod tests {
                 reason: "Jenkins answered 404".into(),
             }],
         );
-        // GWT accepted the call, but the job's filter in Jenkins scheduled nothing.
+        // GWT accepted the call, but the job's filter in Jenkins scheduled nothing…
+        check(
+            Some(REPORT),
+            Next::Done {
+                receipt: Some(r#"{"jobs":[]}"#.into()),
+            },
+            vec![Update::NothingTriggered],
+        );
+        // …while its silent response says nothing of what it scheduled.
         check(
             Some(REPORT),
             Next::Done { receipt: None },
-            vec![Update::NothingTriggered],
+            vec![Update::Queued { links: vec![] }],
         );
         // A receipt from before schema 4 names no job: the item still belongs to the run.
         let old = Next::Done {
@@ -444,6 +527,14 @@ mod tests {
             (Update::TriggerFailed { reason: "r".into() }, true),
             (Update::Filtered { rule: "r".into() }, true),
             (Update::NothingTriggered, true),
+            (Update::Unanswered { reason: "r".into() }, false),
+            (
+                Update::Unreported {
+                    builds: vec![],
+                    jobs: vec!["j".into()],
+                },
+                true,
+            ),
         ] {
             assert_eq!(update.is_terminal(), terminal, "{update:?}");
             assert_eq!(
@@ -452,6 +543,33 @@ mod tests {
                 "{update:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_stores_unreported_update_is_an_intent_that_fails_the_run() {
+        let build = Finished {
+            job: "deploy-api".into(),
+            number: 4,
+            result: "SUCCESS".into(),
+            duration_ms: Some(61_000),
+            link: "https://ci/job/deploy-api/4/".into(),
+        };
+        let text = crate::store::unreported_update(
+            "r_1",
+            &[serde_json::to_value(&build).expect("record")],
+            &["deploy-worker".to_owned()],
+        );
+        let intent: Intent = serde_json::from_str(&text).expect("intent");
+        assert!(intent.update.is_terminal());
+        assert_eq!(
+            intent.update.body(),
+            serde_json::json!({
+                "status": "FAILURE",
+                "statusLabel": "NOT_REPORTED",
+                "summary": "deploy-api #4: SUCCESS after 1 min 1 sec; deploy-worker: Jenkins never reported its build's result",
+                "link": ["https://ci/job/deploy-api/4/"],
+            })
+        );
     }
 
     #[test]
@@ -564,15 +682,20 @@ mod tests {
     }
 
     #[test]
-    fn unrecorded_direct_calls_are_counted_per_jenkins_while_in_flight() {
+    fn unrecorded_direct_calls_are_counted_per_jenkins_and_run_while_in_flight() {
         let unrecorded = Unrecorded::default();
         assert!(!unrecorded.any("main"));
-        let first = unrecorded.begin("main");
-        let second = unrecorded.begin("main");
+        let r1 = crate::store::report_text("port", "r_1");
+        let r2 = crate::store::report_text("port", "r_2");
+        let first = unrecorded.begin("main", &r1);
+        let second = unrecorded.begin("main", &r2);
         assert!(unrecorded.any("main") && !unrecorded.any("other"));
+        assert!(unrecorded.any_for_run("port", "r_1") && unrecorded.any_for_run("port", "r_2"));
+        assert!(!unrecorded.any_for_run("other", "r_1"));
         drop(first);
-        assert!(unrecorded.any("main"));
+        assert!(unrecorded.any("main") && !unrecorded.any_for_run("port", "r_1"));
         drop(second);
-        assert!(!unrecorded.any("main"));
+        assert!(!unrecorded.any("main") && !unrecorded.any_for_run("port", "r_2"));
+        assert!(unrecorded.counts().is_empty(), "nothing is kept once done");
     }
 }

@@ -95,6 +95,9 @@ impl PortTarget {
             ))
         } else {
             let jenkins = target_id("jenkins", &stored.jenkins);
+            // Read before the store: a direct call's effects are committed before it stops
+            // counting, so the store read after this sees what it recorded.
+            let direct_pending = self.unrecorded.any(&stored.jenkins);
             let mut lookup = match self.store.lookup_run(jenkins, event.build.queue_id).await {
                 Ok(lookup) => lookup,
                 Err(error) => {
@@ -106,7 +109,7 @@ impl PortTarget {
                     };
                 }
             };
-            lookup.trigger_pending |= self.unrecorded.any(&stored.jenkins);
+            lookup.trigger_pending |= direct_pending;
             runs::resolve(
                 &self.sink.name,
                 &event,
@@ -114,6 +117,18 @@ impl PortTarget {
                 age < runs::WAIT_FOR_TRIGGER,
                 &self.settings.run_id_parameters,
             )
+        };
+        // A run whose direct-mode call is still in flight does not end before its builds are
+        // known (the call's effects are written before it stops counting).
+        let resolution = match resolution {
+            Resolution::Run(run)
+                if matches!(super::step(&event), super::Step::Finished { .. })
+                    && age < runs::WAIT_FOR_TRIGGER
+                    && self.unrecorded.any_for_run(&self.sink.name, &run) =>
+            {
+                Resolution::Wait
+            }
+            other => other,
         };
         let public_url = self.public_url(&stored.jenkins);
         match runs::decide(&event, &stored.jenkins, resolution, public_url) {
@@ -152,19 +167,27 @@ impl PortTarget {
         let path = format!("/v1/actions/runs/{}", intent.run);
         let started = Instant::now();
         if self.settings.logs {
-            let line = super::log_line(&update);
+            let line = intent.update.log();
             match self
                 .api
                 .call(Method::POST, &format!("{path}/logs"), &line)
                 .await
             {
                 Ok(answer) if (200..300).contains(&answer.status) => {}
-                // Refused credentials refuse the PATCH too.
-                Ok(answer) if matches!(answer.status, 401 | 403) => {
+                // Refused credentials refuse the PATCH too, and a line Port could not take now
+                // (429, 5xx) is retried with it, so it is not lost. (A PATCH that fails after
+                // its line went through posts the line again with its retry.)
+                Ok(answer)
+                    if matches!(answer.status, 401 | 403)
+                        || matches!(
+                            Verdict::for_status(answer.status, None),
+                            Verdict::Retry { .. }
+                        ) =>
+                {
                     self.metrics.sink_call(&self.sink.name, started.elapsed());
                     return self.answered(&answer);
                 }
-                // The status is what the run shows; a log line Port refused does not hold it up.
+                // The status is what the run shows; a line Port refuses does not hold it up.
                 Ok(answer) => {
                     tracing::warn!(sink = %self.sink.name, delivery = %job.id, status = answer.status, reason = %self.api.redacted(&answer.message()), "Port refused a run log line; updating the run's status anyway.")
                 }
