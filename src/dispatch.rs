@@ -208,16 +208,22 @@ impl Reporter {
     /// Writes `effects` and wakes the worker to send what they queued. A store that refuses them
     /// is logged: the call itself was decided already. A `new_call`'s (a filtered call's) are
     /// held to `max_store_bytes`; a direct dispatch's outcome may use the headroom above it.
-    pub async fn record(&self, effects: Vec<Effect>, new_call: bool) {
+    pub async fn record(
+        &self,
+        effects: Vec<Effect>,
+        new_call: bool,
+    ) -> Result<(), crate::store::StoreError> {
         if effects.is_empty() {
-            return;
+            return Ok(());
         }
-        match self.store.apply(effects, new_call).await {
+        let result = self.store.apply(effects, new_call).await;
+        match &result {
             Ok(()) => self.wake.notify_one(),
             Err(error) => {
-                tracing::error!(%error, cause = %crate::error::cause_chain(&error), "Cannot record what a reported call tells its Port run; the run is not updated.")
+                tracing::error!(%error, cause = %crate::error::cause_chain(error), "Cannot record what a reported call tells its Port run; the run is not updated.")
             }
         }
+        result
     }
 
     /// A direct-mode call to Jenkins for a reported `delivery`: counted as unrecorded while it
@@ -254,7 +260,8 @@ impl Reporter {
                 public_url,
             ),
         };
-        self.record(effects, false).await;
+        // Logged by `record`: Jenkins' answer stands whatever the store says.
+        let _ = self.record(effects, false).await;
         result
     }
 }

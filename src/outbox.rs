@@ -118,6 +118,8 @@ pub struct Job {
     pub rule: Option<String>,
     pub content_type: String,
     pub accepted_at: i64,
+    /// Attempts made since it was accepted or last requeued by an operator.
+    pub attempts: u32,
     pub payload: Payload,
 }
 

@@ -274,6 +274,7 @@ async fn attempt(shared: &Shared, due: Due) {
                 rule: pending.rule.clone(),
                 content_type: pending.content_type.clone(),
                 accepted_at: pending.accepted_at,
+                attempts: pending.budget_used,
                 payload,
             };
             target.attempt(&job).await

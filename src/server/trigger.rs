@@ -191,25 +191,32 @@ pub async fn run(
         )
     });
     if !refused && !dry_run {
+        // The run hears of a filtered call before its answer, or the call is refused as a
+        // whole (503, its signatures left usable), so the sender's retry can still end the run.
+        if let Err(error) = report_filtered(state, &entries).await {
+            return crate::error::ApiError::StoreUnavailable(error).error_response();
+        }
         for claim in filtered_claims {
             claim.accept(None);
         }
-        report_filtered(state, &entries).await;
     }
     respond(entries, dry_run)
 }
 
 /// When every rule that accepted the call filtered it out, each of them with a `[report]` tells
 /// its Port run that no job was triggered (written before the answer, like a queued call).
-async fn report_filtered(state: &AppState, entries: &[(&Arc<Rule>, Entry)]) {
+async fn report_filtered(
+    state: &AppState,
+    entries: &[(&Arc<Rule>, Entry)],
+) -> Result<(), crate::store::StoreError> {
     let Some(reporter) = &state.reporter else {
-        return;
+        return Ok(());
     };
     let only_filtered = entries
         .iter()
         .all(|(_, entry)| matches!(entry, Entry::Filtered(_) | Entry::Rejected(_)));
     if !only_filtered {
-        return;
+        return Ok(());
     }
     let effects: Vec<_> = entries
         .iter()
@@ -230,7 +237,7 @@ async fn report_filtered(state: &AppState, entries: &[(&Arc<Rule>, Entry)]) {
             ))
         })
         .collect();
-    reporter.record(effects, true).await;
+    reporter.record(effects, true).await
 }
 
 /// A per-rule rate limit that refuses one matched rule refuses the whole call, so that a 429
@@ -642,7 +649,9 @@ fn job_entry<'e>(rule: &'e Rule, entry: &'e Entry) -> (JobEntry<'e>, Severity) {
                 Ok(Dispatched::Delivered(_)) => (Status::Filtered, false, Severity::Fine),
                 Ok(Dispatched::Queued) => (Status::Queued, true, Severity::Accepted),
                 Ok(Dispatched::Duplicate { .. }) => (Status::Duplicate, true, Severity::Accepted),
-                Err(DispatchError::Timeout(_)) => (Status::Failed, false, Severity::Timeout),
+                Err(DispatchError::Timeout(_) | DispatchError::Busy(_)) => {
+                    (Status::Failed, false, Severity::Timeout)
+                }
                 Err(DispatchError::Store(_)) => (Status::Failed, false, Severity::Unavailable),
                 Err(_) => (Status::Failed, false, Severity::BadGateway),
             };

@@ -72,6 +72,9 @@ pub enum DispatchError {
     Unreachable(#[source] TransportError),
     #[error("Jenkins did not answer within {0:?}")]
     Timeout(Duration),
+    /// The deadline passed while waiting for a free slot (`max_in_flight`): nothing was sent.
+    #[error("no free slot toward Jenkins within {0:?}; the call was not sent")]
+    Busy(Duration),
     #[error("Jenkins answered {code}")]
     Status {
         code: u16,
@@ -88,7 +91,7 @@ impl DispatchError {
     /// The `result` label of `hookgate_jenkins_calls`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            DispatchError::Timeout(_) => "timeout",
+            DispatchError::Timeout(_) | DispatchError::Busy(_) => "timeout",
             DispatchError::Status { code, .. } if *code >= 500 => "5xx",
             DispatchError::Status { .. } => "4xx",
             DispatchError::Unreachable(_) | DispatchError::UnknownTarget(_) => "unreachable",
@@ -102,7 +105,9 @@ impl DispatchError {
         match self {
             DispatchError::UnknownTarget(_) => "Jenkins target is not configured.".to_owned(),
             DispatchError::Unreachable(_) => "Jenkins is unreachable.".to_owned(),
-            DispatchError::Timeout(_) => "Jenkins did not answer in time.".to_owned(),
+            DispatchError::Timeout(_) | DispatchError::Busy(_) => {
+                "Jenkins did not answer in time.".to_owned()
+            }
             DispatchError::Status { code, .. } => format!("Jenkins answered {code}."),
             DispatchError::Store(_) => "The delivery store is unavailable.".to_owned(),
             DispatchError::UnexpectedAnswer { code } => {
@@ -276,8 +281,8 @@ impl JenkinsClient {
         let deadline = Instant::now() + target.timeout;
         let _slot = tokio::time::timeout_at(deadline.into(), target.slots.acquire())
             .await
-            .map_err(|_| DispatchError::Timeout(target.timeout))?
-            .map_err(|_| DispatchError::Timeout(target.timeout))?;
+            .map_err(|_| DispatchError::Busy(target.timeout))?
+            .map_err(|_| DispatchError::Busy(target.timeout))?;
 
         let mut url = target.invoke_url.clone();
         if let Some(token) = &rule.dispatch.token {
@@ -300,9 +305,15 @@ impl JenkinsClient {
                     retry_after,
                 });
             }
-            let answer = http::read_capped(response.into_body(), MAX_ANSWER_BYTES)
-                .await
-                .map_err(DispatchError::Unreachable)?;
+            // Jenkins accepted the call: an answer cut short is read as GWT's silent one (queue
+            // items unknown), never as a failure, which a retry would turn into a second build.
+            let answer = match http::read_capped(response.into_body(), MAX_ANSWER_BYTES).await {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::warn!(%error, "Jenkins accepted the call, but its answer was cut short; its queue items are not known.");
+                    Bytes::new()
+                }
+            };
             Ok((status, answer))
         };
         let (status, answer) = tokio::time::timeout_at(deadline.into(), exchange)
@@ -615,7 +626,10 @@ pub fn classify(result: &Result<JenkinsAnswer, DispatchError>) -> Verdict {
     match result {
         Ok(_) => Verdict::Delivered,
         Err(
-            DispatchError::Timeout(_) | DispatchError::Unreachable(_) | DispatchError::Store(_),
+            DispatchError::Timeout(_)
+            | DispatchError::Busy(_)
+            | DispatchError::Unreachable(_)
+            | DispatchError::Store(_),
         ) => Verdict::Retry { retry_after: None },
         Err(DispatchError::Status { code, retry_after }) => {
             Verdict::for_status(*code, *retry_after)
@@ -793,6 +807,11 @@ mod target_tests {
         }
         assert_eq!(
             classify(&Err(DispatchError::Timeout(Duration::from_secs(1)))),
+            Verdict::Retry { retry_after: None }
+        );
+        // No free slot before the deadline: nothing was sent, so it is tried again.
+        assert_eq!(
+            classify(&Err(DispatchError::Busy(Duration::from_secs(1)))),
             Verdict::Retry { retry_after: None }
         );
         for code in [400, 401, 403, 404, 410] {

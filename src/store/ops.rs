@@ -585,6 +585,11 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
             items,
             ttl_ms,
         } => {
+            // A run that has ended (its trigger was dead-lettered, then requeued by an
+            // operator) takes no more builds: they would only wait to end it a second time.
+            if run_ended(tx, sink, run_id)? {
+                return Ok(());
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO run_items (jenkins, queue_id, sink, run_id, job, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -625,9 +630,7 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
             build,
             delivery_id,
         } => {
-            if run_ended(tx, sink, run_id)? {
-                return Ok(());
-            }
+            // The item is finished whatever the run's state, so its expiry never ends the run.
             if let Some(queue_id) = queue_id {
                 tx.prepare_cached(
                     "UPDATE run_items SET finished = 1
@@ -639,6 +642,9 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
                     sink,
                     run_id
                 ])?;
+            }
+            if run_ended(tx, sink, run_id)? {
+                return Ok(());
             }
             let known: Option<String> = tx
                 .prepare_cached("SELECT builds FROM runs WHERE sink = ?1 AND run_id = ?2")?
@@ -835,8 +841,10 @@ pub(super) fn record(
         return Ok(());
     };
     if let Next::Wait { at_ms } = attempt.next {
-        tx.prepare_cached("UPDATE deliveries SET next_attempt_at = ?2 WHERE seq = ?1")?
-            .execute(params![seq, at_ms])?;
+        tx.prepare_cached(
+            "UPDATE deliveries SET next_attempt_at = ?2, last_error = ?3 WHERE seq = ?1",
+        )?
+        .execute(params![seq, at_ms, bounded(attempt.error.as_deref())])?;
         return Ok(());
     }
     let n = attempts + 1;
@@ -1087,14 +1095,12 @@ pub(super) fn purge_events(tx: &Transaction<'_>, before_ms: i64) -> Result<usize
         [before_ms],
     )?;
     tx.execute("DELETE FROM builds WHERE updated_at < ?1", [before_ms])?;
-    // A run still waiting for one of its builds is kept until that build's item expires (and
-    // ends it): forgetting it sooner would forget its finished builds, or that it has ended.
+    // A run is kept while any of its queue items is (until they expire, an unfinished one
+    // ending it): forgetting it sooner would forget its finished builds, or that it has ended.
     tx.execute(
         "DELETE FROM runs WHERE updated_at < ?1
-           AND (ended_at IS NOT NULL
-                OR NOT EXISTS (SELECT 1 FROM run_items
-                               WHERE run_items.sink = runs.sink AND run_items.run_id = runs.run_id
-                                 AND run_items.finished = 0))",
+           AND NOT EXISTS (SELECT 1 FROM run_items
+                           WHERE run_items.sink = runs.sink AND run_items.run_id = runs.run_id)",
         [before_ms],
     )?;
     Ok(events)

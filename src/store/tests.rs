@@ -1526,3 +1526,75 @@ fn a_wait_is_not_an_attempt() {
     let due = store.due_now(later, 10).unwrap();
     assert_eq!(due[0].budget_used, 0);
 }
+
+/// An ended run takes no more queue items (its trigger requeued by an operator and accepted),
+/// a build of it finishing marks its item finished all the same, and the run is kept as long
+/// as any of its items is, so it never ends twice.
+#[test]
+fn an_ended_run_takes_no_more_items_and_is_kept_while_its_items_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    let correlate = |run: &str, queue_id: u64, ttl_ms: i64| Effect::Correlate {
+        jenkins: "jenkins:main".to_owned(),
+        sink: "port".to_owned(),
+        run_id: run.to_owned(),
+        items: vec![(queue_id, "deploy".to_owned())],
+        ttl_ms,
+    };
+    let items = |store: &Store| -> Vec<(i64, bool)> {
+        let conn = lock(&store.inner.reader);
+        let mut statement = conn
+            .prepare("SELECT queue_id, finished FROM run_items ORDER BY queue_id")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    runtime().block_on(async {
+        store
+            .apply_now(vec![update("r_dead", "trigger_failed", true)])
+            .await
+            .unwrap();
+        store
+            .apply_now(vec![correlate("r_dead", 1, 3_600_000)])
+            .await
+            .unwrap();
+        assert!(items(&store).is_empty(), "no item for an ended run");
+        // A run with an item that ends by another way (two rules; one trigger dead).
+        store
+            .apply_now(vec![
+                correlate("r_two", 2, 3_600_000),
+                update("r_two", "trigger_failed", true),
+                finished("r_two", Some(2), "deploy"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(items(&store), [(2, true)]);
+        // A purge past the run's retention keeps it while its item is kept…
+        store.purge(now_ms() + 60_000).await.unwrap();
+        let runs = |store: &Store| -> i64 {
+            lock(&store.inner.reader)
+                .query_row(
+                    "SELECT COUNT(*) FROM runs WHERE run_id = 'r_two'",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        assert_eq!(runs(&store), 1);
+        // …and when the item expires, the run is not ended a second time.
+        store
+            .apply_now(vec![update("r_other", "queued", false)])
+            .await
+            .unwrap();
+        lock(&store.inner.reader)
+            .execute("UPDATE run_items SET expires_at = 0", [])
+            .unwrap();
+        store.purge(now_ms() + 60_000).await.unwrap();
+        assert_eq!(runs(&store), 0);
+    });
+    let kinds: Vec<String> = run_updates(&store).into_iter().map(|u| u.1).collect();
+    assert_eq!(kinds, ["trigger_failed", "trigger_failed", "queued"]);
+}

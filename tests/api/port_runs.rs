@@ -260,9 +260,8 @@ fn event(
 /// A build started by hand with `PORT_RUN_ID` reports to that run; events arriving twice or out
 /// of order (COMPLETED after FINALIZED, FINALIZED twice, a late STARTED) and another build naming
 /// the same run after its end leave it with one terminal update.
-#[actix_web::test]
-async fn a_build_started_by_hand_with_port_run_id_reports_once_whatever_the_order() {
-    let app = spawn(options(true)).await;
+async fn hand_build(queue: bool) {
+    let app = spawn(options(queue)).await;
     let params = json!({"PORT_RUN_ID": "r_byhand", "ENV": "prod"});
     for (number, phase, status) in [
         (12, "STARTED", None),
@@ -307,6 +306,16 @@ async fn a_build_started_by_hand_with_port_run_id_reports_once_whatever_the_orde
         labels(&app.sinks.port_runs()["r_reordered"]),
         ["SUCCESS SUCCESS"]
     );
+}
+
+#[actix_web::test]
+async fn a_build_started_by_hand_with_port_run_id_reports_once_whatever_the_order() {
+    hand_build(true).await;
+}
+
+#[actix_web::test]
+async fn a_build_started_by_hand_reports_once_whatever_the_order_in_direct_mode() {
+    hand_build(false).await;
 }
 
 /// GWT's silent response names no queue item: the run is "Queued in Jenkins" without a link and
@@ -367,9 +376,8 @@ async fn a_direct_call_jenkins_does_not_answer_leaves_the_run_open() {
 
 /// A build hookgate did not trigger and that names no run sends nothing to Port; its delivery
 /// says why it was skipped.
-#[actix_web::test]
-async fn an_uncorrelated_build_sends_nothing_to_port() {
-    let app = spawn(options(true)).await;
+async fn uncorrelated(queue: bool) {
+    let app = spawn(options(queue)).await;
     for phase in ["QUEUED", "STARTED", "COMPLETED", "FINALIZED"] {
         let status = (phase == "FINALIZED" || phase == "COMPLETED").then_some("SUCCESS");
         let response = app
@@ -395,10 +403,19 @@ async fn an_uncorrelated_build_sends_nothing_to_port() {
     assert!(app.sinks.requests_to(Sink::Port).is_empty());
 }
 
+#[actix_web::test]
+async fn an_uncorrelated_build_sends_nothing_to_port() {
+    uncorrelated(true).await;
+}
+
+#[actix_web::test]
+async fn an_uncorrelated_build_sends_nothing_to_port_in_direct_mode() {
+    uncorrelated(false).await;
+}
+
 /// One call whose job token two jobs share triggers both; the run ends when the second one
 /// finalizes, SUCCESS only if both succeeded, with one line per build in its summary.
-#[actix_web::test]
-async fn two_jobs_of_one_call_end_the_run_together() {
+async fn two_jobs(queue: bool) {
     let app = spawn(AppOptions {
         fake_jenkins: FakeJenkinsConfig {
             jobs: vec![
@@ -407,14 +424,11 @@ async fn two_jobs_of_one_call_end_the_run_together() {
             ],
             basic_auth: None,
         },
-        ..options(true)
+        ..options(queue)
     })
     .await;
     app.jenkins.set_result("deploy-worker", "FAILURE");
-    assert_eq!(
-        app.post_port(PORT_BODY).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert!(app.post_port(PORT_BODY).await.status().is_success());
     ended(&app, RUN).await;
     settle().await;
     let run = app.sinks.port_runs()[RUN].clone();
@@ -442,19 +456,25 @@ async fn two_jobs_of_one_call_end_the_run_together() {
     );
 }
 
-/// Port down, then up: the updates wait in the outbox and arrive in order.
 #[actix_web::test]
-async fn updates_made_while_port_is_down_arrive_in_order_once_it_is_up() {
+async fn two_jobs_of_one_call_end_the_run_together() {
+    two_jobs(true).await;
+}
+
+#[actix_web::test]
+async fn two_jobs_of_one_call_end_the_run_together_in_direct_mode() {
+    two_jobs(false).await;
+}
+
+/// Port down, then up: the updates wait in the outbox and arrive in order.
+async fn port_down_then_up(queue: bool) {
     let mut app = spawn(AppOptions {
         max_attempts: 1000,
-        ..options(true)
+        ..options(queue)
     })
     .await;
     app.sinks.down().await;
-    assert_eq!(
-        app.post_port(PORT_BODY).await.status(),
-        StatusCode::ACCEPTED
-    );
+    assert!(app.post_port(PORT_BODY).await.status().is_success());
     // The build runs and finishes while Port is unreachable.
     let sent = app
         .jenkins
@@ -468,6 +488,16 @@ async fn updates_made_while_port_is_down_arrive_in_order_once_it_is_up() {
         labels(&run),
         ["Queued in Jenkins", "Running", "SUCCESS SUCCESS"]
     );
+}
+
+#[actix_web::test]
+async fn updates_made_while_port_is_down_arrive_in_order_once_it_is_up() {
+    port_down_then_up(true).await;
+}
+
+#[actix_web::test]
+async fn updates_made_while_port_is_down_arrive_once_it_is_up_in_direct_mode() {
+    port_down_then_up(false).await;
 }
 
 /// A 401 to a fresh token dead-letters the update with Port's message and raises the auth gauge;
@@ -541,18 +571,14 @@ async fn hookgate_dead(app: &TestApp) -> Vec<String> {
 }
 
 /// The token is fetched once for many updates, and once more after Port stops taking it.
-#[actix_web::test]
-async fn the_access_token_is_cached_across_runs_and_refreshed_after_a_401() {
-    let app = spawn(options(true)).await;
-    assert_eq!(
-        app.post_port(PORT_BODY).await.status(),
-        StatusCode::ACCEPTED
-    );
+async fn token_cache(queue: bool) {
+    let app = spawn(options(queue)).await;
+    assert!(app.post_port(PORT_BODY).await.status().is_success());
     ended(&app, RUN).await;
     assert_eq!(app.sinks.port_tokens_issued(), 1);
     app.sinks.expire_port_tokens();
     let second = PORT_BODY.replace(RUN, "r_second");
-    assert_eq!(app.post_port(&second).await.status(), StatusCode::ACCEPTED);
+    assert!(app.post_port(&second).await.status().is_success());
     let run = ended(&app, "r_second").await;
     assert_eq!(run.status, "SUCCESS");
     assert_eq!(app.sinks.port_tokens_issued(), 2);
@@ -562,6 +588,81 @@ async fn the_access_token_is_cached_across_runs_and_refreshed_after_a_401() {
             assert!(!text.contains(PORT_CLIENT_SECRET), "{text}");
         }
     }
+}
+
+#[actix_web::test]
+async fn the_access_token_is_cached_across_runs_and_refreshed_after_a_401() {
+    token_cache(true).await;
+}
+
+#[actix_web::test]
+async fn the_access_token_is_cached_and_refreshed_in_direct_mode() {
+    token_cache(false).await;
+}
+
+/// Port answers 404 for a run it does not know: the update is dead-lettered with Port's answer,
+/// and the next update of another run goes through.
+#[actix_web::test]
+async fn an_unknown_run_is_dead_lettered_with_ports_answer() {
+    let app = spawn(AppOptions {
+        sinks: port_sink("logs = false"),
+        ..options(true)
+    })
+    .await;
+    // The token, then the PATCH.
+    app.sinks
+        .script(Sink::Port, [Behaviour::Normal, Behaviour::Status(404)]);
+    let params = json!({"PORT_RUN_ID": "r_unknown"});
+    app.post_event(&event("nightly", 1, "STARTED", 1, params, None))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = hookgate_dead(&app).await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(dead[0].starts_with("Port answered 404"), "{dead:?}");
+    let params = json!({"PORT_RUN_ID": "r_known"});
+    app.post_event(&event("nightly", 2, "STARTED", 2, params, None))
+        .await;
+    run_until(&app, "r_known", |run| !run.updates.is_empty()).await;
+}
+
+/// A filtered call whose report the full store cannot take is refused whole (503), so the
+/// sender's retry can still end the run; it is never answered as handled with the run left
+/// hanging.
+#[actix_web::test]
+async fn a_filtered_call_the_full_store_cannot_report_is_refused() {
+    use crate::helpers::fake_jenkins::Behaviour as JenkinsBehaviour;
+    let app = spawn_app_with(AppOptions {
+        max_store_bytes: 192 * 1024,
+        ..options(true)
+    })
+    .await;
+    // Jenkins holds the first calls, so no outcome frees or fills pages meanwhile.
+    app.jenkins
+        .set_behaviour(JenkinsBehaviour::Delay(Duration::from_secs(5)));
+    let mut filled = false;
+    for i in 0..1000 {
+        let body = PORT_BODY.replace(RUN, &format!("r_fill_{i}"));
+        match app.post_port(&body).await.status() {
+            StatusCode::ACCEPTED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                filled = true;
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(filled, "the store never filled up");
+    let filtered = PORT_BODY
+        .replace("deploy_service", "restart_service")
+        .replace(RUN, "r_filtered");
+    let response = app.post_port(&filtered).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 /// The real binary at debug level, a Port call, and every build event: a `kill -9` while the

@@ -175,14 +175,16 @@ impl PortTarget {
             {
                 Ok(answer) if (200..300).contains(&answer.status) => {}
                 // Refused credentials refuse the PATCH too, and a line Port could not take now
-                // (429, 5xx) is retried with it, so it is not lost. (A PATCH that fails after
-                // its line went through posts the line again with its retry.)
+                // (429, 5xx) is retried with it, so it is not lost, while the first half of the
+                // attempts last: after that the status goes without its line, so a logs
+                // endpoint that keeps failing cannot leave the run in progress. (A PATCH that
+                // fails after its line went through posts the line again with its retry.)
                 Ok(answer)
                     if matches!(answer.status, 401 | 403)
-                        || matches!(
+                        || (matches!(
                             Verdict::for_status(answer.status, None),
                             Verdict::Retry { .. }
-                        ) =>
+                        ) && job.attempts.saturating_add(1) < self.policy.max_attempts / 2) =>
                 {
                     self.metrics.sink_call(&self.sink.name, started.elapsed());
                     return self.answered(&answer);
