@@ -1109,16 +1109,21 @@ run_id = "$RUN_ID"
     };
     std::fs::write(dir.path().join("rules/to-relay.toml"), rule("relay")).expect("write");
     std::fs::write(dir.path().join("rules/to-nothing.toml"), rule("port")).expect("write");
-    let output = Command::new(BIN)
-        .args(["check"])
-        .current_dir(dir.path())
-        .env_remove("HOOKGATE_CONFIG")
-        .env("EV_TOKEN", "x")
-        .env("EV_PAT", "x")
-        .env("EV_ITOC", "x")
-        .env("EV_RELAY", "x")
-        .output()
-        .expect("runs");
+    let check = || {
+        Command::new(BIN)
+            .args(["check"])
+            .current_dir(dir.path())
+            .env_remove("HOOKGATE_CONFIG")
+            .env("EV_TOKEN", "x")
+            .env("EV_PAT", "x")
+            .env("EV_ITOC", "x")
+            .env("EV_RELAY", "x")
+            .env("EV_PORT_ID", "port-id-value")
+            .env("EV_PORT_SECRET", "port-secret-value")
+            .output()
+            .expect("runs")
+    };
+    let output = check();
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
     for expected in [
@@ -1132,18 +1137,7 @@ run_id = "$RUN_ID"
     config.push_str("[sinks.port]\nkind = \"port\"\nurl = \"https://api.getport.io\"\nclient_id_env = \"EV_PORT_ID\"\nclient_secret_env = \"EV_PORT_SECRET\"\n");
     std::fs::write(dir.path().join("hookgate.toml"), config).expect("write");
     std::fs::write(dir.path().join("rules/to-relay.toml"), rule("port")).expect("write");
-    let output = Command::new(BIN)
-        .args(["check"])
-        .current_dir(dir.path())
-        .env_remove("HOOKGATE_CONFIG")
-        .env("EV_TOKEN", "x")
-        .env("EV_PAT", "x")
-        .env("EV_ITOC", "x")
-        .env("EV_RELAY", "x")
-        .env("EV_PORT_ID", "port-id-value")
-        .env("EV_PORT_SECRET", "port-secret-value")
-        .output()
-        .expect("runs");
+    let output = check();
     let (out, err) = (stdout(&output), stderr(&output));
     assert!(output.status.success(), "{out}\n{err}");
     assert!(

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 
 use crate::binary::{Served, serve};
 use crate::helpers::fake_jenkins::{Behaviour, FakeJenkins, FakeJenkinsConfig};
-use crate::helpers::{PORT_BODY, json, now, port_headers};
+use crate::helpers::{PORT_BODY, json, now, port_headers, post_signed};
 
 const SECRET: &str = "crash-port-secret";
 const SENDER: &str = "crash-sender-token";
@@ -164,16 +164,7 @@ async fn sigterm_drains_in_flight_attempts_and_keeps_the_rest_for_the_next_start
     let client = reqwest::Client::new();
     for i in 0..5 {
         let body = PORT_BODY.replace("r_QOz6WoOB1Q2lmhZZ", &format!("r_term_{i}"));
-        let response = client
-            .post(format!(
-                "{}/generic-webhook-trigger/invoke?token={SENDER}",
-                served.address
-            ))
-            .headers(port_headers(SECRET, now(), &body))
-            .body(body)
-            .send()
-            .await
-            .expect("request");
+        let response = post_signed(&client, &served.address, SENDER, SECRET, &body).await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         let answer = json(response).await;
         acknowledged.lock().expect("lock").push(

@@ -338,14 +338,28 @@ impl TestApp {
 
     /// POSTs `body` to `/invoke?token=SENDER_TOKEN` with Port headers signed at `now`.
     pub async fn post_port(&self, body: &str) -> reqwest::Response {
-        self.client
-            .post(format!("{}?token={SENDER_TOKEN}", self.invoke_url()))
-            .headers(port_headers(PORT_SECRET, now(), body))
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request")
+        post_signed(&self.client, &self.address, SENDER_TOKEN, PORT_SECRET, body).await
     }
+}
+
+/// POSTs `body` to `{address}/generic-webhook-trigger/invoke?token={token}`, signed now with
+/// Port's scheme and `secret`.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    address: &str,
+    token: &str,
+    secret: &str,
+    body: &str,
+) -> reqwest::Response {
+    client
+        .post(format!(
+            "{address}/generic-webhook-trigger/invoke?token={token}"
+        ))
+        .headers(port_headers(secret, now(), body))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request")
 }
 
 pub fn now() -> u64 {

@@ -674,7 +674,7 @@ async fn invariant_a_killed_gateway_still_ends_the_run_and_never_logs_port_crede
     use crate::binary::serve;
     use crate::helpers::fake_jenkins::FakeJenkins;
     use crate::helpers::fake_sinks::{FakeSinks, FakeSinksConfig};
-    use crate::helpers::{now, port_headers};
+    use crate::helpers::post_signed;
 
     const SECRET: &str = "loop-port-webhook-secret";
     const SENDER: &str = "loop-sender-token";
@@ -743,17 +743,7 @@ async fn invariant_a_killed_gateway_still_ends_the_run_and_never_logs_port_crede
     port.down().await;
     let mut served = serve(dir.path(), &env(CLIENT_SECRET));
     notify(&served.address);
-    let body = PORT_BODY.to_owned();
-    let response = client
-        .post(format!(
-            "{}/generic-webhook-trigger/invoke?token={SENDER}",
-            served.address
-        ))
-        .headers(port_headers(SECRET, now(), &body))
-        .body(body)
-        .send()
-        .await
-        .expect("call");
+    let response = post_signed(&client, &served.address, SENDER, SECRET, PORT_BODY).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let sent = jenkins
         .notifications_settled(4, Duration::from_secs(15))
