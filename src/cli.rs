@@ -11,6 +11,7 @@ macro_rules! out {
 
 mod deliveries;
 mod events;
+mod import_gwt;
 mod offline;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,16 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         jenkins: Option<String>,
     },
+    /// Print a rule for a Jenkins job's Generic Webhook Trigger, read from its config.xml (what
+    /// `GET /job/<name>/config.xml` returns). The token becomes a `token_env` placeholder; what a
+    /// rule cannot express becomes a comment and a warning on stderr.
+    ImportGwt {
+        /// The job's config.xml.
+        config_xml: PathBuf,
+        /// The rule's name (default: the job's directory, else the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Inspect and manage the delivery queue (queue mode), also while the gateway runs.
     Deliveries {
         #[command(subcommand)]
@@ -92,6 +103,10 @@ enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Reads a file and prints a rule: it needs no config.
+    if let Command::ImportGwt { config_xml, name } = &cli.command {
+        return import_gwt::run(config_xml, name.as_deref());
+    }
     let env = ProcessEnv;
     let source = config::locate(cli.config.as_deref(), &env);
     let settings = match config::load(&source, &env) {
@@ -117,6 +132,7 @@ pub fn main() -> ExitCode {
             events::test_event(gateway, &event, jenkins.as_deref())
         }),
         Command::Deliveries { command } => deliveries::run(&settings, command),
+        Command::ImportGwt { config_xml, name } => import_gwt::run(&config_xml, name.as_deref()),
     }
 }
 

@@ -11,6 +11,7 @@ mod dispatch;
 mod events;
 mod gwt;
 mod helpers;
+mod import_gwt;
 mod invoke;
 mod port;
 mod port_runs;
