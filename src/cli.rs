@@ -195,6 +195,29 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "hookgate is listening."
         );
+        crate::systemd::ready();
+        // actix stops on the same signals; this only tells systemd the shutdown has begun.
+        actix_web::rt::spawn(async {
+            use actix_web::rt::signal::unix::{SignalKind, signal};
+            let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = actix_web::rt::signal::ctrl_c() => {}
+            }
+            crate::systemd::stopping();
+        });
+        // SIGHUP (the unit's ExecReload) must not end the process, as its default action would.
+        actix_web::rt::spawn(async {
+            use actix_web::rt::signal::unix::{SignalKind, signal};
+            let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hangup.recv().await.is_some() {
+                tracing::warn!("SIGHUP received: hot reload is not available yet; restart hookgate to apply a changed config or rule.");
+            }
+        });
         app.run_until_stopped().await
     });
     match result {

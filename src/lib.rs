@@ -21,5 +21,6 @@ pub mod server;
 pub mod sinks;
 pub mod startup;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod verify;

@@ -18,3 +18,4 @@ mod port_runs;
 mod queue;
 mod security;
 mod signatures;
+mod systemd;

@@ -1,0 +1,100 @@
+//! Running under systemd: `READY=1` reaches `$NOTIFY_SOCKET` once the gateway serves and
+//! `STOPPING=1` when a SIGTERM begins its shutdown; the shipped unit file has the sandboxing a
+//! security review expects.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use crate::binary::serve;
+
+fn next_notice(socket: &UnixDatagram) -> String {
+    let mut buffer = [0u8; 512];
+    let n = socket
+        .recv(&mut buffer)
+        .expect("a notice within the timeout");
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[actix_web::test]
+async fn ready_and_stopping_reach_the_notify_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("hookgate.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [jenkins.main]\nurl = \"http://127.0.0.1:9\"\n[delivery]\nmode = \"queue\"\nstore = \"store\"\n",
+    )
+    .expect("write");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let served = serve(
+        dir.path(),
+        &[("NOTIFY_SOCKET", path.to_str().expect("utf-8"))],
+    );
+    assert_eq!(next_notice(&socket).trim(), "READY=1");
+    // Ready means serving: the listener answers, and the store exists.
+    let health = reqwest::get(format!("{}/healthz", served.address))
+        .await
+        .expect("healthz");
+    assert!(health.status().is_success());
+    assert!(dir.path().join("store/deliveries.sqlite3").exists());
+    // The unit's ExecReload sends SIGHUP: the gateway keeps serving, and says what to do.
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &served.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !served.log.lock().expect("lock").contains("SIGHUP received") {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP not logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let health = reqwest::get(format!("{}/healthz", served.address))
+        .await
+        .expect("still serving after SIGHUP");
+    assert!(health.status().is_success());
+    signal("-TERM");
+    assert_eq!(next_notice(&socket).trim(), "STOPPING=1");
+}
+
+#[test]
+fn the_unit_file_sandboxes_the_service_and_waits_for_readiness() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/systemd/hookgate.service"
+    ))
+    .expect("unit file");
+    let lines: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for expected in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+        "AmbientCapabilities=",
+        "SystemCallFilter=@system-service",
+        "StateDirectory=hookgate",
+        "ReadWritePaths=/var/lib/hookgate",
+        "UMask=0077",
+    ] {
+        assert!(lines.contains(&expected), "missing `{expected}`");
+    }
+    // The store is the only path it may write.
+    let writable: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("ReadWritePaths="))
+        .collect();
+    assert_eq!(writable, [&"ReadWritePaths=/var/lib/hookgate"]);
+}
