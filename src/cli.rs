@@ -208,14 +208,22 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
             }
             crate::systemd::stopping();
         });
-        // SIGHUP (the unit's ExecReload) must not end the process, as its default action would.
-        actix_web::rt::spawn(async {
+        // SIGHUP (the unit's ExecReload) reloads the TLS certificate, and must not end the
+        // process, as its default action would.
+        let certificates = app.certificates();
+        actix_web::rt::spawn(async move {
             use actix_web::rt::signal::unix::{SignalKind, signal};
             let Ok(mut hangup) = signal(SignalKind::hangup()) else {
                 return;
             };
             while hangup.recv().await.is_some() {
-                tracing::warn!("SIGHUP received: hot reload is not available yet; restart hookgate to apply a changed config or rule.");
+                if let Some(certificates) = &certificates {
+                    match certificates.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded."),
+                        Err(reason) => tracing::error!(%reason, "The TLS certificate could not be reloaded; the one in use stays."),
+                    }
+                }
+                tracing::warn!("SIGHUP received: hot reload of the config and rules is not available yet; restart hookgate to apply a changed config or rule.");
             }
         });
         app.run_until_stopped().await

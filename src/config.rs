@@ -77,6 +77,21 @@ pub struct ServerSettings {
     pub burst_per_rule: u32,
     /// Signatures remembered per rule to refuse replays inside the timestamp window.
     pub replay_cache_entries: usize,
+    /// TLS on the public listener; without it, hookgate speaks plain HTTP.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[server.tls]`: the public listener's certificate, and optionally the CA its clients'
+/// certificates must be signed by.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM: the certificate, then its chain.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM: CA certificates; when set, a client certificate they signed is required.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -98,6 +113,7 @@ impl Default for ServerSettings {
             rate_per_rule: 200,
             burst_per_rule: 400,
             replay_cache_entries: 100_000,
+            tls: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Gateway {
     /// Jenkins targets that may post build events, and where those go.
     pub event_sources: EventSources,
     pub sinks: Sinks,
+    /// `[server.tls]`, loaded: the public listener then speaks only TLS.
+    pub tls: Option<crate::server::tls::Tls>,
 }
 
 impl Gateway {
@@ -99,6 +101,13 @@ impl Gateway {
             .map_err(|mut errors| problems.append(&mut errors.0))
             .ok();
         check_delivery(&settings.delivery, &file, &mut problems);
+        let tls = settings.server.tls.as_ref().and_then(|tls| {
+            crate::server::tls::load(tls)
+                .map_err(|(field, reason)| {
+                    problems.push(Problem::new(&file, format!("server.tls.{field}"), reason));
+                })
+                .ok()
+        });
         if let Some(rules) = &rules {
             for rule in rules.iter() {
                 rule.replays
@@ -172,6 +181,7 @@ impl Gateway {
                 jenkins,
                 event_sources,
                 sinks,
+                tls,
             }),
             _ => Err(Problems(problems)),
         }
@@ -183,12 +193,12 @@ impl Gateway {
     pub fn warnings(&self) -> Vec<Problem> {
         let mut warnings = Vec::new();
         let file = self.source.to_string();
-        if !self.listen.ip().is_loopback() {
+        if !self.listen.ip().is_loopback() && self.tls.is_none() {
             warnings.push(Problem::new(
                 &file,
                 "server.listen",
                 format!(
-                    "{} is reachable from other hosts and hookgate speaks plain HTTP: terminate TLS in front of it and list that proxy in server.trusted_proxies",
+                    "{} is reachable from other hosts and hookgate speaks plain HTTP: set [server.tls], or terminate TLS in front of it and list that proxy in server.trusted_proxies",
                     self.listen
                 ),
             ));

@@ -9,6 +9,7 @@ mod context;
 mod events;
 pub mod limits;
 mod routes;
+pub mod tls;
 mod trigger;
 
 use std::net::{SocketAddr, TcpListener};
@@ -97,6 +98,7 @@ pub fn serve(
     state: AppState,
     admin_token: Option<crate::secret::Secret>,
     serving: &Serving,
+    tls: Option<&tls::Tls>,
 ) -> std::io::Result<(Server, Server)> {
     let state = web::Data::new(state);
     let admin_auth = web::Data::new(admin::AdminAuth { token: admin_token });
@@ -114,9 +116,15 @@ pub fn serve(
     .max_connections(serving.per_worker_connections)
     .client_request_timeout(serving.header_timeout)
     .client_disconnect_timeout(Duration::from_secs(1))
+    // The TLS handshake must finish within the header deadline too (a slow handshake is a
+    // slowloris of its own).
+    .tls_handshake_timeout(serving.header_timeout)
     .keep_alive(serving.keep_alive)
-    .shutdown_timeout(serving.drain_secs)
-    .listen(listener)?
+    .shutdown_timeout(serving.drain_secs);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, (*tls.config).clone())?,
+        None => server.listen(listener)?,
+    }
     .run();
     // Operator traffic is a scraper and a few people: one worker. The public server owns
     // the signals; the application stops this one after it.

@@ -35,6 +35,8 @@ pub struct Application {
     worker: Option<Worker>,
     /// How long the worker may finish attempts in progress at shutdown.
     drain: Duration,
+    /// The public listener's certificate, when it speaks TLS (reloaded on SIGHUP).
+    certificates: Option<Arc<crate::server::tls::Certificates>>,
 }
 
 /// Reloads the signatures of stored calls into each rule's replay memory, so a restart does not
@@ -216,8 +218,14 @@ impl Application {
             state,
             gateway.admin_token,
             &serving,
+            gateway.tls.as_ref(),
         )?;
+        let certificates = gateway
+            .tls
+            .as_ref()
+            .map(|tls| Arc::clone(&tls.certificates));
         Ok(Self {
+            certificates,
             server,
             local_addr,
             admin,
@@ -241,6 +249,11 @@ impl Application {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The public listener's certificate, for reloading it; `None` without TLS.
+    pub fn certificates(&self) -> Option<Arc<crate::server::tls::Certificates>> {
+        self.certificates.clone()
     }
 
     /// Serves until the public server stops (SIGINT/SIGTERM: it stops accepting and finishes

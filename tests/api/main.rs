@@ -19,3 +19,4 @@ mod queue;
 mod security;
 mod signatures;
 mod systemd;
+mod tls;

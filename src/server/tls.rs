@@ -1,0 +1,135 @@
+//! TLS on the public listener (rustls): the certificate chain and key from PEM files, TLS 1.2
+//! and 1.3 only, and with `client_ca_file` a client certificate signed by that CA required
+//! (mutual TLS, e.g. for Jenkins posting its events). The certificate sits behind a resolver
+//! that [`Certificates::reload`] swaps, so a renewed certificate (certbot, cert-manager) is taken
+//! on SIGHUP without a restart; connections already open keep theirs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, version};
+
+use crate::config::TlsSettings;
+
+/// The public listener's certificate, reloadable.
+#[derive(Debug)]
+pub struct Certificates {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    /// Reads the files again; on any problem the certificate in use stays, and the reason is
+    /// returned (a half-written renewal is a failed reload, not an outage).
+    pub fn reload(&self) -> Result<(), String> {
+        let key = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        ))
+    }
+}
+
+/// What the public listener serves TLS with.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    pub certificates: Arc<Certificates>,
+}
+
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cert_file {}: {e}", cert_file.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "cert_file {}: no PEM certificate in it",
+            cert_file.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("key_file {}: {e}", key_file.display()))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("key_file {}: {e}", key_file.display()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        format!(
+            "key_file {} does not go with cert_file {}: {e}",
+            key_file.display(),
+            cert_file.display()
+        )
+    })?;
+    Ok(certified)
+}
+
+/// Builds the listener's TLS from `[server.tls]`; an error names the field and the reason.
+pub fn load(settings: &TlsSettings) -> Result<Tls, (&'static str, String)> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = certified_key(&settings.cert_file, &settings.key_file, &provider)
+        .map_err(|reason| ("cert_file", reason))?;
+    let certificates = Arc::new(Certificates {
+        cert_file: settings.cert_file.clone(),
+        key_file: settings.key_file.clone(),
+        provider: Arc::clone(&provider),
+        current: RwLock::new(Arc::new(key)),
+    });
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .map_err(|e| ("cert_file", e.to_string()))?;
+    let builder = match &settings.client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(ca_file) => {
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(ca_file)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| ("client_ca_file", format!("{}: {e}", ca_file.display())))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| ("client_ca_file", format!("{}: {e}", ca_file.display())))?;
+            }
+            if roots.is_empty() {
+                return Err((
+                    "client_ca_file",
+                    format!("{}: no PEM certificate in it", ca_file.display()),
+                ));
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|e| ("client_ca_file", e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config =
+        builder.with_cert_resolver(Arc::clone(&certificates) as Arc<dyn ResolvesServerCert>);
+    Ok(Tls {
+        config: Arc::new(config),
+        certificates,
+    })
+}
