@@ -112,6 +112,7 @@ pub struct Metrics {
     sink_deliveries: Family<SinkOutcomeLabels, Counter>,
     sink_seconds: SinkHistogramFamily,
     sink_auth_failed: Family<SinkLabels, Gauge>,
+    ready: Gauge,
 }
 
 impl Metrics {
@@ -194,7 +195,15 @@ impl Metrics {
             "1 while a sink's last answer refused hookgate's credentials (401 or 403), until a call succeeds",
             sink_auth_failed.clone(),
         );
+        let ready = Gauge::<i64>::default();
+        ready.set(1);
+        registry.register(
+            "ready",
+            "1 while the gateway takes calls (/readyz answers 200); 0 while its store refuses writes",
+            ready.clone(),
+        );
         Self {
+            ready,
             events,
             sink_deliveries,
             sink_seconds,
@@ -223,6 +232,11 @@ impl Metrics {
         let age_ms = stats.oldest_pending_age_ms(now_ms).unwrap_or(0);
         #[allow(clippy::cast_precision_loss)] // ages in ms are far below 2^52
         self.oldest_pending_seconds.set(age_ms as f64 / 1000.0);
+    }
+
+    /// Whether the gateway takes calls, as of the store's last write (read at each scrape).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Records one delivery attempt; `outcome` is `done`, `retry` or `dead`. `accepted_for` is

@@ -96,6 +96,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state
             .metrics
             .queue(&store.queue_stats(), crate::store::now_ms());
+        state.metrics.set_ready(store.is_healthy());
     }
     HttpResponse::Ok()
         .insert_header((

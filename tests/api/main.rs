@@ -7,6 +7,7 @@ mod answers;
 mod binary;
 mod corpus;
 mod crash;
+mod dashboards;
 mod dispatch;
 mod events;
 mod gwt;
