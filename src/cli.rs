@@ -195,11 +195,15 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             "hookgate is listening."
         );
+        // The handlers are in place before READY=1: a reload sent at once must not meet
+        // SIGHUP's default action, which ends the process.
+        use actix_web::rt::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let hangup = signal(SignalKind::hangup());
         crate::systemd::ready();
         // actix stops on the same signals; this only tells systemd the shutdown has begun.
-        actix_web::rt::spawn(async {
-            use actix_web::rt::signal::unix::{SignalKind, signal};
-            let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        actix_web::rt::spawn(async move {
+            let Ok(mut terminate) = terminate else {
                 return;
             };
             tokio::select! {
@@ -208,12 +212,10 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
             }
             crate::systemd::stopping();
         });
-        // SIGHUP (the unit's ExecReload) reloads the TLS certificate, and must not end the
-        // process, as its default action would.
+        // SIGHUP (the unit's ExecReload) reloads the TLS certificate.
         let certificates = app.certificates();
         actix_web::rt::spawn(async move {
-            use actix_web::rt::signal::unix::{SignalKind, signal};
-            let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            let Ok(mut hangup) = hangup else {
                 return;
             };
             while hangup.recv().await.is_some() {

@@ -147,6 +147,10 @@ impl Metrics {
             queue_depth.clone(),
         );
         let attempts = Family::<AttemptLabels, Counter>::default();
+        // Exported at 0 from the start, so the first dead letter is an increase an alert sees.
+        for outcome in ["done", "retry", "dead"] {
+            attempts.get_or_create(&AttemptLabels { outcome }).inc_by(0);
+        }
         registry.register(
             "delivery_attempts",
             "Delivery attempts by outcome: done, retry or dead (queue mode)",
@@ -155,7 +159,7 @@ impl Metrics {
         let delivery_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 20));
         registry.register(
             "delivery_latency_seconds",
-            "From accepting a call to Jenkins accepting it (queue mode)",
+            "From accepting a call to Jenkins accepting it (queue mode; triggers only)",
             delivery_seconds.clone(),
         );
         let oldest_pending_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

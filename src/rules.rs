@@ -139,6 +139,16 @@ impl RuleSet {
     }
 }
 
+/// Whether a header authenticates requests, so a rule may not capture it as a variable.
+pub fn carries_credential_header(header: &str) -> bool {
+    compile::is_credential_header(header)
+}
+
+/// Whether `name` may name a rule (it appears in URLs, headers and metric labels).
+pub fn validate_rule_name(name: &str) -> Result<(), String> {
+    compile::validate_rule_name(name)
+}
+
 /// Loads and compiles every rule file in `dir`. `jenkins` holds the configured target names.
 /// Compiles one rule from text, as if read from `path` (whose extension picks the format and
 /// whose directory anchors relative secret files). Used by `load_dir` and the fuzz targets.

@@ -30,7 +30,9 @@ struct Variable {
     value: String,
     expression_type: String,
     regexp_filter: String,
-    default_value: String,
+    /// `None` when the element is absent: GWT applies a default, even an empty one, only when
+    /// it is there (the UI always writes it).
+    default_value: Option<String>,
 }
 
 fn child<'a>(node: Node<'a, 'a>, name: &str) -> Option<Node<'a, 'a>> {
@@ -63,7 +65,8 @@ fn variables(trigger: Node<'_, '_>, list: &str) -> Vec<Variable> {
             value: text(item, "value"),
             expression_type: text(item, "expressionType"),
             regexp_filter: text(item, "regexpFilter"),
-            default_value: text(item, "defaultValue"),
+            default_value: child(item, "defaultValue")
+                .map(|node| node.text().unwrap_or("").to_owned()),
         })
         .collect()
 }
@@ -73,9 +76,12 @@ fn quoted(text: &str) -> String {
     toml::Value::String(text.to_owned()).to_string()
 }
 
-/// A comment line for text from config.xml (a newline in it must not end the comment).
+/// Text from config.xml as part of a comment: a control character (a newline ending the
+/// comment, or one TOML refuses in comments) becomes a space.
 fn comment(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// `name` as an environment variable's name: upper case, `_` for anything else.
@@ -189,12 +195,16 @@ pub fn import(xml: &str, name: &str) -> Result<Imported, String> {
             .expression_type
             .trim()
             .eq_ignore_ascii_case("XPath");
-        if is_xpath || !is_variable_name(&variable.key) {
-            let reason = if is_xpath {
-                "an XPath expression: hookgate reads JSON bodies only"
-            } else {
-                "its name is not a variable name hookgate takes ([A-Za-z_][A-Za-z0-9_]*)"
-            };
+        let reason = if is_xpath {
+            Some("an XPath expression: hookgate reads JSON bodies only")
+        } else if !is_variable_name(&variable.key) {
+            Some("its name is not a variable name hookgate takes ([A-Za-z_][A-Za-z0-9_]*)")
+        } else if variable.value.trim().is_empty() {
+            Some("it has no expression (GWT leaves it unresolved)")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             warnings.push(format!(
                 "variable `{}` is left out: {reason}",
                 comment(&variable.key)
@@ -215,8 +225,8 @@ pub fn import(xml: &str, name: &str) -> Result<Imported, String> {
         if !variable.regexp_filter.is_empty() {
             let _ = writeln!(w, "regex_filter = {}", quoted(&variable.regexp_filter));
         }
-        if !variable.default_value.is_empty() {
-            let _ = writeln!(w, "default = {}", quoted(&variable.default_value));
+        if let Some(default) = &variable.default_value {
+            let _ = writeln!(w, "default = {}", quoted(default));
         }
         if !flatten {
             let _ = writeln!(w, "flatten = false");
@@ -228,6 +238,24 @@ pub fn import(xml: &str, name: &str) -> Result<Imported, String> {
     ] {
         for variable in variables(trigger, list) {
             let _ = writeln!(w);
+            let credential = if table == "headers" {
+                crate::rules::carries_credential_header(&variable.key)
+            } else {
+                variable.key == "token"
+            };
+            if credential {
+                let reason = "it carries a credential, which a variable would echo in answers and send to Jenkins";
+                warnings.push(format!(
+                    "{table} variable `{}` is left out: {reason}",
+                    comment(&variable.key)
+                ));
+                let _ = writeln!(
+                    w,
+                    "# Left out, {reason}: [[{table}]] {}",
+                    comment(&variable.key)
+                );
+                continue;
+            }
             let _ = writeln!(w, "[[{table}]]");
             let _ = writeln!(w, "name = {}", quoted(&variable.key));
             if !variable.regexp_filter.is_empty() {
@@ -246,11 +274,20 @@ pub fn import(xml: &str, name: &str) -> Result<Imported, String> {
     let _ = writeln!(w);
     let _ = writeln!(w, "[dispatch]");
     let _ = writeln!(w, "jenkins = \"main\"");
-    let _ = writeln!(
-        w,
-        "# The job's GWT token, which hookgate passes to Jenkins (the value of <token> above)."
-    );
-    let _ = writeln!(w, "token_env = {}", quoted(&jenkins_env));
+    if has_token || !credential.trim().is_empty() {
+        let _ = writeln!(
+            w,
+            "# The job's GWT token, which hookgate passes to Jenkins (the value of <token> above)."
+        );
+        let _ = writeln!(w, "token_env = {}", quoted(&jenkins_env));
+    } else {
+        // GWT triggers a tokenless job only for calls that carry no token.
+        let _ = writeln!(w, "# The job has no GWT token, so hookgate sends none.");
+        warnings.push(
+            "the job has no token: the rule takes any caller. Give it a token (token_env), an [allow] list or a verify scheme before it faces the network"
+                .to_owned(),
+        );
+    }
 
     // What a rule cannot say: each a comment and a warning. hookgate hands every call to the
     // job's GWT trigger, so what is the job's own stays in effect there.
@@ -303,8 +340,8 @@ pub fn import(xml: &str, name: &str) -> Result<Imported, String> {
     let mut placeholders = Vec::new();
     if has_token || !credential.trim().is_empty() {
         placeholders.push(sender_env);
+        placeholders.push(jenkins_env);
     }
-    placeholders.push(jenkins_env);
     Ok(Imported {
         rule: out,
         warnings,
@@ -336,11 +373,13 @@ fn default_name(path: &Path) -> String {
                 '-'
             }
         })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(128)
         .collect();
-    if cleaned.is_empty() {
-        "imported".to_owned()
-    } else {
+    if cleaned.chars().any(|c| c.is_ascii_alphanumeric()) {
         cleaned
+    } else {
+        "imported".to_owned()
     }
 }
 
@@ -353,6 +392,10 @@ pub fn run(path: &Path, name: Option<&str>) -> ExitCode {
         }
     };
     let name = name.map_or_else(|| default_name(path), str::to_owned);
+    if let Err(reason) = crate::rules::validate_rule_name(&name) {
+        eprintln!("hookgate: --name: {reason}");
+        return ExitCode::FAILURE;
+    }
     let imported = match import(&xml, &name) {
         Ok(imported) => imported,
         Err(reason) => {
@@ -368,19 +411,25 @@ pub fn run(path: &Path, name: Option<&str>) -> ExitCode {
         .collect();
     let jenkins: BTreeSet<String> = ["main".to_owned()].into();
     let file = Path::new("rules").join(format!("{name}.toml"));
-    if let Err(problems) = crate::rules::compile_text(&imported.rule, &file, &jenkins, &env) {
-        for problem in problems {
-            eprintln!("warning: the rule will not compile as printed: {problem}");
-        }
-    }
+    let compiled = crate::rules::compile_text(&imported.rule, &file, &jenkins, &env);
     print!("{}", imported.rule);
     for warning in &imported.warnings {
         eprintln!("warning: {warning}");
     }
-    eprintln!(
-        "Set {} before `hookgate check`; save the rule as rules/{name}.toml.",
-        imported.placeholders.join(" and ")
-    );
+    if let Err(problems) = compiled {
+        for problem in problems {
+            eprintln!("error: the rule does not compile as printed: {problem}");
+        }
+        return ExitCode::FAILURE;
+    }
+    if imported.placeholders.is_empty() {
+        eprintln!("Save the rule as rules/{name}.toml.");
+    } else {
+        eprintln!(
+            "Set {} before `hookgate check`; save the rule as rules/{name}.toml.",
+            imported.placeholders.join(" and ")
+        );
+    }
     ExitCode::SUCCESS
 }
 
@@ -397,6 +446,16 @@ mod tests {
             "deploy-api"
         );
         assert_eq!(default_name(Path::new("nightly.xml")), "nightly");
+        assert_eq!(
+            default_name(Path::new("jobs/.hidden job/config.xml")),
+            "hidden-job"
+        );
+        assert_eq!(
+            default_name(Path::new("jobs/déploiement/config.xml")),
+            "d-ploiement"
+        );
+        assert_eq!(default_name(Path::new("jobs/---/config.xml")), "imported");
+        assert_eq!(comment("a\nb\u{7f}c"), "a b c");
         assert!(is_variable_name("GIT_BRANCH") && is_variable_name("_x1"));
         assert!(
             !is_variable_name("git-branch") && !is_variable_name("1x") && !is_variable_name("")

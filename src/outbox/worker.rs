@@ -341,7 +341,8 @@ async fn settle(
         next: next.clone(),
         effects,
     };
-    let latency = matches!(next, Next::Done { .. })
+    // The latency is a trigger's, from its 202 to Jenkins' 2xx; sinks have their own metrics.
+    let latency = (matches!(next, Next::Done { .. }) && pending.target.starts_with("jenkins:"))
         .then(|| Duration::from_millis(u64::try_from(now_ms() - pending.accepted_at).unwrap_or(0)));
     // A wait is not an attempt: it is neither counted nor reported to the target.
     if label != "wait" {

@@ -379,11 +379,17 @@ const CREDENTIAL_HEADERS: [&str; 8] = [
     "x-port-signature",
 ];
 
-fn carries_credential(header: &str, file: &RuleFile) -> bool {
+/// Whether `header` is one that authenticates requests (whatever the rule's scheme).
+pub(crate) fn is_credential_header(header: &str) -> bool {
     let header = header.trim();
     CREDENTIAL_HEADERS
         .iter()
         .any(|h| h.eq_ignore_ascii_case(header))
+}
+
+fn carries_credential(header: &str, file: &RuleFile) -> bool {
+    let header = header.trim();
+    is_credential_header(header)
         || file
             .verify
             .header
@@ -392,7 +398,7 @@ fn carries_credential(header: &str, file: &RuleFile) -> bool {
 }
 
 /// Rule names appear in URLs (`/hooks/{rule}`), headers and metric labels.
-fn validate_rule_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_rule_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

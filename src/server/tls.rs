@@ -29,7 +29,8 @@ impl Certificates {
     /// Reads the files again; on any problem the certificate in use stays, and the reason is
     /// returned (a half-written renewal is a failed reload, not an outage).
     pub fn reload(&self) -> Result<(), String> {
-        let key = certified_key(&self.cert_file, &self.key_file, &self.provider)?;
+        let key = certified_key(&self.cert_file, &self.key_file, &self.provider)
+            .map_err(|(_, reason)| reason)?;
         *self
             .current
             .write()
@@ -60,28 +61,39 @@ fn certified_key(
     cert_file: &Path,
     key_file: &Path,
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, (&'static str, String)> {
     let chain = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cert_file {}: {e}", cert_file.display()))?;
+        .map_err(|e| {
+            (
+                "cert_file",
+                format!("cert_file {}: {e}", cert_file.display()),
+            )
+        })?;
     if chain.is_empty() {
-        return Err(format!(
-            "cert_file {}: no PEM certificate in it",
-            cert_file.display()
+        return Err((
+            "cert_file",
+            format!(
+                "cert_file {}: no PEM certificate in it",
+                cert_file.display()
+            ),
         ));
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("key_file {}: {e}", key_file.display()))?;
+        .map_err(|e| ("key_file", format!("key_file {}: {e}", key_file.display())))?;
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("key_file {}: {e}", key_file.display()))?;
+        .map_err(|e| ("key_file", format!("key_file {}: {e}", key_file.display())))?;
     let certified = CertifiedKey::new(chain, signing);
     certified.keys_match().map_err(|e| {
-        format!(
-            "key_file {} does not go with cert_file {}: {e}",
-            key_file.display(),
-            cert_file.display()
+        (
+            "key_file",
+            format!(
+                "key_file {} does not go with cert_file {}: {e}",
+                key_file.display(),
+                cert_file.display()
+            ),
         )
     })?;
     Ok(certified)
@@ -90,8 +102,7 @@ fn certified_key(
 /// Builds the listener's TLS from `[server.tls]`; an error names the field and the reason.
 pub fn load(settings: &TlsSettings) -> Result<Tls, (&'static str, String)> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let key = certified_key(&settings.cert_file, &settings.key_file, &provider)
-        .map_err(|reason| ("cert_file", reason))?;
+    let key = certified_key(&settings.cert_file, &settings.key_file, &provider)?;
     let certificates = Arc::new(Certificates {
         cert_file: settings.cert_file.clone(),
         key_file: settings.key_file.clone(),

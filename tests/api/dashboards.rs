@@ -63,13 +63,21 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
         assert!(std::time::Instant::now() < deadline, "{metrics}");
         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
     };
+    // A name must be a series of its family's type: `_total` of a counter, `_bucket`, `_sum`
+    // or `_count` of a histogram, the bare name of a gauge.
     let exported = |name: &str| {
-        let family = ["_total", "_bucket", "_sum", "_count"]
+        let is = |family: &str, kind: &str| metrics.contains(&format!("# TYPE {family} {kind}\n"));
+        if let Some(family) = name.strip_suffix("_total") {
+            return is(family, "counter");
+        }
+        if let Some(family) = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(name);
-        metrics.contains(&format!("# TYPE {family} "))
-            || metrics.contains(&format!("# TYPE {name} "))
+            && is(family, "histogram")
+        {
+            return true;
+        }
+        is(name, "gauge")
     };
     let root = env!("CARGO_MANIFEST_DIR");
     let dashboard: serde_json::Value = serde_json::from_str(
@@ -79,6 +87,15 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     .expect("the dashboard is JSON");
     let mut queries = Vec::new();
     exprs(&dashboard, &mut queries);
+    // The instance variable's query too.
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
+        if let Some(query) = variable["query"].as_str() {
+            queries.push(query.to_owned());
+        }
+    }
     assert!(queries.len() >= 10, "{queries:?}");
     let alerts =
         std::fs::read_to_string(format!("{root}/examples/prometheus/alerts.yml")).expect("alerts");
@@ -102,6 +119,10 @@ async fn every_metric_the_dashboard_and_alerts_name_is_exported() {
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }
-    // And the check itself can fail: a name hookgate does not export is caught.
+    // And the check itself can fail: a name hookgate does not export, or a suffix its family's
+    // type does not have, is caught.
     assert!(!exported("hookgate_no_such_metric_total"));
+    assert!(!exported("hookgate_queue_deliveries_total"));
+    assert!(!exported("hookgate_requests_bucket"));
+    assert!(exported("hookgate_requests_total") && exported("hookgate_queue_deliveries"));
 }

@@ -154,3 +154,48 @@ fn a_file_without_a_generic_trigger_is_refused() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn a_tokenless_job_gets_a_rule_without_tokens_and_credentials_are_left_out() {
+    let push = r#"{"repository":{"name":"webapp"}}"#;
+    let (warnings, answer) = import_and_test(
+        "tokenless-gitea.xml",
+        "gitea-webapp",
+        &[],
+        push,
+        &[
+            "--header",
+            "X-Gitea-Event: push",
+            "--header",
+            "X-Hub-Signature: sha1=abc",
+        ],
+    );
+    let variables = &answer["resolvedVariables"];
+    assert_eq!(variables["GITEA_REPO"], "webapp", "{answer}");
+    assert_eq!(variables["x_gitea_event"], "push");
+    // A signature header never becomes a variable (it would be echoed and sent to Jenkins).
+    assert!(variables.get("x_hub_signature").is_none(), "{answer}");
+    assert_eq!(answer["triggered"], true);
+    for expected in [
+        "the job has no token: the rule takes any caller",
+        "headers variable `X-Hub-Signature` is left out",
+        "query variable `token` is left out",
+        "variable `UNUSED` is left out: it has no expression",
+    ] {
+        assert!(
+            warnings.contains(expected),
+            "missing `{expected}`:\n{warnings}"
+        );
+    }
+}
+
+#[test]
+fn a_name_hookgate_cannot_take_is_refused() {
+    let output = import("tokenless-gitea.xml", ".hidden");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not a valid rule name"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

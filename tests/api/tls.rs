@@ -219,7 +219,10 @@ fn check_refuses_a_certificate_that_does_not_load_and_stops_warning_with_tls() {
     std::fs::write(dir.path().join("cert.pem"), &cert).expect("write");
     std::fs::write(dir.path().join("key.pem"), &other_key).expect("write");
     let err = String::from_utf8_lossy(&check().stderr).into_owned();
-    assert!(err.contains("does not go with cert_file"), "{err}");
+    assert!(
+        err.contains("server.tls.key_file: key_file key.pem does not go with cert_file"),
+        "{err}"
+    );
     install(dir.path(), &ca.issue(false));
     let output = check();
     let (out, err) = (
