@@ -2761,7 +2761,13 @@ c",
                     .prop_map(|v| format!("(?:{})", v.join("|"))),
                 inner.clone().prop_map(|x| format!("({x})")),
                 (
-                    inner.clone(),
+                    // A repeated word boundary is a group that can match empty, where the
+                    // engines' rules for an empty iteration differ (`(?:\b|\S)*+` on "A1-"
+                    // found one): outside what this grammar calls common.
+                    inner
+                        .clone()
+                        .prop_filter("a repeated word boundary", |x| !x.contains("\\b")
+                            && !x.contains("\\B")),
                     prop::sample::select(vec![
                         "*", "+", "?", "{2}", "{1,2}", "{0,}", "*?", "+?", "??", "*+", "++",
                     ])

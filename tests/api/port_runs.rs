@@ -548,7 +548,15 @@ async fn port_refusing_a_fresh_token_dead_letters_and_5xx_is_retried() {
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!app.sinks.port_runs().contains_key("r_refused"));
-    let dead = hookgate_dead(&app).await;
+    // The gauge is set when the answer comes, the dead letter once its outcome is committed.
+    let dead = loop {
+        let dead = hookgate_dead(&app).await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].starts_with("Port answered 401"), "{dead:?}");
 }
@@ -824,6 +832,23 @@ async fn killed_and_credentials(mode: &str) {
         }
         assert!(Instant::now() < deadline, "{metrics}");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The gauge is set when the answer comes; the dead letter is committed just after.
+    loop {
+        let listed = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["deliveries", "list", "--state", "dead"])
+            .current_dir(dir.path())
+            .envs(env(CLIENT_SECRET))
+            .output()
+            .expect("hookgate runs");
+        if String::from_utf8_lossy(&listed.stdout).contains("Port answered 401") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused update was never dead-lettered"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
     logs.push(served.log.lock().expect("lock").clone());
     drop(served);
