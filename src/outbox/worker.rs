@@ -345,7 +345,7 @@ async fn settle(
     let latency = (matches!(next, Next::Done { .. }) && pending.target.starts_with("jenkins:"))
         .then(|| Duration::from_millis(u64::try_from(now_ms() - pending.accepted_at).unwrap_or(0)));
     // A wait is not an attempt: it is neither counted nor reported to the target.
-    if label != "wait" {
+    if !matches!(next, Next::Wait { .. }) {
         shared.metrics.attempt(label, latency);
         if let Some(target) = target {
             target.settled(label);

@@ -553,13 +553,7 @@ pub(super) fn expire_runs(tx: &Transaction<'_>, now_ms: i64) -> Result<usize, ru
             )?
             .query_map(params![sink, run_id], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
-        let known: Option<String> = tx
-            .prepare_cached("SELECT builds FROM runs WHERE sink = ?1 AND run_id = ?2")?
-            .query_row(params![sink, run_id], |row| row.get(0))
-            .optional()?;
-        let builds: Vec<serde_json::Value> = known
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        let builds = run_builds(tx, &sink, &run_id)?;
         touch_run(tx, &sink, &run_id, None, true, now_ms)?;
         queue_update(
             tx,
@@ -645,13 +639,7 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
             if run_ended(tx, sink, run_id)? {
                 return Ok(());
             }
-            let known: Option<String> = tx
-                .prepare_cached("SELECT builds FROM runs WHERE sink = ?1 AND run_id = ?2")?
-                .query_row(params![sink, run_id], |row| row.get(0))
-                .optional()?;
-            let mut builds: Vec<serde_json::Value> = known
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .unwrap_or_default();
+            let mut builds = run_builds(tx, sink, run_id)?;
             builds.extend(serde_json::from_str::<serde_json::Value>(build).ok());
             let left: bool = tx
                 .prepare_cached(
@@ -681,6 +669,21 @@ fn apply(tx: &Transaction<'_>, effect: &Effect, now_ms: i64) -> Result<(), rusql
             )
         }
     }
+}
+
+/// The records of the run's finished builds (none for a run not kept).
+fn run_builds(
+    tx: &Transaction<'_>,
+    sink: &str,
+    run_id: &str,
+) -> Result<Vec<serde_json::Value>, rusqlite::Error> {
+    let known: Option<String> = tx
+        .prepare_cached("SELECT builds FROM runs WHERE sink = ?1 AND run_id = ?2")?
+        .query_row(params![sink, run_id], |row| row.get(0))
+        .optional()?;
+    Ok(known
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default())
 }
 
 /// Whether the run has had its terminal update.

@@ -248,9 +248,10 @@ impl PortTarget {
                 (Verdict::Permanent, Some(401), reason)
             }
             CallError::Token { status, reason } => {
-                let verdict = match status {
-                    408 | 429 | 500.. => Verdict::Retry { retry_after: None },
-                    _ => Verdict::Permanent,
+                // The retry table; a 2xx without a token is no more use next time.
+                let verdict = match Verdict::for_status(status, None) {
+                    Verdict::Delivered => Verdict::Permanent,
+                    verdict => verdict,
                 };
                 (verdict, Some(status), reason)
             }
