@@ -212,20 +212,16 @@ fn serve(settings: Settings, source: Source) -> ExitCode {
             }
             crate::systemd::stopping();
         });
-        // SIGHUP (the unit's ExecReload) reloads the TLS certificate.
-        let certificates = app.certificates();
+        // SIGHUP (the unit's ExecReload) reloads the config, the rules, the sinks and the TLS
+        // certificate; the reloader logs the outcome.
+        let reloader = app.reloader();
         actix_web::rt::spawn(async move {
             let Ok(mut hangup) = hangup else {
                 return;
             };
             while hangup.recv().await.is_some() {
-                if let Some(certificates) = &certificates {
-                    match certificates.reload() {
-                        Ok(()) => tracing::info!("TLS certificate reloaded."),
-                        Err(reason) => tracing::error!(%reason, "The TLS certificate could not be reloaded; the one in use stays."),
-                    }
-                }
-                tracing::warn!("SIGHUP received: hot reload of the config and rules is not available yet; restart hookgate to apply a changed config or rule.");
+                tracing::info!("SIGHUP received: reloading.");
+                let _ = reloader.reload(crate::reload::Trigger::Signal).await;
             }
         });
         app.run_until_stopped().await

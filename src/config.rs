@@ -83,7 +83,7 @@ pub struct ServerSettings {
 
 /// `[server.tls]`: the public listener's certificate, and optionally the CA its clients'
 /// certificates must be signed by.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// PEM: the certificate, then its chain.
@@ -148,12 +148,15 @@ impl Default for AdminSettings {
 pub struct RulesSettings {
     /// Directory holding the rule files (`*.toml`, `*.yaml`, `*.yml`, `*.json`).
     pub dir: PathBuf,
+    /// Reload when a rule file in `dir` is written, added or removed (debounced).
+    pub watch: bool,
 }
 
 impl Default for RulesSettings {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("rules"),
+            watch: false,
         }
     }
 }
@@ -322,7 +325,7 @@ pub enum DeliveryMode {
     Direct,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSettings {
     /// A `tracing` filter directive such as `info` or `hookgate=debug,actix_web=info`.
@@ -365,7 +368,7 @@ impl fmt::Debug for InlineSecret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub file: String,
     pub field: String,
@@ -509,7 +512,13 @@ pub fn load(source: &Source, env: &dyn Env) -> Result<Settings, Problems> {
                 .source(Some(overrides)),
         )
         .build()
-        .map_err(|e| Problems(vec![Problem::new(source, "", e.to_string())]))?;
+        .map_err(|e| {
+            Problems(vec![Problem::new(
+                source,
+                "",
+                without_excerpt(&e.to_string()),
+            )])
+        })?;
     serde_path_to_error::deserialize::<_, Settings>(built).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
@@ -521,9 +530,43 @@ pub fn load(source: &Source, env: &dyn Env) -> Result<Settings, Problems> {
     })
 }
 
+/// A parser's message without the excerpt of the file it quotes (the TOML and YAML parsers
+/// print the offending line under `|` margins). That line can hold a secret written inline, and
+/// problems reach the log and `POST /reload`'s answer; the line and column stay.
+pub fn without_excerpt(message: &str) -> String {
+    let excerpt = |line: &str| {
+        let line = line.trim_start();
+        line.starts_with("-->")
+            || line
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start()
+                .starts_with('|')
+    };
+    message
+        .lines()
+        .filter(|line| !excerpt(line) && !line.trim().is_empty())
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_syntax_error_keeps_its_position_but_not_the_line_it_quotes() {
+        let Err(problems) = load_str(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"inline-half-written-secret\n",
+            &[],
+        ) else {
+            panic!("a half-written string is a syntax error");
+        };
+        let shown = problems.to_string();
+        assert!(!shown.contains("inline-half-written-secret"), "{shown}");
+        assert!(shown.contains("line 3"), "{shown}");
+        assert!(shown.contains("expected"), "{shown}");
+    }
 
     fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Settings, Problems> {
         let dir = tempfile::tempdir().expect("tempdir");

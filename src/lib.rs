@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
+pub mod reload;
 pub mod rules;
 pub mod secret;
 pub mod server;

@@ -73,6 +73,11 @@ struct StateLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     outcome: &'static str,
 }
@@ -113,6 +118,9 @@ pub struct Metrics {
     sink_seconds: SinkHistogramFamily,
     sink_auth_failed: Family<SinkLabels, Gauge>,
     ready: Gauge,
+    rules_loaded: Gauge,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload_ok: Gauge,
 }
 
 impl Metrics {
@@ -139,7 +147,27 @@ impl Metrics {
         );
         let rules = Gauge::<i64>::default();
         rules.set(i64::try_from(rules_loaded).unwrap_or(i64::MAX));
-        registry.register("rules_loaded", "Rules compiled at start-up", rules);
+        registry.register(
+            "rules_loaded",
+            "Rules in the set in use (compiled at start-up or by the last applied reload)",
+            rules.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        for result in ["applied", "refused"] {
+            reloads.get_or_create(&ResultLabels { result }).inc_by(0);
+        }
+        registry.register(
+            "config_reloads",
+            "Reloads of the config, rules and sinks (SIGHUP, POST /reload, rules.watch) by result: applied or refused",
+            reloads.clone(),
+        );
+        let last_reload_ok = Gauge::<i64>::default();
+        last_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last reload was applied (or none was tried), 0 when it was refused and an older set serves",
+            last_reload_ok.clone(),
+        );
         let queue_depth = Family::<StateLabels, Gauge>::default();
         registry.register(
             "queue_deliveries",
@@ -207,6 +235,9 @@ impl Metrics {
             ready.clone(),
         );
         Self {
+            rules_loaded: rules,
+            reloads,
+            last_reload_ok,
             ready,
             events,
             sink_deliveries,
@@ -239,6 +270,21 @@ impl Metrics {
     }
 
     /// Whether the gateway takes calls, as of the store's last write (read at each scrape).
+    /// A reload's result; an applied one puts `rules` in use.
+    pub fn reload(&self, applied: Option<usize>) {
+        let result = if applied.is_some() {
+            "applied"
+        } else {
+            "refused"
+        };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.last_reload_ok.set(i64::from(applied.is_some()));
+        if let Some(rules) = applied {
+            self.rules_loaded
+                .set(i64::try_from(rules).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }
@@ -313,6 +359,17 @@ impl Metrics {
                 sink: sink.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Exports a sink's auth gauge (at 0 when new) and says whether it shows a refusal: a
+    /// target rebuilt by a reload carries on from what the one before it saw.
+    pub fn sink_auth_failing(&self, sink: &str) -> bool {
+        self.sink_auth_failed
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+            })
+            .get()
+            != 0
     }
 
     pub fn sink_auth_failed(&self, sink: &str, failed: bool) {

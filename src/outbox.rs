@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use crate::config::DeliverySettings;
 use crate::store::{Effect, Next, Payload, Pending};
 
@@ -126,8 +128,9 @@ pub struct Job {
 /// The future of one attempt. The worker runs on one thread, so it need not be `Send`.
 pub type AttemptFuture<'a> = Pin<Box<dyn Future<Output = Attempted> + 'a>>;
 
-/// One place deliveries go: a Jenkins target or a sink.
-pub trait Target {
+/// One place deliveries go: a Jenkins target or a sink. Built where a reload runs and used by
+/// the worker's thread, hence `Send + Sync`.
+pub trait Target: Send + Sync {
     /// Attempts the worker runs at once for this target.
     fn max_in_flight(&self) -> usize;
     fn policy(&self) -> RetryPolicy;
@@ -139,6 +142,18 @@ pub trait Target {
     /// (a reported trigger's queue items, for one).
     fn follow_up(&self, _pending: &Pending, _next: &Next) -> Vec<Effect> {
         Vec::new()
+    }
+    /// The rules whose deliveries this target still makes, when it makes only some (a Jenkins
+    /// target: the rules that dispatch to it). The worker dead-letters a pending delivery of any
+    /// other rule at once, with [`Target::retired`]'s reason, instead of leaving it until its
+    /// retry falls due. `None`: deliveries of any rule.
+    fn rules(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// Why this target no longer makes deliveries of `rule` (a rule removed or sent elsewhere
+    /// by a reload); `None` while it does. Agrees with [`Target::rules`].
+    fn retired(&self, _rule: Option<&str>) -> Option<String> {
+        None
     }
 }
 
@@ -157,6 +172,33 @@ impl Targets {
 
     pub fn ids(&self) -> impl Iterator<Item = &String> {
         self.0.keys()
+    }
+
+    /// Each target's id with the rules it still delivers for, for targets that deliver for
+    /// some rules only.
+    pub fn rules(&self) -> Vec<(String, Vec<String>)> {
+        self.0
+            .iter()
+            .filter_map(|(id, target)| target.rules().map(|rules| (id.clone(), rules)))
+            .collect()
+    }
+}
+
+/// The targets in use, swapped whole by a reload. An attempt keeps the target it started with
+/// to its outcome; the next one is made by the target in use then.
+pub struct LiveTargets(ArcSwap<Targets>);
+
+impl LiveTargets {
+    pub fn new(targets: Targets) -> Self {
+        Self(ArcSwap::from_pointee(targets))
+    }
+
+    pub fn current(&self) -> Arc<Targets> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, targets: Targets) {
+        self.0.store(Arc::new(targets));
     }
 }
 

@@ -133,6 +133,25 @@ impl RuleSet {
         self.tokens.candidates(&self.rules, token)
     }
 
+    /// Gives each rule the replay memory of the rule with its name in `previous`, so a reload
+    /// reopens no signature's window (and a request of either set that claims a signature
+    /// claims it for both). Returns the rules that had none to take (new names).
+    pub fn inherit_replays(&mut self, previous: &RuleSet) -> Vec<String> {
+        let mut fresh = Vec::new();
+        for rule in &mut self.rules {
+            let name = rule.name.clone();
+            let before = previous
+                .get(&name)
+                .map(|before| Arc::clone(&before.replays));
+            // The set was just built: nothing else holds its rules yet.
+            match (before, Arc::get_mut(rule)) {
+                (Some(before), Some(rule)) => rule.replays = before,
+                _ => fresh.push(name),
+            }
+        }
+        fresh
+    }
+
     /// The rule `/hooks/{name}` selects, if it exists and its token (if any) was given.
     pub fn named(&self, name: &str, token: Option<&[u8]>) -> Option<Candidate<'_>> {
         self.get(name).and_then(|rule| token::named(rule, token))
@@ -213,10 +232,16 @@ pub fn load_dir(
 }
 
 fn is_rule_file(path: &Path) -> bool {
+    path.is_file() && is_rule_file_name(path)
+}
+
+/// Whether `load_dir` reads a file at `path` (it may be gone: `rules.watch` sees removals):
+/// a rule extension, and not hidden (editors' swap and backup files are).
+pub fn is_rule_file_name(path: &Path) -> bool {
     let hidden = path
         .file_name()
         .and_then(|n| n.to_str())
         .is_none_or(|n| n.starts_with('.'));
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    path.is_file() && !hidden && RULE_EXTENSIONS.contains(&ext)
+    !hidden && RULE_EXTENSIONS.contains(&ext)
 }

@@ -12,13 +12,16 @@ mod routes;
 pub mod tls;
 mod trigger;
 
+use std::future::{Ready, ready};
 use std::net::{SocketAddr, TcpListener};
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Payload, Server};
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, FromRequest, HttpMessage, HttpRequest, HttpServer, web};
+use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::dispatch::Dispatcher;
@@ -29,7 +32,8 @@ use crate::sinks::sink::Sinks;
 use crate::store::Store;
 use crate::verify::ip::{AllowList, TrustedProxies};
 
-/// Everything a request handler reads; shared by every worker.
+/// Everything a request handler reads; shared by every worker. One value is one compiled set of
+/// config, rules and sinks: a reload builds a new one and [`Live`] swaps it in whole.
 pub struct AppState {
     pub rules: Arc<RuleSet>,
     pub global_allow: AllowList,
@@ -42,6 +46,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// The events endpoint's state; `None` when no Jenkins target has an events token.
     pub events: Option<EventsState>,
+    /// The bearer token every admin request must carry, when one is configured.
+    pub admin_token: Option<crate::secret::Secret>,
 }
 
 impl AppState {
@@ -50,6 +56,63 @@ impl AppState {
         self.dispatcher
             .store()
             .or_else(|| self.events.as_ref().map(|events| &events.store))
+    }
+}
+
+/// The set in use, swapped whole by a reload. Each request takes the set once, when it arrives
+/// ([`context::request_context`]), and keeps it to its answer: a request in flight finishes
+/// with the set it started with, and none waits for a reload.
+pub struct Live(ArcSwap<AppState>);
+
+impl Live {
+    pub fn new(state: AppState) -> Self {
+        Self(ArcSwap::from_pointee(state))
+    }
+
+    pub fn current(&self) -> Arc<AppState> {
+        self.0.load_full()
+    }
+
+    /// Puts `state` in use for every request that arrives from now on.
+    pub fn replace(&self, state: AppState) {
+        self.0.store(Arc::new(state));
+    }
+}
+
+/// The set a request took when it arrived: what handlers and middleware read.
+#[derive(Clone)]
+pub struct State(Arc<AppState>);
+
+impl State {
+    /// The request's set: the one `request_context` recorded, else (a request that met no
+    /// middleware, in a unit test) the one in use now.
+    fn of(req: &HttpRequest) -> Option<Self> {
+        if let Some(state) = req.extensions().get::<State>() {
+            return Some(state.clone());
+        }
+        req.app_data::<web::Data<Live>>()
+            .map(|live| State(live.current()))
+    }
+}
+
+impl Deref for State {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+impl FromRequest for State {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Both apps register the set; without it nothing could be checked.
+        ready(State::of(req).ok_or_else(|| {
+            crate::error::ApiError::Framework(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR)
+                .into()
+        }))
     }
 }
 
@@ -91,17 +154,18 @@ impl Serving {
 }
 
 /// Starts the public server on `listener` and the operator server on `admin_listener`, each
-/// with its own routes, sharing `state`. The public server owns the signals.
+/// with its own routes, sharing the set in `live`; `POST /reload` calls `reloader`. The public
+/// server owns the signals.
 pub fn serve(
     listener: TcpListener,
     admin_listener: TcpListener,
-    state: AppState,
-    admin_token: Option<crate::secret::Secret>,
+    live: Arc<Live>,
+    reloader: crate::reload::Reloader,
     serving: &Serving,
     tls: Option<&tls::Tls>,
 ) -> std::io::Result<(Server, Server)> {
-    let state = web::Data::new(state);
-    let admin_auth = web::Data::new(admin::AdminAuth { token: admin_token });
+    let state = web::Data::from(live);
+    let reloader = web::Data::new(reloader);
     let admin_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -131,7 +195,7 @@ pub fn serve(
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_state.clone())
-            .app_data(admin_auth.clone())
+            .app_data(reloader.clone())
             .wrap(from_fn(admin::require_token))
             .wrap(from_fn(context::request_context))
             .configure(admin_routes)
@@ -176,6 +240,8 @@ fn admin_routes(cfg: &mut web::ServiceConfig) {
         .route("/deliveries/{id}", web::get().to(admin::delivery))
         .route("/healthz", web::get().to(routes::healthz))
         .route("/readyz", web::get().to(admin::readyz))
+        .route("/reload", web::post().to(admin::reload))
+        .route("/reload", web::route().to(routes::method_not_allowed))
         .default_service(web::to(routes::not_found));
 }
 

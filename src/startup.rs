@@ -1,6 +1,7 @@
 //! Assembly: from a compiled [`Gateway`], bind the listeners, open the store, build every
 //! outbox target (Jenkins and the sinks) and the worker, and hand the HTTP side its state.
 //! Routes and handlers stay in `server`, which knows nothing of how they were put together.
+//! A reload (`reload`) puts each new set together here too, with what outlives it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +16,8 @@ use crate::dispatch::{Dispatcher, JenkinsTarget, Reporter};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::outbox::worker::Worker;
-use crate::outbox::{RetryPolicy, Targets};
+use crate::outbox::{LiveTargets, RetryPolicy, Targets};
+use crate::reload::Reloader;
 use crate::rules::RuleSet;
 use crate::server::limits::Limits;
 use crate::server::{self, AppState, EventsState, Serving};
@@ -35,20 +37,24 @@ pub struct Application {
     worker: Option<Worker>,
     /// How long the worker may finish attempts in progress at shutdown.
     drain: Duration,
-    /// The public listener's certificate, when it speaks TLS (reloaded on SIGHUP).
+    /// The public listener's certificate, when it speaks TLS (renewed by each reload).
     certificates: Option<Arc<crate::server::tls::Certificates>>,
+    /// Compiles and puts in use a new set (SIGHUP, `POST /reload`, `rules.watch`).
+    reloader: Reloader,
 }
 
-/// Reloads the signatures of stored calls into each rule's replay memory, so a restart does not
-/// reopen their window. A store that cannot be read here is reported, not fatal: the gateway
-/// then starts with an empty memory, as it did before signatures were kept.
-fn restore_replays(store: &Store, rules: &RuleSet) {
+/// Reloads the signatures of stored calls into the replay memory of the rules `fresh` names,
+/// so neither a restart nor a reload reopens their window. A store that cannot be read here is
+/// reported, not fatal: those rules then start with an empty memory, as they did before
+/// signatures were kept.
+pub(crate) fn restore_replays(store: &Store, rules: &RuleSet, fresh: impl Fn(&str) -> bool) {
     let now = u64::try_from(crate::store::now_ms() / 1000).unwrap_or(0);
     match store.remembered_signatures(now) {
         Ok(remembered) => {
             for signature in &remembered {
                 if let Some(rule) = rules.get(&signature.rule)
                     && rule.reject_replays
+                    && fresh(&rule.name)
                 {
                     rule.replays.remember(
                         signature.key,
@@ -64,10 +70,170 @@ fn restore_replays(store: &Store, rules: &RuleSet) {
     }
 }
 
+/// What every compiled set is put together with: opened once at start-up and kept across
+/// reloads (the store, the worker's wake-up, the metrics, the count of direct calls in flight).
+pub(crate) struct Assembly {
+    pub store: Option<Store>,
+    pub wake: Arc<Notify>,
+    pub metrics: Arc<Metrics>,
+    pub unrecorded: Arc<Unrecorded>,
+}
+
+/// One compiled set, ready to be put in use: the handlers' state and, with a store, the
+/// worker's targets.
+pub(crate) struct Assembled {
+    pub state: AppState,
+    pub targets: Option<Targets>,
+}
+
+impl Assembly {
+    /// Whether `gateway` needs the store: queue mode, events, or a port sink's run updates
+    /// (whatever the mode).
+    pub fn needs_store(gateway: &Gateway) -> bool {
+        gateway.settings.delivery.mode == DeliveryMode::Queue
+            || !gateway.event_sources.is_empty()
+            || gateway.sinks.iter().any(|sink| sink.port().is_some())
+    }
+
+    /// Puts `gateway` together with what outlives it. `previous` is the set it replaces: rate
+    /// limit buckets with an unchanged quota carry on. An error names what could not be built.
+    pub fn assemble(
+        &self,
+        gateway: Gateway,
+        previous: Option<&AppState>,
+    ) -> Result<Assembled, String> {
+        let rules = Arc::new(gateway.rules);
+        let jenkins = Arc::new(gateway.jenkins);
+        let sinks = Arc::new(gateway.sinks);
+        let delivery = &gateway.settings.delivery;
+        let reports = sinks.iter().any(|sink| sink.port().is_some());
+        let public_urls: Arc<HashMap<String, String>> = Arc::new(
+            gateway
+                .settings
+                .jenkins
+                .iter()
+                .map(|(name, settings)| {
+                    let url = settings.public_url.as_deref().unwrap_or(&settings.url);
+                    (name.clone(), url.trim_end_matches('/').to_owned())
+                })
+                .collect(),
+        );
+        let correlation_ttl = Duration::from_secs(delivery.done_retention_secs);
+        let metrics = &self.metrics;
+        let targets = match &self.store {
+            None => None,
+            Some(store) => {
+                let policy = RetryPolicy::from_settings(delivery);
+                let mut targets = Targets::default();
+                for name in gateway.settings.jenkins.keys() {
+                    targets.insert(
+                        crate::store::target_id("jenkins", name),
+                        Arc::new(JenkinsTarget::new(
+                            name,
+                            Arc::clone(&jenkins),
+                            Arc::clone(&rules),
+                            Arc::clone(metrics),
+                            policy,
+                            correlation_ttl,
+                            public_urls.get(name).cloned().unwrap_or_default(),
+                        )),
+                    );
+                }
+                for sink in sinks.iter() {
+                    let tls =
+                        |e: rustls::Error| format!("cannot set up TLS for sink {}: {e}", sink.name);
+                    let port = PortTarget::new(
+                        Arc::clone(sink),
+                        store.clone(),
+                        Arc::clone(metrics),
+                        policy,
+                        Arc::clone(&public_urls),
+                        Arc::clone(&self.unrecorded),
+                    )
+                    .map_err(tls)?;
+                    let target: Arc<dyn crate::outbox::Target> = match port {
+                        Some(port) => Arc::new(port),
+                        None => Arc::new(
+                            SinkTarget::new(Arc::clone(sink), Arc::clone(metrics), policy)
+                                .map_err(tls)?,
+                        ),
+                    };
+                    targets.insert(crate::store::target_id("sink", &sink.name), target);
+                }
+                Some(targets)
+            }
+        };
+        let reporter = self
+            .store
+            .as_ref()
+            .filter(|_| reports)
+            .map(|store| Reporter {
+                store: store.clone(),
+                wake: Arc::clone(&self.wake),
+                unrecorded: Arc::clone(&self.unrecorded),
+                ttl: correlation_ttl,
+                public_urls,
+            });
+        let dispatcher = match (&self.store, delivery.mode) {
+            (Some(store), DeliveryMode::Queue) => Dispatcher::Queue {
+                store: store.clone(),
+                wake: Arc::clone(&self.wake),
+            },
+            _ => Dispatcher::Direct {
+                jenkins,
+                reporter: reporter.clone(),
+            },
+        };
+        let events = match &self.store {
+            Some(store) if !gateway.event_sources.is_empty() => Some(EventsState {
+                sources: gateway.event_sources,
+                sinks,
+                store: store.clone(),
+                wake: Arc::clone(&self.wake),
+                retention_ms: i64::try_from(delivery.done_retention_secs.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+            }),
+            _ => None,
+        };
+        let limits = Limits::carried_over(
+            &gateway.settings.server,
+            &rules,
+            previous.map(|state| &state.limits),
+        );
+        let state = AppState {
+            limits,
+            metrics: Arc::clone(metrics),
+            rules,
+            global_allow: gateway.global_allow,
+            trusted_proxies: gateway.trusted_proxies,
+            max_body_bytes: gateway.settings.server.max_body_bytes,
+            dispatcher,
+            reporter,
+            events,
+            admin_token: gateway.admin_token,
+        };
+        Ok(Assembled { state, targets })
+    }
+}
+
 impl Application {
     /// Binds `gateway.listen` and `gateway.admin_listen` (port 0 picks a free port) and
-    /// prepares both servers.
+    /// prepares both servers. A reload reads the config again from `gateway.source`, with the
+    /// process's environment.
     pub fn build(gateway: Gateway) -> std::io::Result<Self> {
+        let source = gateway.source.clone();
+        let env = crate::config::ProcessEnv;
+        let load = move || crate::config::load(&source, &env);
+        Self::build_reloadable(gateway, Box::new(load), Box::new(crate::config::ProcessEnv))
+    }
+
+    /// [`Application::build`], with a reload that gets its settings from `load` and reads
+    /// secrets from `env` (tests hand in their own).
+    pub fn build_reloadable(
+        mut gateway: Gateway,
+        load: crate::reload::Load,
+        env: Box<dyn crate::config::Env>,
+    ) -> std::io::Result<Self> {
         let listener = server::bind(gateway.listen, "server.listen")?;
         let local_addr = listener.local_addr()?;
         let admin_listener = server::bind(gateway.admin_listen, "admin.listen")?;
@@ -81,30 +247,8 @@ impl Application {
             .max()
             .unwrap_or(0)
             + 5;
-        let rules = Arc::new(gateway.rules);
-        let metrics = Arc::new(Metrics::new(rules.len()));
-        let jenkins = Arc::new(gateway.jenkins);
-        let sinks = Arc::new(gateway.sinks);
-        let delivery = &gateway.settings.delivery;
-        // Events are always stored, in direct mode too: the store directory is used for them.
-        // So are a port sink's run updates, whatever the mode.
-        let reports = sinks.iter().any(|sink| sink.port().is_some());
-        let needs_store =
-            delivery.mode == DeliveryMode::Queue || !gateway.event_sources.is_empty() || reports;
-        let public_urls: Arc<HashMap<String, String>> = Arc::new(
-            gateway
-                .settings
-                .jenkins
-                .iter()
-                .map(|(name, settings)| {
-                    let url = settings.public_url.as_deref().unwrap_or(&settings.url);
-                    (name.clone(), url.trim_end_matches('/').to_owned())
-                })
-                .collect(),
-        );
-        let unrecorded = Arc::new(Unrecorded::default());
-        let correlation_ttl = Duration::from_secs(delivery.done_retention_secs);
-        let store = if needs_store {
+        let delivery = gateway.settings.delivery.clone();
+        let store = if Assembly::needs_store(&gateway) {
             let store = Store::open(&delivery.store, delivery.max_store_bytes).map_err(|e| {
                 std::io::Error::other(format!(
                     "cannot open the delivery store in {}: {e}: {}",
@@ -112,120 +256,59 @@ impl Application {
                     crate::error::cause_chain(&e)
                 ))
             })?;
-            restore_replays(&store, &rules);
+            restore_replays(&store, &gateway.rules, |_| true);
             Some(store)
         } else {
             None
         };
-        let wake = Arc::new(Notify::new());
-        let worker = match &store {
-            None => None,
-            Some(store) => {
-                let policy = RetryPolicy::from_settings(delivery);
-                let mut targets = Targets::default();
-                for name in gateway.settings.jenkins.keys() {
-                    targets.insert(
-                        crate::store::target_id("jenkins", name),
-                        Arc::new(JenkinsTarget::new(
-                            name,
-                            Arc::clone(&jenkins),
-                            Arc::clone(&rules),
-                            Arc::clone(&metrics),
-                            policy,
-                            correlation_ttl,
-                            public_urls.get(name).cloned().unwrap_or_default(),
-                        )),
-                    );
-                }
-                for sink in sinks.iter() {
-                    let tls = |e: rustls::Error| {
-                        std::io::Error::other(format!(
-                            "cannot set up TLS for sink {}: {e}",
-                            sink.name
-                        ))
-                    };
-                    let port = PortTarget::new(
-                        Arc::clone(sink),
-                        store.clone(),
-                        Arc::clone(&metrics),
-                        policy,
-                        Arc::clone(&public_urls),
-                        Arc::clone(&unrecorded),
-                    )
-                    .map_err(tls)?;
-                    let target: Arc<dyn crate::outbox::Target> = match port {
-                        Some(port) => Arc::new(port),
-                        None => Arc::new(
-                            SinkTarget::new(Arc::clone(sink), Arc::clone(&metrics), policy)
-                                .map_err(tls)?,
-                        ),
-                    };
-                    targets.insert(crate::store::target_id("sink", &sink.name), target);
-                }
-                Some(Worker::new(
-                    store.clone(),
-                    targets,
-                    Arc::clone(&metrics),
-                    delivery,
-                    Arc::clone(&wake),
-                ))
-            }
+        let assembly = Assembly {
+            store,
+            wake: Arc::new(Notify::new()),
+            metrics: Arc::new(Metrics::new(gateway.rules.len())),
+            unrecorded: Arc::new(Unrecorded::default()),
         };
-        let reporter = store.as_ref().filter(|_| reports).map(|store| Reporter {
-            store: store.clone(),
-            wake: Arc::clone(&wake),
-            unrecorded,
-            ttl: correlation_ttl,
-            public_urls,
-        });
-        let dispatcher = match (&store, delivery.mode) {
-            (Some(store), DeliveryMode::Queue) => Dispatcher::Queue {
-                store: store.clone(),
-                wake: Arc::clone(&wake),
-            },
-            _ => Dispatcher::Direct {
-                jenkins,
-                reporter: reporter.clone(),
-            },
-        };
-        let events = match store {
-            Some(store) if !gateway.event_sources.is_empty() => Some(EventsState {
-                sources: gateway.event_sources,
-                sinks,
-                store,
-                wake,
-                retention_ms: i64::try_from(delivery.done_retention_secs.saturating_mul(1000))
-                    .unwrap_or(i64::MAX),
-            }),
+        let tls = gateway.tls.take();
+        let settings = gateway.settings.clone();
+        let source = gateway.source.clone();
+        let Assembled { state, targets } = assembly
+            .assemble(gateway, None)
+            .map_err(std::io::Error::other)?;
+        let targets = targets.map(|targets| Arc::new(LiveTargets::new(targets)));
+        let worker = match (&assembly.store, &targets) {
+            (Some(store), Some(targets)) => Some(Worker::new(
+                store.clone(),
+                Arc::clone(targets),
+                Arc::clone(&assembly.metrics),
+                &delivery,
+                Arc::clone(&assembly.wake),
+            )),
             _ => None,
         };
-        let limits = Limits::new(&gateway.settings.server, &rules);
-        let state = AppState {
-            limits,
-            metrics,
-            rules,
-            global_allow: gateway.global_allow,
-            trusted_proxies: gateway.trusted_proxies,
-            max_body_bytes: gateway.settings.server.max_body_bytes,
-            dispatcher,
-            reporter,
-            events,
-        };
-        let serving = Serving::from_settings(&gateway.settings.server, drain_secs);
+        let live = Arc::new(server::Live::new(state));
+        let certificates = tls.as_ref().map(|tls| Arc::clone(&tls.certificates));
+        let serving = Serving::from_settings(&settings.server, drain_secs);
+        let reloader = Reloader::new(crate::reload::Running {
+            settings,
+            source,
+            load,
+            env,
+            assembly,
+            live: Arc::clone(&live),
+            targets,
+            certificates: certificates.clone(),
+            watching: None,
+        });
         let (server, admin) = server::serve(
             listener,
             admin_listener,
-            state,
-            gateway.admin_token,
+            live,
+            reloader.clone(),
             &serving,
-            gateway.tls.as_ref(),
+            tls.as_ref(),
         )?;
-        let certificates = gateway
-            .tls
-            .as_ref()
-            .map(|tls| Arc::clone(&tls.certificates));
         Ok(Self {
             certificates,
+            reloader,
             server,
             local_addr,
             admin,
@@ -251,9 +334,14 @@ impl Application {
         self.admin_addr
     }
 
-    /// The public listener's certificate, for reloading it; `None` without TLS.
+    /// The public listener's certificate; `None` without TLS.
     pub fn certificates(&self) -> Option<Arc<crate::server::tls::Certificates>> {
         self.certificates.clone()
+    }
+
+    /// What reloads the config, the rules and the sinks (SIGHUP calls it).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// Serves until the public server stops (SIGINT/SIGTERM: it stops accepting and finishes
@@ -262,6 +350,8 @@ impl Application {
     /// its attempts in progress, within the drain bound, and leaves the rest in the store for
     /// the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // With `rules.watch`, changes in `rules.dir` reload until the gateway stops.
+        let _watching = self.reloader.watch();
         let (stop, stopped) = watch::channel(false);
         let worker = self
             .worker

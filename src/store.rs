@@ -469,10 +469,11 @@ impl Store {
     pub async fn orphans(
         &self,
         known: Vec<String>,
+        rules: Vec<(String, Vec<String>)>,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
-            ops::orphans(conn, &known, limit)
+            ops::orphans(conn, &known, &rules, limit)
         })
         .await
     }

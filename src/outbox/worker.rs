@@ -29,11 +29,11 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{Notify, watch};
 
-use super::{Attempted, Job, Targets, Verdict};
+use super::{Attempted, Job, LiveTargets, Target, Verdict};
 use crate::config::DeliverySettings;
 use crate::error::cause_chain;
 use crate::metrics::Metrics;
-use crate::store::{AttemptRecord, Due, Next, Pending, Store, Want, now_ms};
+use crate::store::{AttemptRecord, Due, Next, Payload, Pending, Store, Want, now_ms};
 
 /// Longest sleep between reads; bounds how long an operator's `deliveries retry` (written by
 /// another process) waits.
@@ -56,7 +56,7 @@ type Attempt = Pin<Box<dyn Future<Output = (i64, String)>>>;
 /// Everything an attempt needs, shared by all of them.
 struct Shared {
     store: Store,
-    targets: Targets,
+    targets: Arc<LiveTargets>,
     metrics: Arc<Metrics>,
     /// Attempts whose outcome the store has not taken yet; while any, nothing new starts.
     unrecorded: Cell<usize>,
@@ -74,7 +74,7 @@ type Running = HashMap<String, BTreeSet<i64>>;
 impl Worker {
     pub fn new(
         store: Store,
-        targets: Targets,
+        targets: Arc<LiveTargets>,
         metrics: Arc<Metrics>,
         settings: &DeliverySettings,
         wake: Arc<Notify>,
@@ -103,9 +103,17 @@ impl Worker {
         let mut purge_at: Option<Instant> = None;
         let mut orphans_at: Option<Instant> = None;
         let store = self.shared.store.clone();
+        let mut targets_seen = self.shared.targets.current();
         loop {
             if *stop.borrow() {
                 break;
+            }
+            // A reload changed the targets: what a removed target or rule left pending is
+            // dead-lettered now, not at the next periodic search.
+            let targets = self.shared.targets.current();
+            if !Arc::ptr_eq(&targets, &targets_seen) {
+                targets_seen = targets;
+                orphans_at = None;
             }
             let mut wait = IDLE_POLL;
             if self.shared.unrecorded.get() == 0 {
@@ -171,14 +179,11 @@ impl Worker {
         in_flight: &mut FuturesUnordered<Attempt>,
         running: &mut Running,
     ) -> Option<i64> {
-        let wants: Vec<Want> = self
-            .shared
-            .targets
+        let targets = self.shared.targets.current();
+        let wants: Vec<Want> = targets
             .ids()
             .filter_map(|target| {
-                let cap = self
-                    .shared
-                    .targets
+                let cap = targets
                     .get(target)
                     .map_or(1, |target| target.max_in_flight().max(1));
                 let seqs = running.get(target);
@@ -210,8 +215,9 @@ impl Worker {
                 continue;
             }
             let shared = Rc::clone(&self.shared);
+            let made_by = targets.get(&target).cloned();
             in_flight.push(Box::pin(async move {
-                attempt(&shared, due).await;
+                attempt(&shared, due, made_by).await;
                 (seq, target)
             }));
         }
@@ -220,20 +226,28 @@ impl Worker {
 
     /// Whether an orphan's dead-lettering is still in flight (a search now would find it again).
     fn orphans_running(&self, running: &Running) -> bool {
+        let targets = self.shared.targets.current();
         running
             .iter()
-            .any(|(target, seqs)| !seqs.is_empty() && self.shared.targets.get(target).is_none())
+            .any(|(target, seqs)| !seqs.is_empty() && targets.get(target).is_none())
     }
 
-    /// Dead-letters the pending deliveries of targets that are no longer configured; returns
-    /// how many it found.
+    /// Dead-letters the pending deliveries of targets that are no longer configured, and hands
+    /// those of rules a target no longer delivers for to that target (which dead-letters them
+    /// with its reason, sending nothing); returns how many it found.
     async fn start_orphans(
         &self,
         in_flight: &mut FuturesUnordered<Attempt>,
         running: &mut Running,
     ) -> usize {
-        let known: Vec<String> = self.shared.targets.ids().cloned().collect();
-        let orphans = match self.shared.store.orphans(known, ORPHAN_BATCH).await {
+        let targets = self.shared.targets.current();
+        let known: Vec<String> = targets.ids().cloned().collect();
+        let orphans = match self
+            .shared
+            .store
+            .orphans(known, targets.rules(), ORPHAN_BATCH)
+            .await
+        {
             Ok(orphans) => orphans,
             Err(error) => {
                 tracing::error!(%error, cause = %cause_chain(&error), "Cannot read deliveries of removed targets.");
@@ -244,11 +258,33 @@ impl Worker {
         for pending in orphans {
             let seq = pending.seq;
             let target = pending.target.clone();
-            running.entry(target.clone()).or_default().insert(seq);
+            // An attempt of the set before the reload may be making it still.
+            if !running.entry(target.clone()).or_default().insert(seq) {
+                continue;
+            }
             let shared = Rc::clone(&self.shared);
+            let made_by = targets.get(&target).cloned();
             in_flight.push(Box::pin(async move {
-                let gone = removed(&pending.target);
-                settle(&shared, &pending, gone, now_ms(), Instant::now()).await;
+                let retired = match &made_by {
+                    Some(made_by) => made_by
+                        .retired(pending.rule.as_deref())
+                        .map(Attempted::permanent),
+                    None => Some(removed(&pending.target)),
+                };
+                // The target delivers for the rule again (a reload in between): it stays
+                // pending, for the next read.
+                if let Some(retired) = retired {
+                    let started = Instant::now();
+                    settle(
+                        &shared,
+                        &pending,
+                        retired,
+                        made_by.as_deref(),
+                        now_ms(),
+                        started,
+                    )
+                    .await;
+                }
                 (seq, target)
             }));
         }
@@ -261,39 +297,49 @@ fn removed(target: &str) -> Attempted {
     Attempted::permanent(format!("target `{target}` is no longer configured"))
 }
 
-/// One attempt: hand the delivery to its target, decide, commit the outcome.
-async fn attempt(shared: &Shared, due: Due) {
+fn job(pending: &Pending, payload: Payload) -> Job {
+    Job {
+        id: pending.id.clone(),
+        target: pending.target.clone(),
+        rule: pending.rule.clone(),
+        content_type: pending.content_type.clone(),
+        accepted_at: pending.accepted_at,
+        attempts: pending.budget_used,
+        payload,
+    }
+}
+
+/// One attempt: hand the delivery to its target (the one in use when it started), decide,
+/// commit the outcome.
+async fn attempt(shared: &Shared, due: Due, target: Option<Arc<dyn Target>>) {
     let started_ms = now_ms();
     let started = Instant::now();
     let Due { pending, payload } = due;
-    let attempted = match shared.targets.get(&pending.target) {
-        Some(target) => {
-            let job = Job {
-                id: pending.id.clone(),
-                target: pending.target.clone(),
-                rule: pending.rule.clone(),
-                content_type: pending.content_type.clone(),
-                accepted_at: pending.accepted_at,
-                attempts: pending.budget_used,
-                payload,
-            };
-            target.attempt(&job).await
-        }
+    let attempted = match &target {
+        Some(target) => target.attempt(&job(&pending, payload)).await,
         None => removed(&pending.target),
     };
-    settle(shared, &pending, attempted, started_ms, started).await;
+    settle(
+        shared,
+        &pending,
+        attempted,
+        target.as_deref(),
+        started_ms,
+        started,
+    )
+    .await;
 }
 
 /// Decides what an attempt's answer means for its delivery (done, a retry, dead), reports it
-/// and commits it.
+/// and commits it; `target` is the one that made the attempt.
 async fn settle(
     shared: &Shared,
     pending: &Pending,
     attempted: Attempted,
+    target: Option<&dyn Target>,
     started_ms: i64,
     started: Instant,
 ) {
-    let target = shared.targets.get(&pending.target);
     let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let attempts = pending.budget_used + 1;
     let policy = target.map(|target| target.policy());

@@ -41,7 +41,13 @@ pub(super) fn parse_text(text: &str, path: &Path) -> Result<RuleFile, Problem> {
         Some("yaml" | "yml") => serde_saphyr::from_str(text).map_err(|e| e.to_string()),
         _ => serde_json::from_str(text).map_err(|e| e.to_string()),
     }
-    .map_err(|reason| Problem::new(&shown, "", format!("syntax error: {}", reason.trim())))?;
+    .map_err(|reason| {
+        Problem::new(
+            &shown,
+            "",
+            format!("syntax error: {}", crate::config::without_excerpt(&reason)),
+        )
+    })?;
     serde_path_to_error::deserialize(tree).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };

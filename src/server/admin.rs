@@ -9,15 +9,11 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use super::AppState;
+use super::State;
 use super::routes::store_writable;
 use crate::error::ApiError;
+use crate::reload::{Reloader, Trigger};
 use crate::secret::Secret;
-
-/// The admin token, registered only on the admin app.
-pub struct AdminAuth {
-    pub token: Option<Secret>,
-}
 
 /// Middleware, before routing: with a token configured, every request (unknown paths too)
 /// must carry `Authorization: Bearer <token>`, compared in constant time; else 401. The
@@ -29,11 +25,11 @@ pub async fn require_token(
     if let Some(peer) = req.peer_addr() {
         tracing::Span::current().record("client", tracing::field::display(peer.ip()));
     }
-    // Fails closed: an app without `AdminAuth` would be a wiring mistake, not an open door.
-    let Some(auth) = req.app_data::<web::Data<AdminAuth>>() else {
+    // Fails closed: an app without its state would be a wiring mistake, not an open door.
+    let Some(state) = State::of(req.request()) else {
         return Err(ApiError::AdminUnauthorized.into());
     };
-    if let Some(token) = &auth.token
+    if let Some(token) = &state.admin_token
         && !bearer_matches(req.headers(), token)
     {
         return Err(ApiError::AdminUnauthorized.into());
@@ -58,7 +54,7 @@ fn bearer_matches(headers: &HeaderMap, token: &Secret) -> bool {
 }
 
 /// `GET /readyz` with detail: the rule count and, in queue mode, whether the store is writable.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: State) -> HttpResponse {
     match store_writable(&state).await {
         Some(false) => HttpResponse::ServiceUnavailable().json(json!({
             "status": "unavailable",
@@ -75,10 +71,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /deliveries/{id}`: a stored delivery's state and attempts (queue mode). Never its body.
-pub async fn delivery(
-    id: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delivery(id: web::Path<String>, state: State) -> Result<HttpResponse, ApiError> {
     let Some(store) = state.store() else {
         return Err(ApiError::DeliveryNotFound);
     };
@@ -90,7 +83,26 @@ pub async fn delivery(
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// `POST /reload`: compiles the config, every rule and every sink again and puts them in use,
+/// or changes nothing. 200 with what was applied; 422 with every problem, as `check` lists
+/// them (file, field, reason: never a secret), while the set in use keeps serving.
+pub async fn reload(reloader: web::Data<Reloader>) -> HttpResponse {
+    match reloader.reload(Trigger::Admin).await {
+        Ok(applied) => HttpResponse::Ok().json(json!({
+            "status": "applied",
+            "rules": applied.rules,
+            "restart_required": applied.restart_required,
+            "warnings": applied.warnings,
+        })),
+        Err(problems) => HttpResponse::UnprocessableEntity().json(json!({
+            "status": "refused",
+            "message": "The new configuration has problems; the set in use keeps serving.",
+            "problems": problems.0,
+        })),
+    }
+}
+
+pub async fn metrics(state: State) -> HttpResponse {
     // The store's writer keeps the queue gauges current; a scrape reads memory only.
     if let Some(store) = state.store() {
         state

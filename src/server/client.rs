@@ -7,9 +7,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpRequest, web};
+use actix_web::{HttpMessage, HttpRequest};
 
-use super::AppState;
+use super::State;
 use crate::error::ApiError;
 use crate::metrics::Outcome;
 use crate::verify::ip::ClientAddr;
@@ -20,7 +20,7 @@ pub async fn admit(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     // The public app always registers its state; without it nothing could be checked, so
     // nothing is let through.
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+    let Some(state) = State::of(req.request()) else {
         return Err(ApiError::Framework(StatusCode::INTERNAL_SERVER_ERROR).into());
     };
     let client = match req.peer_addr() {

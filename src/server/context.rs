@@ -18,7 +18,7 @@ use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
 use tracing::Instrument;
 use ulid::Ulid;
 
-use super::AppState;
+use super::{Live, State};
 use crate::error::ApiError;
 use crate::metrics::Outcome;
 
@@ -57,15 +57,23 @@ pub async fn request_context(
     );
     let started = Instant::now();
     req.extensions_mut().insert(RequestId(id.clone()));
+    // The request takes the set in use now and keeps it to its answer, whatever a reload
+    // swaps in meanwhile.
+    let state = req
+        .app_data::<web::Data<Live>>()
+        .map(|live| State(live.current()));
     // Header limits apply to every path, before any handler runs.
-    let too_large = req
-        .app_data::<web::Data<AppState>>()
+    let too_large = state
+        .as_ref()
         .and_then(|state| state.limits.check_headers(req.headers()).err());
-    if let Some(error) = too_large {
-        span.in_scope(|| tracing::warn!(status = 431, error = %error, "Request refused."));
-        if let Some(state) = req.app_data::<web::Data<AppState>>() {
+    if let Some(state) = state {
+        if too_large.is_some() {
             state.metrics.request("", Outcome::HeadersTooLarge);
         }
+        req.extensions_mut().insert(state);
+    }
+    if let Some(error) = too_large {
+        span.in_scope(|| tracing::warn!(status = 431, error = %error, "Request refused."));
         let mut res = req
             .into_response(error.error_response())
             .map_into_boxed_body();

@@ -10,7 +10,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use super::AppState;
+use super::State;
 use super::body::{is_encoded, read_capped};
 use super::client;
 use super::context::RequestId;
@@ -61,7 +61,7 @@ pub async fn events(
     req: HttpRequest,
     target: web::Path<String>,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let metrics = &state.metrics;
     let body = match read_capped(

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::HeaderMap;
@@ -25,32 +26,67 @@ fn quota(per_sec: u32, burst: u32) -> Option<Quota> {
     Some(Quota::per_second(rate).allow_burst(burst))
 }
 
-/// The limits every request meets, built once from the config and the rules.
+/// A limiter with the quota it was built for, so a reload with the same quota keeps its state.
+struct Limiter<L> {
+    quota: Quota,
+    limiter: Arc<L>,
+}
+
+impl<L> Limiter<L> {
+    /// The limiter `previous` had for `quota`, else a new one: a reload neither refills a
+    /// bucket (a flood would get a fresh burst with every reload) nor drains one.
+    fn keep_or_new(quota: Quota, previous: Option<&Self>, new: impl FnOnce(Quota) -> L) -> Self {
+        let limiter = match previous {
+            Some(previous) if previous.quota == quota => Arc::clone(&previous.limiter),
+            _ => Arc::new(new(quota)),
+        };
+        Self { quota, limiter }
+    }
+}
+
+/// The limits every request meets, built from the config and the rules (at start-up and on
+/// each reload).
 pub struct Limits {
     max_header_count: usize,
     max_header_bytes: usize,
     pub body_timeout: Duration,
-    per_client: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    per_rule: HashMap<String, DefaultDirectRateLimiter>,
+    per_client: Option<Limiter<DefaultKeyedRateLimiter<IpAddr>>>,
+    per_rule: HashMap<String, Limiter<DefaultDirectRateLimiter>>,
 }
 
 impl Limits {
     pub fn new(server: &ServerSettings, rules: &RuleSet) -> Self {
+        Self::carried_over(server, rules, None)
+    }
+
+    /// Limits for a reloaded set: the buckets of `previous` whose quota is unchanged carry on.
+    pub fn carried_over(
+        server: &ServerSettings,
+        rules: &RuleSet,
+        previous: Option<&Limits>,
+    ) -> Self {
         let per_rule = rules
             .iter()
             .filter_map(|rule| {
                 let (per_sec, burst) = rule
                     .rate
                     .unwrap_or((server.rate_per_rule, server.burst_per_rule));
-                quota(per_sec, burst).map(|q| (rule.name.clone(), RateLimiter::direct(q)))
+                let before = previous.and_then(|limits| limits.per_rule.get(&rule.name));
+                quota(per_sec, burst).map(|q| {
+                    (
+                        rule.name.clone(),
+                        Limiter::keep_or_new(q, before, RateLimiter::direct),
+                    )
+                })
             })
             .collect();
+        let before = previous.and_then(|limits| limits.per_client.as_ref());
         Self {
             max_header_count: server.max_header_count,
             max_header_bytes: server.max_header_bytes,
             body_timeout: Duration::from_secs(server.body_timeout_secs.max(1)),
             per_client: quota(server.rate_per_client, server.burst_per_client)
-                .map(RateLimiter::keyed),
+                .map(|q| Limiter::keep_or_new(q, before, RateLimiter::keyed)),
             per_rule,
         }
     }
@@ -70,7 +106,7 @@ impl Limits {
 
     /// 429 when this client address has used up its rate.
     pub fn check_client(&self, client: ClientAddr) -> Result<(), ApiError> {
-        let Some(limiter) = &self.per_client else {
+        let Some(Limiter { limiter, .. }) = &self.per_client else {
             return Ok(());
         };
         if limiter.len() > MAX_TRACKED_CLIENTS {
@@ -88,7 +124,7 @@ impl Limits {
     pub fn check_rule(&self, rule: &str) -> Result<(), Duration> {
         match self.per_rule.get(rule) {
             None => Ok(()),
-            Some(limiter) => limiter
+            Some(Limiter { limiter, .. }) => limiter
                 .check()
                 .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
         }
@@ -169,6 +205,30 @@ mod tests {
                 .check_client(ClientAddr::Known("192.0.2.2".parse().unwrap()))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_buckets_whose_quota_is_unchanged() {
+        let server = ServerSettings {
+            rate_per_client: 1,
+            burst_per_client: 2,
+            ..ServerSettings::default()
+        };
+        let client = ClientAddr::Known("192.0.2.1".parse().unwrap());
+        let before = Limits::new(&server, &RuleSet::default());
+        for _ in 0..2 {
+            assert!(before.check_client(client).is_ok());
+        }
+        // The same quota: the spent burst stays spent.
+        let same = Limits::carried_over(&server, &RuleSet::default(), Some(&before));
+        assert!(same.check_client(client).is_err());
+        // A new quota is a new bucket.
+        let raised = ServerSettings {
+            burst_per_client: 5,
+            ..server
+        };
+        let changed = Limits::carried_over(&raised, &RuleSet::default(), Some(&before));
+        assert!(changed.check_client(client).is_ok());
     }
 
     #[test]

@@ -6,11 +6,11 @@ use actix_web::http::header::HeaderMap;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use super::AppState;
 use super::body::{is_encoded, read_capped};
 use super::client;
 use super::context::RequestId;
 use super::trigger;
+use super::{AppState, State};
 use crate::error::ApiError;
 use crate::metrics::Outcome;
 use crate::verify::Inbound;
@@ -20,7 +20,7 @@ use crate::verify::token::given_token;
 pub async fn invoke(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     // GWT answers OPTIONS before any check, for CORS preflights.
     if req.method() == Method::OPTIONS {
@@ -43,7 +43,7 @@ pub async fn hook(
     req: HttpRequest,
     name: web::Path<String>,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: State,
 ) -> Result<HttpResponse, ApiError> {
     let inbound = receive(&req, payload, &state).await?;
     let token = given_token(&inbound.params, inbound.headers);
@@ -92,7 +92,7 @@ pub(super) async fn store_writable(state: &AppState) -> Option<bool> {
 
 /// Public `GET /readyz`: ready or not, for load balancers, without the rule count or the
 /// store's state (the admin listener's `/readyz` has them).
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: State) -> HttpResponse {
     match store_writable(&state).await {
         Some(false) => HttpResponse::ServiceUnavailable().json(json!({ "status": "unavailable" })),
         Some(true) | None => HttpResponse::Ok().json(json!({ "status": "ready" })),

@@ -1,10 +1,10 @@
 //! TLS on the public listener (rustls): the certificate chain and key from PEM files, TLS 1.2
 //! and 1.3 only, and with `client_ca_file` a client certificate signed by that CA required
 //! (mutual TLS, e.g. for Jenkins posting its events). The certificate sits behind a resolver
-//! that [`Certificates::reload`] swaps, so a renewed certificate (certbot, cert-manager) is taken
-//! on SIGHUP without a restart; connections already open keep theirs.
+//! that a reload swaps ([`Certificates::adopt`]), so a renewed certificate (certbot,
+//! cert-manager) is taken on SIGHUP without a restart; connections already open keep theirs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
@@ -19,23 +19,23 @@ use crate::config::TlsSettings;
 /// The public listener's certificate, reloadable.
 #[derive(Debug)]
 pub struct Certificates {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
 }
 
 impl Certificates {
-    /// Reads the files again; on any problem the certificate in use stays, and the reason is
-    /// returned (a half-written renewal is a failed reload, not an outage).
-    pub fn reload(&self) -> Result<(), String> {
-        let key = certified_key(&self.cert_file, &self.key_file, &self.provider)
-            .map_err(|(_, reason)| reason)?;
+    /// Serves, from the next handshake on, the certificate `renewed` loaded (a reload read
+    /// the files again and every check passed); connections already open keep theirs.
+    pub fn adopt(&self, renewed: &Certificates) {
+        let key = Arc::clone(
+            &renewed
+                .current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
         *self
             .current
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
-        Ok(())
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
     }
 }
 
@@ -104,9 +104,6 @@ pub fn load(settings: &TlsSettings) -> Result<Tls, (&'static str, String)> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let key = certified_key(&settings.cert_file, &settings.key_file, &provider)?;
     let certificates = Arc::new(Certificates {
-        cert_file: settings.cert_file.clone(),
-        key_file: settings.key_file.clone(),
-        provider: Arc::clone(&provider),
         current: RwLock::new(Arc::new(key)),
     });
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))

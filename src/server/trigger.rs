@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use ulid::Ulid;
 
-use super::AppState;
+use super::{AppState, State};
 use crate::dispatch::{Delivery, DispatchError, Dispatched};
 use crate::error::{ApiError, cause_chain, error_body, insert_retry_after};
 use crate::extract::Variables;
@@ -73,7 +73,7 @@ enum Entry {
 }
 
 pub async fn run(
-    state: &web::Data<AppState>,
+    state: &State,
     inbound: &Inbound<'_>,
     candidates: Vec<Candidate<'_>>,
     dry_run: bool,
@@ -298,7 +298,7 @@ fn withhold_if_rate_limited<'r>(
 /// the call twice. (actix today runs a handler to completion after its client has gone; this
 /// does not depend on it.)
 async fn dispatch<'r>(
-    state: &web::Data<AppState>,
+    state: &State,
     stages: Vec<(&'r Arc<Rule>, Stage)>,
 ) -> Vec<(&'r Arc<Rule>, Entry)> {
     let mut entries = Vec::with_capacity(stages.len());
@@ -324,7 +324,7 @@ async fn dispatch<'r>(
     }
     let started = Instant::now();
     let handed_over = actix_web::rt::spawn({
-        let state = web::Data::clone(state);
+        let state = state.clone();
         async move {
             let results = state.dispatcher.dispatch_all(&deliveries).await;
             for ((claim, delivery), result) in claims.into_iter().zip(&deliveries).zip(&results) {

@@ -564,12 +564,26 @@ impl JenkinsTarget {
         }
     }
 
+    /// Why a delivery of `rule` is not made any more: the rule was removed, or now dispatches
+    /// to another Jenkins (the call was accepted for this one; its token is not this one's).
+    fn retired_reason(&self, rule: Option<&str>) -> Option<String> {
+        let name = rule.unwrap_or("");
+        match self.rules.get(name) {
+            None => Some(format!("rule `{name}` is no longer loaded")),
+            Some(rule) if rule.dispatch.jenkins != self.name => Some(format!(
+                "rule `{name}` now dispatches to Jenkins `{}`, not `{}`",
+                rule.dispatch.jenkins, self.name
+            )),
+            Some(_) => None,
+        }
+    }
+
     async fn send(&self, job: &Job) -> Attempted {
+        if let Some(reason) = self.retired_reason(job.rule.as_deref()) {
+            return Attempted::permanent(reason);
+        }
         let Some(rule) = job.rule.as_deref().and_then(|name| self.rules.get(name)) else {
-            return Attempted::permanent(format!(
-                "rule `{}` is no longer loaded",
-                job.rule.as_deref().unwrap_or("")
-            ));
+            return Attempted::permanent("a Jenkins delivery without a rule");
         };
         let Ok(id) = Ulid::from_string(&job.id) else {
             return Attempted::permanent("the stored delivery id is not a ULID");
@@ -608,6 +622,20 @@ impl outbox::Target for JenkinsTarget {
 
     fn attempt<'a>(&'a self, job: &'a Job) -> AttemptFuture<'a> {
         Box::pin(self.send(job))
+    }
+
+    fn rules(&self) -> Option<Vec<String>> {
+        Some(
+            self.rules
+                .iter()
+                .filter(|rule| rule.dispatch.jenkins == self.name)
+                .map(|rule| rule.name.clone())
+                .collect(),
+        )
+    }
+
+    fn retired(&self, rule: Option<&str>) -> Option<String> {
+        self.retired_reason(rule)
     }
 
     fn follow_up(&self, pending: &Pending, next: &Next) -> Vec<Effect> {

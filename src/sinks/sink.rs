@@ -842,13 +842,13 @@ impl SinkTarget {
         metrics: Arc<Metrics>,
         policy: RetryPolicy,
     ) -> Result<Self, rustls::Error> {
-        metrics.sink_auth_failed(&sink.name, false);
+        let auth_failed = AtomicBool::new(metrics.sink_auth_failing(&sink.name));
         Ok(Self {
             sink,
             http: http::client()?,
             metrics,
             policy,
-            auth_failed: AtomicBool::new(false),
+            auth_failed,
         })
     }
 

@@ -1276,20 +1276,43 @@ pub(super) fn ready(
 
 /// Up to `limit` startable deliveries whose target is none of `known` (a sink or Jenkins target
 /// removed from the config while they were pending), oldest first.
+/// Pending deliveries no target in use makes: their target is not in `known`, or it is one of
+/// `rules`' targets and their rule is not among its rules.
 pub(super) fn orphans(
     conn: &Connection,
     known: &[String],
+    rules: &[(String, Vec<String>)],
     limit: usize,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
     let known = serde_json::to_string(known).unwrap_or_else(|_| "[]".to_owned());
+    let pairs: Vec<[&str; 2]> = rules
+        .iter()
+        .flat_map(|(target, names)| {
+            names
+                .iter()
+                .map(move |name| [target.as_str(), name.as_str()])
+        })
+        .collect();
+    let scoped: Vec<&str> = rules.iter().map(|(target, _)| target.as_str()).collect();
+    let pairs = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
+    let scoped = serde_json::to_string(&scoped).unwrap_or_else(|_| "[]".to_owned());
     conn.prepare_cached(&format!(
         "SELECT {PENDING_COLUMNS} FROM deliveries
          WHERE state IN ('queued', 'retrying') AND held = 0
-           AND target NOT IN (SELECT value FROM json_each(?1))
+           AND (target NOT IN (SELECT value FROM json_each(?1))
+                OR (target IN (SELECT value FROM json_each(?3))
+                    AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS pair
+                        WHERE json_extract(pair.value, '$[0]') = deliveries.target
+                          AND json_extract(pair.value, '$[1]') IS deliveries.rule)))
          ORDER BY seq LIMIT ?2"
     ))?
     .query_map(
-        params![known, i64::try_from(limit).unwrap_or(i64::MAX)],
+        params![
+            known,
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            scoped,
+            pairs
+        ],
         pending_row,
     )?
     .collect()

@@ -1050,13 +1050,48 @@ fn deliveries_of_a_target_no_longer_configured_are_found_as_orphans() {
     });
     let orphans = |known: &[&str]| {
         let known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
-        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, 10).unwrap())
+        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, &[], 10).unwrap())
     };
     assert_eq!(orphans(&["jenkins:main"]), ["orphan"]);
     assert_eq!(
         orphans(&["jenkins:main", "sink:removed"]),
         Vec::<String>::new()
     );
+}
+
+/// A reload that removes a rule (or sends it to another Jenkins) leaves its queued calls to
+/// no target: they are found at once, while the other rules' calls stay.
+#[test]
+fn deliveries_of_a_rule_its_target_no_longer_makes_are_found_as_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).unwrap();
+    runtime().block_on(async {
+        store.accept(delivery("a1", "a", None)).await.unwrap();
+        store.accept(delivery("b1", "b", None)).await.unwrap();
+        store
+            .accept(NewDelivery {
+                target: target_id("sink", "s"),
+                ..delivery("s1", "a", None)
+            })
+            .await
+            .unwrap();
+    });
+    let known: Vec<String> = ["jenkins:main", "sink:s"].map(str::to_owned).to_vec();
+    let orphans = |rules: &[&str]| {
+        let scoped = vec![(
+            "jenkins:main".to_owned(),
+            rules.iter().map(|s| s.to_string()).collect(),
+        )];
+        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, &scoped, 10).unwrap())
+    };
+    for (rules, expected) in [
+        (&["a", "b"][..], &[][..]),
+        (&["a"][..], &["b1"][..]),
+        (&[][..], &["a1", "b1"][..]),
+    ] {
+        // The sink's delivery names rule `a` too, but its target makes any rule's.
+        assert_eq!(orphans(rules), expected, "{rules:?}");
+    }
 }
 
 /// A store as schema 5 wrote it (before `report` and `run_items`).

@@ -10,7 +10,7 @@ pub mod fake_sinks;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -104,6 +104,10 @@ pub struct AppOptions {
     pub events_allow_ips: Vec<String>,
     /// `[sinks.*]` tables in TOML; `{sinks}` stands for the fake sinks' base URL.
     pub sinks: String,
+    /// `delivery.retry_initial_ms` and `retry_max_ms`.
+    pub retry_ms: (u64, u64),
+    /// `rules.watch`.
+    pub watch_rules: bool,
 }
 
 impl Default for AppOptions {
@@ -132,6 +136,8 @@ impl Default for AppOptions {
             events_token: false,
             events_allow_ips: Vec::new(),
             sinks: String::new(),
+            retry_ms: (20, 200),
+            watch_rules: false,
         }
     }
 }
@@ -148,6 +154,8 @@ pub struct TestApp {
     pub store_dir: tempfile::TempDir,
     /// The store directory the gateway uses (`store_dir`, unless the options named another).
     pub store: PathBuf,
+    /// What a reload reads as the config: change it, then [`TestApp::reload`].
+    pub settings: Arc<Mutex<Settings>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -214,6 +222,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         },
         rules: RulesSettings {
             dir: rules_dir.path().to_owned(),
+            watch: options.watch_rules,
         },
         jenkins: BTreeMap::from([(
             "main".to_owned(),
@@ -238,8 +247,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
                 DeliveryMode::Direct
             },
             store: store.clone(),
-            retry_initial_ms: 20,
-            retry_max_ms: 200,
+            retry_initial_ms: options.retry_ms.0,
+            retry_max_ms: options.retry_ms.1,
             max_attempts: options.max_attempts,
             max_store_bytes: options.max_store_bytes,
             done_retention_secs: options.done_retention_secs,
@@ -247,11 +256,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         sinks: sink_settings,
         log: LogSettings::default(),
     };
+    let reloaded = Arc::new(Mutex::new(settings.clone()));
     let gateway = match Gateway::compile(settings, Source::BuiltIn, &test_env()) {
         Ok(gateway) => gateway,
         Err(problems) => panic!("test config does not compile:\n{problems}"),
     };
-    let app = Application::build(gateway).expect("gateway binds");
+    let load = {
+        let reloaded = Arc::clone(&reloaded);
+        move || Ok(reloaded.lock().expect("settings").clone())
+    };
+    let app = Application::build_reloadable(gateway, Box::new(load), Box::new(test_env()))
+        .expect("gateway binds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
     actix_web::rt::spawn(app.run_until_stopped());
@@ -267,6 +282,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         rules_dir,
         store_dir,
         store,
+        settings: reloaded,
     }
 }
 
@@ -334,6 +350,18 @@ impl TestApp {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// `POST /reload` on the admin listener: its status and answer.
+    pub async fn reload(&self) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .client
+            .post(format!("{}/reload", self.admin_address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        (response.status(), json(response).await)
     }
 
     /// POSTs `body` to `/invoke?token=SENDER_TOKEN` with Port headers signed at `now`.

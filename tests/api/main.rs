@@ -17,6 +17,7 @@ mod invoke;
 mod port;
 mod port_runs;
 mod queue;
+mod reload;
 mod security;
 mod signatures;
 mod systemd;

@@ -1,6 +1,6 @@
-//! Running under systemd: `READY=1` reaches `$NOTIFY_SOCKET` once the gateway serves and
-//! `STOPPING=1` when a SIGTERM begins its shutdown; the shipped unit file has the sandboxing a
-//! security review expects.
+//! Running under systemd: `READY=1` reaches `$NOTIFY_SOCKET` once the gateway serves,
+//! `RELOADING=1`/`READY=1` bracket a reload, and `STOPPING=1` comes when a SIGTERM begins its
+//! shutdown; the shipped unit file has the sandboxing a security review expects.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -41,7 +41,8 @@ async fn ready_and_stopping_reach_the_notify_socket() {
         .expect("healthz");
     assert!(health.status().is_success());
     assert!(dir.path().join("store/deliveries.sqlite3").exists());
-    // The unit's ExecReload sends SIGHUP: the gateway keeps serving, and says what to do.
+    // The unit's ExecReload sends SIGHUP: a reload between RELOADING=1 (with the clock reading
+    // `Type=notify-reload` needs) and READY=1, and the gateway keeps serving.
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
             .args([name, &served.child.id().to_string()])
@@ -50,11 +51,31 @@ async fn ready_and_stopping_reach_the_notify_socket() {
         assert!(status.success());
     };
     signal("-HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !served.log.lock().expect("lock").contains("SIGHUP received") {
-        assert!(std::time::Instant::now() < deadline, "SIGHUP not logged");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let reloading = next_notice(&socket);
+    let mut lines = reloading.lines();
+    assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
+    let usec = lines
+        .next()
+        .and_then(|line| line.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|usec| usec.parse::<u64>().ok());
+    assert!(usec.is_some_and(|usec| usec > 0), "{reloading}");
+    let ready = next_notice(&socket);
+    assert_eq!(
+        ready.lines().collect::<Vec<_>>(),
+        ["READY=1", "STATUS=serving; reload applied, 0 rules"],
+        "{ready}"
+    );
+    // A reload that is refused ends with READY=1 too: the previous set serves.
+    std::fs::write(dir.path().join("rules/broken.toml"), "name = \"half").expect("write");
+    signal("-HUP");
+    assert!(next_notice(&socket).starts_with("RELOADING=1\n"));
+    assert_eq!(
+        next_notice(&socket).lines().collect::<Vec<_>>(),
+        [
+            "READY=1",
+            "STATUS=serving the previous set; reload refused with 1 problem"
+        ]
+    );
     let health = reqwest::get(format!("{}/healthz", served.address))
         .await
         .expect("still serving after SIGHUP");

@@ -60,7 +60,7 @@ impl PortTarget {
             http::client()?,
             sink.timeout,
         );
-        metrics.sink_auth_failed(&sink.name, false);
+        let auth_failed = AtomicBool::new(metrics.sink_auth_failing(&sink.name));
         Ok(Some(Self {
             sink,
             settings,
@@ -70,7 +70,7 @@ impl PortTarget {
             policy,
             public_urls,
             unrecorded,
-            auth_failed: AtomicBool::new(false),
+            auth_failed,
         }))
     }
 
