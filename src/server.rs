@@ -48,6 +48,9 @@ pub struct AppState {
     pub events: Option<EventsState>,
     /// The bearer token every admin request must carry, when one is configured.
     pub admin_token: Option<crate::secret::Secret>,
+    /// The clients toward Jenkins (the direct dispatcher's and the worker's targets'); the
+    /// next set takes over their connections and slots.
+    pub jenkins: Arc<crate::dispatch::JenkinsClient>,
 }
 
 impl AppState {

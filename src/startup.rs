@@ -103,7 +103,11 @@ impl Assembly {
         previous: Option<&AppState>,
     ) -> Result<Assembled, String> {
         let rules = Arc::new(gateway.rules);
-        let jenkins = Arc::new(gateway.jenkins);
+        let mut jenkins = gateway.jenkins;
+        if let Some(previous) = previous {
+            jenkins.carry_over(&previous.jenkins);
+        }
+        let jenkins = Arc::new(jenkins);
         let sinks = Arc::new(gateway.sinks);
         let delivery = &gateway.settings.delivery;
         let reports = sinks.iter().any(|sink| sink.port().is_some());
@@ -180,7 +184,7 @@ impl Assembly {
                 wake: Arc::clone(&self.wake),
             },
             _ => Dispatcher::Direct {
-                jenkins,
+                jenkins: Arc::clone(&jenkins),
                 reporter: reporter.clone(),
             },
         };
@@ -211,6 +215,7 @@ impl Assembly {
             reporter,
             events,
             admin_token: gateway.admin_token,
+            jenkins,
         };
         Ok(Assembled { state, targets })
     }

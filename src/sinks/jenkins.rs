@@ -253,6 +253,28 @@ impl JenkinsClient {
         }
     }
 
+    /// Takes over what `previous` (the set a reload replaces) holds that is not config: its
+    /// connection pool, and the slots of each target whose `max_in_flight` is unchanged, so
+    /// calls of both sets together never exceed it while the old set's calls finish.
+    pub fn carry_over(&mut self, previous: &JenkinsClient) {
+        self.http = previous.http.clone();
+        for (name, endpoint) in &mut self.targets {
+            if let Some(before) = previous.targets.get(name)
+                && before.max_in_flight == endpoint.max_in_flight
+            {
+                endpoint.slots = Arc::clone(&before.slots);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn shares_slots(&self, other: &JenkinsClient, name: &str) -> bool {
+        match (self.targets.get(name), other.targets.get(name)) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.slots, &b.slots),
+            _ => false,
+        }
+    }
+
     pub fn has_target(&self, name: &str) -> bool {
         self.targets.contains_key(name)
     }
@@ -711,6 +733,28 @@ fn attempted(result: &Result<JenkinsAnswer, DispatchError>) -> Attempted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(max_in_flight: usize) -> JenkinsClient {
+        let settings: crate::config::JenkinsSettings = toml::from_str(&format!(
+            "url = \"http://127.0.0.1:8081\"\nmax_in_flight = {max_in_flight}"
+        ))
+        .expect("settings");
+        let targets = std::collections::BTreeMap::from([("main".to_owned(), settings)]);
+        JenkinsClient::build(&targets, "hookgate.toml", &std::collections::HashMap::new())
+            .expect("client")
+    }
+
+    /// While the replaced set's calls finish, both sets' calls count against one cap.
+    #[test]
+    fn a_reloaded_client_keeps_the_slots_of_an_unchanged_cap() {
+        let before = client(4);
+        let mut same = client(4);
+        same.carry_over(&before);
+        assert!(same.shares_slots(&before, "main"));
+        let mut raised = client(8);
+        raised.carry_over(&before);
+        assert!(!raised.shares_slots(&before, "main"));
+    }
 
     #[test]
     fn gwt_answers_map_to_the_triggered_job() {

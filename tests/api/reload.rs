@@ -535,3 +535,91 @@ async fn rules_watch_reloads_on_a_saved_file_and_a_half_written_one_is_a_failed_
     )
     .await;
 }
+
+/// The binary under SIGHUP: a rotated token file and a changed listen address in one reload
+/// (the token applies, the address is kept and named), then a broken rule file whose problem is
+/// logged exactly as `hookgate check` prints it while the set in use keeps serving.
+#[actix_web::test]
+async fn sighup_reloads_the_binary_and_logs_problems_as_check_prints_them() {
+    use crate::binary::serve;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("rules")).expect("mkdir");
+    let config = |listen: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [jenkins.main]\nurl = \"http://127.0.0.1:9\"\n[delivery]\nmode = \"direct\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("hookgate.toml"), config("127.0.0.1:0")).expect("write");
+    std::fs::write(dir.path().join("rules/a.token"), "token-one\n").expect("write");
+    std::fs::write(
+        dir.path().join("rules/a.toml"),
+        "name = \"a\"\ntoken_file = \"a.token\"\n[verify]\nscheme = \"none\"\n[dispatch]\njenkins = \"main\"\n",
+    )
+    .expect("write");
+    let served = serve(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    let dry_run = |token: &str| {
+        client
+            .post(format!(
+                "{}/generic-webhook-trigger/invoke?token={token}",
+                served.address
+            ))
+            .header("gwt-dry-run", "true")
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    assert_eq!(dry_run("token-one").await.expect("send").status(), 200);
+    let sighup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    let logged = |needle: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = served.log.lock().expect("lock").clone();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "`{needle}` not logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::write(dir.path().join("rules/a.token"), "token-two\n").expect("write");
+    std::fs::write(dir.path().join("hookgate.toml"), config("127.0.0.1:1")).expect("write");
+    sighup();
+    let log = logged("Reload applied.", 1);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("server.listen") && l.contains("changes only with a restart")),
+        "{log}"
+    );
+    assert_eq!(dry_run("token-one").await.expect("send").status(), 404);
+    assert_eq!(dry_run("token-two").await.expect("send").status(), 200);
+    // A broken rule: what `check` prints is what the log says.
+    std::fs::write(dir.path().join("rules/b.toml"), "name = \"b\"\n[verify\n").expect("write");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["check", "--config", "hookgate.toml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("check runs");
+    assert!(!check.status.success());
+    let printed = String::from_utf8_lossy(&check.stderr).into_owned();
+    let problem = printed
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("error: "))
+        .expect("check prints the problem")
+        .to_owned();
+    assert!(problem.contains("rules/b.toml"), "{printed}");
+    sighup();
+    let log = logged("Reload refused", 1);
+    assert!(
+        log.contains(&problem),
+        "`{problem}` is not in the log:\n{log}"
+    );
+    assert_eq!(dry_run("token-two").await.expect("send").status(), 200);
+}
