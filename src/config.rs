@@ -525,7 +525,7 @@ pub fn load(source: &Source, env: &dyn Env) -> Result<Settings, Problems> {
         Problems(vec![Problem::new(
             source,
             field,
-            e.into_inner().to_string(),
+            without_value(&e.into_inner().to_string()),
         )])
     })
 }
@@ -550,9 +550,52 @@ pub fn without_excerpt(message: &str) -> String {
         .join("; ")
 }
 
+/// A type or value error without the value it refused (`invalid type: integer `12345``): the
+/// field may be a secret written inline. The field's path and what was expected stay.
+pub fn without_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(quote) = rest.find(['`', '"', '\''])
+            && let Some(end) = rest.rfind(", expected")
+            && quote < end
+        {
+            return format!("{prefix}{}{}", rest[..quote].trim_end(), &rest[end..]);
+        }
+    }
+    message.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_name_the_kind_but_not_the_value() {
+        for (message, expected) in [
+            (
+                "invalid type: integer `12345`, expected a string",
+                "invalid type: integer, expected a string",
+            ),
+            (
+                "invalid type: string \"s3cr, \\\"et\", expected u64",
+                "invalid type: string, expected u64",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32",
+                "invalid value: integer, expected u32",
+            ),
+            (
+                "invalid type: sequence, expected a string",
+                "invalid type: sequence, expected a string",
+            ),
+            (
+                "unknown field `tokn`, expected one of `token`",
+                "unknown field `tokn`, expected one of `token`",
+            ),
+        ] {
+            assert_eq!(without_value(message), expected, "{message}");
+        }
+    }
 
     #[test]
     fn a_syntax_error_keeps_its_position_but_not_the_line_it_quotes() {

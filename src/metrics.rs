@@ -361,15 +361,19 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Exports a sink's auth gauge (at 0 when new) and says whether it shows a refusal: a
-    /// target rebuilt by a reload carries on from what the one before it saw.
-    pub fn sink_auth_failing(&self, sink: &str) -> bool {
-        self.sink_auth_failed
-            .get_or_create(&SinkLabels {
-                sink: sink.to_owned(),
-            })
-            .get()
-            != 0
+    /// Exports a sink's auth gauge, at 0 when new; a target rebuilt by a reload leaves the
+    /// value the one before it set.
+    pub fn sink_auth_exported(&self, sink: &str) {
+        let _exported = self.sink_auth_failed.get_or_create(&SinkLabels {
+            sink: sink.to_owned(),
+        });
+    }
+
+    /// A reload removed the sink: its auth gauge goes (an alert on it would fire forever).
+    pub fn sink_removed(&self, sink: &str) {
+        self.sink_auth_failed.remove(&SinkLabels {
+            sink: sink.to_owned(),
+        });
     }
 
     pub fn sink_auth_failed(&self, sink: &str, failed: bool) {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{EventKind, ModifyKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
 use crate::config::{Env, Problem, Problems, Settings, Source};
 use crate::gateway::Gateway;
@@ -21,9 +21,11 @@ use crate::startup::{Assembled, Assembly, restore_replays};
 /// Reads the settings again (the config file and the `HOOKGATE__` overrides).
 pub type Load = Box<dyn Fn() -> Result<Settings, Problems> + Send + Sync>;
 
-/// How long `rules.watch` waits for a file to stop changing before it reloads: long enough for
-/// an editor's save (write, rename) to be one reload, short enough to feel immediate.
+/// How long `rules.watch` waits for the files to stop changing before it reloads: long enough
+/// for an editor's save (write, rename) to be one reload, short enough to feel immediate.
 const WATCH_DEBOUNCE: Duration = Duration::from_millis(400);
+/// Files that never stop changing still reload this long after the first change.
+const WATCH_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// What asked for a reload, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +68,7 @@ pub(crate) struct Running {
     pub targets: Option<Arc<LiveTargets>>,
     pub certificates: Option<Arc<Certificates>>,
     /// `rules.watch`: the watcher and the directory it watches.
-    pub watching: Option<(Debouncer<RecommendedWatcher>, PathBuf)>,
+    pub watching: Option<(RecommendedWatcher, PathBuf)>,
 }
 
 /// A compiled next set, not in use yet.
@@ -81,11 +83,13 @@ struct Prepared {
 #[derive(Clone)]
 pub struct Reloader {
     running: Arc<Mutex<Running>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Reloader {
     pub(crate) fn new(running: Running) -> Self {
         Self {
+            metrics: Arc::clone(&running.assembly.metrics),
             running: Arc::new(Mutex::new(running)),
         }
     }
@@ -96,94 +100,128 @@ impl Reloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reloads; systemd hears `RELOADING=1` before and `READY=1` after, either way.
+    /// Reloads; systemd hears `RELOADING=1` before and `READY=1` after, either way, in the
+    /// order reloads run (they run one at a time, and the notices are sent under that turn).
     pub async fn reload(&self, trigger: Trigger) -> Result<Applied, Problems> {
-        crate::systemd::reloading();
         let running = Arc::clone(&self.running);
-        // Reading files and building clients blocks: off the request threads.
-        let outcome = tokio::task::spawn_blocking(move || Self::lock(&running).reload(trigger))
-            .await
-            .unwrap_or_else(|error| {
-                Err(Problems(vec![Problem::new(
-                    "",
-                    "",
-                    format!("the reload stopped unexpectedly: {error}"),
-                )]))
+        // Reading files and building clients blocks: off the request threads. The blocking
+        // task runs to its end even if this future is dropped, so READY=1 always follows.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut running = Self::lock(&running);
+            crate::systemd::reloading();
+            let outcome = running.reload(trigger);
+            crate::systemd::reloaded(&match &outcome {
+                Ok(applied) => format!("serving; reload applied, {} rules", applied.rules),
+                Err(problems) => format!(
+                    "serving the previous set; reload refused with {} problem{}",
+                    problems.0.len(),
+                    if problems.0.len() == 1 { "" } else { "s" }
+                ),
             });
-        let status = match &outcome {
-            Ok(applied) => format!("serving; reload applied, {} rules", applied.rules),
-            Err(problems) => format!(
-                "serving the previous set; reload refused with {} problem{}",
-                problems.0.len(),
-                if problems.0.len() == 1 { "" } else { "s" }
-            ),
-        };
-        crate::systemd::reloaded(&status);
-        outcome
+            outcome
+        })
+        .await;
+        outcome.unwrap_or_else(|error| {
+            // A panic in a reload: what it said went to stderr already; the set in use (the
+            // swap is the last step) serves on.
+            self.metrics.reload(None);
+            tracing::error!(
+                trigger = trigger.as_str(),
+                panicked = error.is_panic(),
+                "The reload stopped unexpectedly; the set in use keeps serving."
+            );
+            Err(Problems(vec![Problem::new(
+                "",
+                "",
+                "the reload stopped unexpectedly; see the log",
+            )]))
+        })
     }
 
-    /// With `rules.watch = true`, reloads after files in `rules.dir` change, until the handle
-    /// is dropped. `None` when the key is off or the directory cannot be watched (logged).
+    /// With `rules.watch = true`, watches `rules.dir` from now on; changes reload once
+    /// [`Watching::start`] runs, until the handle is dropped. `None` when the key is off or the
+    /// directory cannot be watched (logged).
     pub fn watch(&self) -> Option<Watching> {
         let mut running = Self::lock(&self.running);
         if !running.settings.rules.watch {
             return None;
         }
-        let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let debouncer = new_debouncer(WATCH_DEBOUNCE, move |result: DebounceEventResult| {
+        let (changed, changes) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
             match result {
-                // Editors' swap and backup files are not rules; the reload would read none.
-                Ok(events) => {
-                    if events
-                        .iter()
-                        .any(|event| crate::rules::is_rule_file_name(&event.path))
-                    {
+                Ok(event) => {
+                    if is_a_rule_change(&event) {
                         let _ = changed.send(());
                     }
                 }
-                Err(error) => tracing::warn!(%error, "Watching rules.dir failed."),
+                // Events may have been lost (an overflowing queue): read everything again.
+                Err(error) => {
+                    tracing::warn!(%error, "Watching rules.dir failed; reloading to be sure.");
+                    let _ = changed.send(());
+                }
             }
         });
-        let mut debouncer = match debouncer {
-            Ok(debouncer) => debouncer,
+        let mut watcher = match watcher {
+            Ok(watcher) => watcher,
             Err(error) => {
                 tracing::error!(%error, "Cannot watch rules.dir; reload with SIGHUP or POST /reload.");
                 return None;
             }
         };
         let dir = running.settings.rules.dir.clone();
-        if let Err(error) = debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive) {
+        if let Err(error) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
             tracing::error!(%error, dir = %dir.display(), "Cannot watch rules.dir; reload with SIGHUP or POST /reload.");
             return None;
         }
         tracing::info!(dir = %dir.display(), "Watching rules.dir: a changed rule file reloads.");
-        running.watching = Some((debouncer, dir));
-        drop(running);
-        let reloader = self.clone();
-        let task = actix_web::rt::spawn(async move {
-            while changes.recv().await.is_some() {
-                // Changes that came while one reload ran are all in the next one.
-                while changes.try_recv().is_ok() {}
-                let _ = reloader.reload(Trigger::Watch).await;
-            }
-        });
+        running.watching = Some((watcher, dir));
         Some(Watching {
             reloader: self.clone(),
-            task,
+            changes: Some(changes),
+            task: None,
         })
     }
 }
 
-/// Reloads on changes in `rules.dir` while held.
+/// Watches `rules.dir` while held; changes seen before [`Watching::start`] wait for it.
 pub struct Watching {
     reloader: Reloader,
-    task: actix_web::rt::task::JoinHandle<()>,
+    changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    task: Option<actix_web::rt::task::JoinHandle<()>>,
+}
+
+impl Watching {
+    /// Reloads on each change from now on (on the running system, which `watch` may precede).
+    pub fn start(&mut self) {
+        let Some(mut changes) = self.changes.take() else {
+            return;
+        };
+        let reloader = self.reloader.clone();
+        self.task = Some(actix_web::rt::spawn(async move {
+            while changes.recv().await.is_some() {
+                // Debounced: the reload comes once the files have been quiet for a moment, so
+                // a save (or a burst of them) is one reload.
+                let latest = tokio::time::Instant::now() + WATCH_MAX_DELAY;
+                loop {
+                    let quiet = (tokio::time::Instant::now() + WATCH_DEBOUNCE).min(latest);
+                    match tokio::time::timeout_at(quiet, changes.recv()).await {
+                        Ok(Some(())) => {}
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                let _ = reloader.reload(Trigger::Watch).await;
+            }
+        }));
+    }
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
         Reloader::lock(&self.reloader.running).watching = None;
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -202,9 +240,20 @@ impl Running {
                 if let (Some(current), Some(renewed)) = (&self.certificates, &tls) {
                     current.adopt(&renewed.certificates);
                 }
-                self.live.replace(assembled.state);
+                for rule in assembled.state.rules.iter() {
+                    rule.replays
+                        .set_capacity(settings.server.replay_cache_entries);
+                }
+                // The worker's targets first: by the time a handler of the new set stores a
+                // call of a new rule, the worker makes it with a target that knows the rule.
                 if let (Some(live), Some(targets)) = (&self.targets, assembled.targets) {
                     live.replace(targets);
+                }
+                self.live.replace(assembled.state);
+                for removed in self.settings.sinks.keys() {
+                    if !settings.sinks.contains_key(removed) {
+                        metrics.sink_removed(removed);
+                    }
                 }
                 self.settings = settings;
                 // A store-less gateway has no worker; `prepare` refused a set that needs one.
@@ -255,12 +304,11 @@ impl Running {
             )]));
         }
         let current = self.live.current();
+        // Shared with the rules in use, whose capacity changes only when the set is swapped.
         let fresh = gateway.rules.inherit_replays(&current.rules);
-        let capacity = gateway.settings.server.replay_cache_entries;
-        for rule in gateway.rules.iter() {
-            rule.replays.set_capacity(capacity);
-        }
-        if let Some(store) = &self.assembly.store {
+        if let Some(store) = &self.assembly.store
+            && !fresh.is_empty()
+        {
             restore_replays(store, &gateway.rules, |name| {
                 fresh.iter().any(|fresh| fresh == name)
             });
@@ -288,14 +336,14 @@ impl Running {
     /// After an applied reload that moved `rules.dir`, watches the new directory.
     fn rewatch(&mut self) {
         let dir = self.settings.rules.dir.clone();
-        let Some((debouncer, watched)) = &mut self.watching else {
+        let Some((watcher, watched)) = &mut self.watching else {
             return;
         };
         if *watched == dir {
             return;
         }
-        let _ = debouncer.watcher().unwatch(watched);
-        match debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive) {
+        let _ = watcher.unwatch(watched);
+        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
             Ok(()) => tracing::info!(dir = %dir.display(), "Watching the new rules.dir."),
             Err(error) => {
                 tracing::error!(%error, dir = %dir.display(), "Cannot watch the new rules.dir; reload with SIGHUP or POST /reload.")
@@ -303,6 +351,27 @@ impl Running {
         }
         *watched = dir;
     }
+}
+
+/// Whether `event` can change what a reload reads: a rule file written, created, removed or
+/// renamed, or a Kubernetes volume (ConfigMap, Secret) swapping its `..data` link. Reads are
+/// not (a reload opens every rule file: watching opens would reload forever), nor are editors'
+/// swap and backup files, which are not rules.
+fn is_a_rule_change(event: &notify::Event) -> bool {
+    let kind = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+            | EventKind::Any
+    );
+    kind && event.paths.iter().any(|path| {
+        crate::rules::is_rule_file_name(path)
+            || path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(".."))
+    })
 }
 
 /// Gives every key a running gateway cannot change (its sockets, its store, its log, its
@@ -333,4 +402,47 @@ pub fn keep_restart_only(running: &Settings, new: &mut Settings) -> Vec<&'static
         "log" => log;
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn only_changes_to_rule_files_reload() {
+        let check = |kind: EventKind, path: &str, expected: bool| {
+            let event =
+                notify::Event::new(kind).add_path(PathBuf::from("/etc/hookgate/rules").join(path));
+            assert_eq!(is_a_rule_change(&event), expected, "{kind:?} {path}");
+        };
+        let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        check(written, "deploy.toml", true);
+        check(written, "deploy.yaml", true);
+        check(EventKind::Create(CreateKind::File), "deploy.json", true);
+        check(EventKind::Remove(RemoveKind::File), "deploy.yml", true);
+        check(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "deploy.toml",
+            true,
+        );
+        // Kubernetes swaps a volume's `..data` link.
+        check(EventKind::Create(CreateKind::Any), "..data", true);
+        // A reload opening the files it reads, and what is not a rule.
+        check(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "deploy.toml",
+            false,
+        );
+        check(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "deploy.toml",
+            false,
+        );
+        check(written, ".deploy.toml.swp", false);
+        check(written, "deploy.toml~", false);
+        check(written, "notes.txt", false);
+        check(written, "sender.token", false);
+    }
 }

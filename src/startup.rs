@@ -41,6 +41,8 @@ pub struct Application {
     certificates: Option<Arc<crate::server::tls::Certificates>>,
     /// Compiles and puts in use a new set (SIGHUP, `POST /reload`, `rules.watch`).
     reloader: Reloader,
+    /// `rules.watch`: watching from `build` on, so no change after it returns is missed.
+    watching: Option<crate::reload::Watching>,
 }
 
 /// Reloads the signatures of stored calls into the replay memory of the rules `fresh` names,
@@ -311,7 +313,9 @@ impl Application {
             &serving,
             tls.as_ref(),
         )?;
+        let watching = reloader.watch();
         Ok(Self {
+            watching,
             certificates,
             reloader,
             server,
@@ -356,7 +360,10 @@ impl Application {
     /// the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         // With `rules.watch`, changes in `rules.dir` reload until the gateway stops.
-        let _watching = self.reloader.watch();
+        let mut watching = self.watching;
+        if let Some(watching) = &mut watching {
+            watching.start();
+        }
         let (stop, stopped) = watch::channel(false);
         let worker = self
             .worker

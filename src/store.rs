@@ -470,10 +470,11 @@ impl Store {
         &self,
         known: Vec<String>,
         rules: Vec<(String, Vec<String>)>,
+        busy: Vec<i64>,
         limit: usize,
     ) -> Result<Vec<Pending>, StoreError> {
         Self::read(&self.inner.reader, move |conn| {
-            ops::orphans(conn, &known, &rules, limit)
+            ops::orphans(conn, &known, &rules, &busy, limit)
         })
         .await
     }

@@ -121,9 +121,7 @@ impl Worker {
                     let until = u64::try_from(at - now_ms()).unwrap_or(0);
                     wait = wait.min(Duration::from_millis(until));
                 }
-                if orphans_at.is_none_or(|at| at.elapsed() >= ORPHANS_EVERY)
-                    && !self.orphans_running(&running)
-                {
+                if orphans_at.is_none_or(|at| at.elapsed() >= ORPHANS_EVERY) {
                     let found = self.start_orphans(&mut in_flight, &mut running).await;
                     orphans_at = (found < ORPHAN_BATCH).then(Instant::now);
                 }
@@ -208,6 +206,10 @@ impl Worker {
                 return None;
             }
         };
+        // A reload may have swapped the targets during the read: each attempt is made by the
+        // target in use now (a call of a rule added meanwhile is not refused by the old one,
+        // nor one of a removed rule sent by it).
+        let targets = self.shared.targets.current();
         for due in ready.due {
             let seq = due.pending.seq;
             let target = due.pending.target.clone();
@@ -224,14 +226,6 @@ impl Worker {
         ready.next_at
     }
 
-    /// Whether an orphan's dead-lettering is still in flight (a search now would find it again).
-    fn orphans_running(&self, running: &Running) -> bool {
-        let targets = self.shared.targets.current();
-        running
-            .iter()
-            .any(|(target, seqs)| !seqs.is_empty() && targets.get(target).is_none())
-    }
-
     /// Dead-letters the pending deliveries of targets that are no longer configured, and hands
     /// those of rules a target no longer delivers for to that target (which dead-letters them
     /// with its reason, sending nothing); returns how many it found.
@@ -242,10 +236,12 @@ impl Worker {
     ) -> usize {
         let targets = self.shared.targets.current();
         let known: Vec<String> = targets.ids().cloned().collect();
+        // Those in flight are being settled: a search now must not find them again.
+        let busy: Vec<i64> = running.values().flatten().copied().collect();
         let orphans = match self
             .shared
             .store
-            .orphans(known, targets.rules(), ORPHAN_BATCH)
+            .orphans(known, targets.rules(), busy, ORPHAN_BATCH)
             .await
         {
             Ok(orphans) => orphans,
@@ -255,6 +251,8 @@ impl Worker {
             }
         };
         let found = orphans.len();
+        // As in `start_ready`: the targets in use after the read decide.
+        let targets = self.shared.targets.current();
         for pending in orphans {
             let seq = pending.seq;
             let target = pending.target.clone();
@@ -271,7 +269,7 @@ impl Worker {
                         .map(Attempted::permanent),
                     None => Some(removed(&pending.target)),
                 };
-                // The target delivers for the rule again (a reload in between): it stays
+                // The target (or the rule) is back after a reload in between: it stays
                 // pending, for the next read.
                 if let Some(retired) = retired {
                     let started = Instant::now();

@@ -51,7 +51,11 @@ pub(super) fn parse_text(text: &str, path: &Path) -> Result<RuleFile, Problem> {
     serde_path_to_error::deserialize(tree).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { String::new() } else { field };
-        Problem::new(&shown, field, e.into_inner().to_string())
+        Problem::new(
+            &shown,
+            field,
+            crate::config::without_value(&e.into_inner().to_string()),
+        )
     })
 }
 

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
@@ -832,8 +831,6 @@ pub struct SinkTarget {
     http: Http,
     metrics: Arc<Metrics>,
     policy: RetryPolicy,
-    /// Whether the last answer refused hookgate's credentials (401/403).
-    auth_failed: AtomicBool,
 }
 
 impl SinkTarget {
@@ -842,13 +839,12 @@ impl SinkTarget {
         metrics: Arc<Metrics>,
         policy: RetryPolicy,
     ) -> Result<Self, rustls::Error> {
-        let auth_failed = AtomicBool::new(metrics.sink_auth_failing(&sink.name));
+        metrics.sink_auth_exported(&sink.name);
         Ok(Self {
             sink,
             http: http::client()?,
             metrics,
             policy,
-            auth_failed,
         })
     }
 
@@ -875,13 +871,11 @@ impl SinkTarget {
             Ok((code, answer)) => {
                 let verdict = Verdict::for_status(code.0, code.1);
                 if matches!(code.0, 401 | 403) {
-                    if !self.auth_failed.swap(true, Ordering::Relaxed) {
-                        self.metrics.sink_auth_failed(&self.sink.name, true);
-                    }
+                    // The gauge itself is the state, one per sink name, whichever set's
+                    // target (before or after a reload) saw the answer last.
+                    self.metrics.sink_auth_failed(&self.sink.name, true);
                     tracing::error!(sink = %self.sink.name, status = code.0, "The sink refused hookgate's credentials; check its token.");
-                } else if verdict == Verdict::Delivered
-                    && self.auth_failed.swap(false, Ordering::Relaxed)
-                {
+                } else if verdict == Verdict::Delivered {
                     self.metrics.sink_auth_failed(&self.sink.name, false);
                 }
                 let error = (verdict != Verdict::Delivered).then(|| {

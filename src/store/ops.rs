@@ -1277,11 +1277,13 @@ pub(super) fn ready(
 /// Up to `limit` startable deliveries whose target is none of `known` (a sink or Jenkins target
 /// removed from the config while they were pending), oldest first.
 /// Pending deliveries no target in use makes: their target is not in `known`, or it is one of
-/// `rules`' targets and their rule is not among its rules.
+/// `rules`' targets and their rule is not among its rules. `busy` (attempts in flight) are left
+/// out. The pairs are one uncorrelated list, built once per search, not once per row.
 pub(super) fn orphans(
     conn: &Connection,
     known: &[String],
     rules: &[(String, Vec<String>)],
+    busy: &[i64],
     limit: usize,
 ) -> Result<Vec<Pending>, rusqlite::Error> {
     let known = serde_json::to_string(known).unwrap_or_else(|_| "[]".to_owned());
@@ -1296,14 +1298,16 @@ pub(super) fn orphans(
     let scoped: Vec<&str> = rules.iter().map(|(target, _)| target.as_str()).collect();
     let pairs = serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned());
     let scoped = serde_json::to_string(&scoped).unwrap_or_else(|_| "[]".to_owned());
+    let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".to_owned());
     conn.prepare_cached(&format!(
         "SELECT {PENDING_COLUMNS} FROM deliveries
          WHERE state IN ('queued', 'retrying') AND held = 0
+           AND seq NOT IN (SELECT value FROM json_each(?5))
            AND (target NOT IN (SELECT value FROM json_each(?1))
                 OR (target IN (SELECT value FROM json_each(?3))
-                    AND NOT EXISTS (SELECT 1 FROM json_each(?4) AS pair
-                        WHERE json_extract(pair.value, '$[0]') = deliveries.target
-                          AND json_extract(pair.value, '$[1]') IS deliveries.rule)))
+                    AND (target, coalesce(rule, '')) NOT IN
+                        (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')
+                         FROM json_each(?4))))
          ORDER BY seq LIMIT ?2"
     ))?
     .query_map(
@@ -1311,7 +1315,8 @@ pub(super) fn orphans(
             known,
             i64::try_from(limit).unwrap_or(i64::MAX),
             scoped,
-            pairs
+            pairs,
+            busy
         ],
         pending_row,
     )?

@@ -1050,7 +1050,7 @@ fn deliveries_of_a_target_no_longer_configured_are_found_as_orphans() {
     });
     let orphans = |known: &[&str]| {
         let known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
-        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, &[], 10).unwrap())
+        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, &[], &[], 10).unwrap())
     };
     assert_eq!(orphans(&["jenkins:main"]), ["orphan"]);
     assert_eq!(
@@ -1082,7 +1082,7 @@ fn deliveries_of_a_rule_its_target_no_longer_makes_are_found_as_orphans() {
             "jenkins:main".to_owned(),
             rules.iter().map(|s| s.to_string()).collect(),
         )];
-        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, &scoped, 10).unwrap())
+        pending_ids(ops::orphans(&lock(&store.inner.reader), &known, &scoped, &[], 10).unwrap())
     };
     for (rules, expected) in [
         (&["a", "b"][..], &[][..]),
@@ -1092,6 +1092,12 @@ fn deliveries_of_a_rule_its_target_no_longer_makes_are_found_as_orphans() {
         // The sink's delivery names rule `a` too, but its target makes any rule's.
         assert_eq!(orphans(rules), expected, "{rules:?}");
     }
+    // One being settled already is not found again.
+    let everything = [("jenkins:main".to_owned(), Vec::new())];
+    let found = ops::orphans(&lock(&store.inner.reader), &known, &everything, &[], 10).unwrap();
+    let busy = [found[0].seq];
+    let rest = ops::orphans(&lock(&store.inner.reader), &known, &everything, &busy, 10).unwrap();
+    assert_eq!(pending_ids(rest), ["b1"]);
 }
 
 /// A store as schema 5 wrote it (before `report` and `run_items`).

@@ -537,6 +537,21 @@ async fn a_401_from_the_sink_is_dead_at_once_and_raises_the_auth_gauge() {
         metrics.contains(r#"hookgate_sink_deliveries_total{sink="dora",outcome="dead"} 1"#),
         "{metrics}"
     );
+    // A reload rebuilds the sink's target: the gauge says what the last answer said.
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    assert!(
+        app.metrics()
+            .await
+            .contains(r#"hookgate_sink_auth_failed{sink="dora"} 1"#)
+    );
+    // A reload that removes the sink takes its gauge away (its alert would fire forever).
+    app.settings.lock().expect("settings").sinks.remove("dora");
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains(r#"hookgate_sink_auth_failed{sink="dora"}"#),
+        "{metrics}"
+    );
 }
 
 #[actix_web::test]

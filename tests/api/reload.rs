@@ -407,9 +407,12 @@ async fn a_queued_call_is_sent_with_the_token_in_use_when_it_is_made() {
 #[actix_web::test]
 async fn keys_that_need_a_restart_keep_their_value_and_are_named() {
     let app = spawn_app_with(AppOptions::default()).await;
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
     {
         let mut settings = app.settings.lock().expect("settings");
-        settings.server.listen = "127.0.0.1:1".to_owned();
+        settings.server.listen = elsewhere.to_string();
         settings.delivery.done_retention_secs = 60;
         // A key that reloads, beside them: it takes effect.
         settings.server.max_body_bytes = 64;
@@ -420,10 +423,100 @@ async fn keys_that_need_a_restart_keep_their_value_and_are_named() {
         answer["restart_required"],
         json!(["server.listen", "delivery.done_retention_secs"])
     );
-    // Still listening where it was; the new body limit applies.
+    // Still listening where it was, and not on the new address; the new body limit applies.
     assert_eq!(
         app.post_port(PORT_BODY).await.status(),
         StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert!(TcpStream::connect(elsewhere).is_err());
+}
+
+/// Queue mode: a call accepted for `main` whose rule now dispatches to another Jenkins is
+/// dead-lettered, not sent to either: the token it would carry belongs to the other one.
+#[actix_web::test]
+async fn a_queued_call_of_a_rule_moved_to_another_jenkins_is_dead_lettered() {
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        retry_ms: (120_000, 120_000),
+        ..AppOptions::default()
+    })
+    .await;
+    app.jenkins.set_behaviour(Behaviour::Status(503));
+    let response = app.post_port(PORT_BODY).await;
+    let id = json(response).await["jobs"]["port-deploy"]["delivery"]
+        .as_str()
+        .expect("delivery id")
+        .to_owned();
+    eventually("the first attempt", Duration::from_secs(10), || async {
+        app.delivery_view(&id).await["state"] == "retrying"
+    })
+    .await;
+    app.jenkins.set_behaviour(Behaviour::Normal);
+    let sent = app.jenkins.requests().len();
+    {
+        let mut settings = app.settings.lock().expect("settings");
+        let main = settings.jenkins["main"].clone();
+        settings.jenkins.insert("other".to_owned(), main);
+    }
+    write(
+        &app,
+        "port-deploy.toml",
+        &port_rule("").replace("jenkins = \"main\"", "jenkins = \"other\""),
+    );
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        app.delivery_view(&id).await["state"] == "dead"
+    })
+    .await;
+    let view = app.delivery_view(&id).await;
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("now dispatches to Jenkins `other`, not `main`")),
+        "{view}"
+    );
+    assert_eq!(app.jenkins.requests().len(), sent);
+    // Calls accepted from now on go to `other` (the same fake here).
+    assert_eq!(
+        app.post_port(&PORT_BODY.replace("r_QOz6WoOB1Q2lmhZZ", "r_after"))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+}
+
+/// Queue mode: a rule removed and added back by two reloads has no memory to inherit; its
+/// stored signatures are read back, so a call captured before is still a replay.
+#[actix_web::test]
+async fn a_rule_added_back_gets_its_stored_signatures_again() {
+    let replays_on = port_rule("").replace("reject_replays = false", "reject_replays = true");
+    let app = spawn_app_with(AppOptions {
+        queue: true,
+        rules: vec![("port-deploy.toml", replays_on.clone())],
+        ..AppOptions::default()
+    })
+    .await;
+    let captured = port_headers(PORT_SECRET, now(), PORT_BODY);
+    let send = || {
+        app.client
+            .post(format!("{}?token={SENDER_TOKEN}", app.invoke_url()))
+            .headers(captured.clone())
+            .body(PORT_BODY)
+            .send()
+    };
+    let first = json(send().await.expect("send")).await;
+    let id = first["jobs"]["port-deploy"]["delivery"]
+        .as_str()
+        .expect("delivery id")
+        .to_owned();
+    std::fs::remove_file(app.rules_dir.path().join("port-deploy.toml")).expect("rm");
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    write(&app, "port-deploy.toml", &replays_on);
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    let again = json(send().await.expect("send")).await;
+    assert_eq!(
+        again["jobs"]["port-deploy"]["delivery"], id,
+        "answered as the stored call's duplicate: {again}"
     );
 }
 
@@ -499,18 +592,22 @@ async fn rules_watch_reloads_on_a_saved_file_and_a_half_written_one_is_a_failed_
     })
     .await;
     write(&app, "new-sender.token", "watched-sender-token");
-    // An editor's swap file is not a rule: no reload.
-    write(&app, ".added.toml.swp", "binary junk");
-    actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        metric(&app, "hookgate_config_reloads_total{result=\"applied\"}").await,
-        Some(0.0)
-    );
     write(&app, "added.toml", &token_file_rule("added"));
     eventually("the watched reload", Duration::from_secs(15), || async {
         invoke_with(&app, "watched-sender-token").await == StatusCode::OK
     })
     .await;
+    // The watcher is running: an editor's swap file, and a file of another kind, are not
+    // rules, so they reload nothing.
+    let applied = metric(&app, "hookgate_config_reloads_total{result=\"applied\"}").await;
+    assert!(applied >= Some(1.0), "{applied:?}");
+    write(&app, ".added.toml.swp", "binary junk");
+    write(&app, "notes.txt", "not a rule");
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        metric(&app, "hookgate_config_reloads_total{result=\"applied\"}").await,
+        applied
+    );
     // Half a file: a failed reload, and the set in use serves on.
     write(
         &app,

@@ -76,6 +76,34 @@ async fn ready_and_stopping_reach_the_notify_socket() {
             "STATUS=serving the previous set; reload refused with 1 problem"
         ]
     );
+    // Two reloads at once (SIGHUP and POST /reload) run one after the other, and so do
+    // their notices: systemd never sees READY=1 for a reload that has not run yet.
+    std::fs::remove_file(dir.path().join("rules/broken.toml")).expect("rm");
+    let admin = served
+        .admin_address
+        .trim_start_matches("http://")
+        .to_owned();
+    let posted = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&admin).expect("connect");
+        stream
+            .write_all(b"POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    });
+    signal("-HUP");
+    let notices: Vec<String> = (0..4)
+        .map(|_| next_notice(&socket).lines().next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        notices,
+        ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"],
+        "{notices:?}"
+    );
+    let answer = posted.join().expect("thread");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let health = reqwest::get(format!("{}/healthz", served.address))
         .await
         .expect("still serving after SIGHUP");

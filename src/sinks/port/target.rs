@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -36,8 +35,6 @@ pub struct PortTarget {
     /// Each Jenkins target's `public_url` (else `url`), by name, for links.
     public_urls: Arc<HashMap<String, String>>,
     unrecorded: Arc<Unrecorded>,
-    /// Whether Port last refused hookgate's credentials.
-    auth_failed: AtomicBool,
 }
 
 impl PortTarget {
@@ -60,7 +57,7 @@ impl PortTarget {
             http::client()?,
             sink.timeout,
         );
-        let auth_failed = AtomicBool::new(metrics.sink_auth_failing(&sink.name));
+        metrics.sink_auth_exported(&sink.name);
         Ok(Some(Self {
             sink,
             settings,
@@ -70,7 +67,6 @@ impl PortTarget {
             policy,
             public_urls,
             unrecorded,
-            auth_failed,
         }))
     }
 
@@ -207,10 +203,10 @@ impl PortTarget {
         }
     }
 
+    /// The gauge itself is the state: one per sink name, whichever set's target (before or
+    /// after a reload) saw the answer last.
     fn auth(&self, failed: bool) {
-        if self.auth_failed.swap(failed, Ordering::Relaxed) != failed {
-            self.metrics.sink_auth_failed(&self.sink.name, failed);
-        }
+        self.metrics.sink_auth_failed(&self.sink.name, failed);
     }
 
     /// Port's answer to the PATCH: 2xx done; 401 (after a fresh token) and 403 refused
