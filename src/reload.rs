@@ -67,6 +67,8 @@ pub(crate) struct Running {
     /// The worker's targets, when there is a store.
     pub targets: Option<Arc<LiveTargets>>,
     pub certificates: Option<Arc<Certificates>>,
+    /// The client CAs the listener verifies with (`server.tls.client_ca_file`, as loaded).
+    pub client_cas: Option<Vec<Vec<u8>>>,
     /// `rules.watch`: the watcher and the directory it watches.
     pub watching: Option<(RecommendedWatcher, PathBuf)>,
 }
@@ -294,8 +296,14 @@ impl Running {
     /// Compiles the next set, changing nothing yet.
     fn prepare(&self) -> Result<Prepared, Problems> {
         let mut settings = (self.load)()?;
-        let restart_required = keep_restart_only(&self.settings, &mut settings);
+        let mut restart_required = keep_restart_only(&self.settings, &mut settings);
         let mut gateway = Gateway::compile(settings, self.source.clone(), &*self.env)?;
+        // The client certificate verifier is part of the listener: new CAs need a restart.
+        if gateway.tls.as_ref().map(|tls| &tls.client_cas) != Some(&self.client_cas)
+            && gateway.tls.is_some()
+        {
+            restart_required.push("server.tls.client_ca_file");
+        }
         if self.assembly.store.is_none() && Assembly::needs_store(&gateway) {
             return Err(Problems(vec![Problem::new(
                 &self.source,

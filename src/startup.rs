@@ -303,6 +303,7 @@ impl Application {
             live: Arc::clone(&live),
             targets,
             certificates: certificates.clone(),
+            client_cas: tls.as_ref().and_then(|tls| tls.client_cas.clone()),
             watching: None,
         });
         let (server, admin) = server::serve(

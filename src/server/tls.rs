@@ -55,6 +55,9 @@ impl ResolvesServerCert for Certificates {
 pub struct Tls {
     pub config: Arc<ServerConfig>,
     pub certificates: Arc<Certificates>,
+    /// The client CAs as loaded (their DER), when `client_ca_file` is set: the verifier is built
+    /// into the listener's config, so a reload can only tell whether they changed.
+    pub client_cas: Option<Vec<Vec<u8>>>,
 }
 
 fn certified_key(
@@ -109,6 +112,7 @@ pub fn load(settings: &TlsSettings) -> Result<Tls, (&'static str, String)> {
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])
         .map_err(|e| ("cert_file", e.to_string()))?;
+    let mut client_cas = None;
     let builder = match &settings.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca_file) => {
@@ -116,6 +120,7 @@ pub fn load(settings: &TlsSettings) -> Result<Tls, (&'static str, String)> {
             let certs = CertificateDer::pem_file_iter(ca_file)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| ("client_ca_file", format!("{}: {e}", ca_file.display())))?;
+            client_cas = Some(certs.iter().map(|cert| cert.to_vec()).collect());
             for cert in certs {
                 roots
                     .add(cert)
@@ -139,5 +144,6 @@ pub fn load(settings: &TlsSettings) -> Result<Tls, (&'static str, String)> {
     Ok(Tls {
         config: Arc::new(config),
         certificates,
+        client_cas,
     })
 }

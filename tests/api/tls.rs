@@ -184,6 +184,27 @@ async fn a_client_certificate_is_required_with_client_ca_file() {
         .await
         .expect("mutual TLS");
     assert!(answer.status().is_success());
+    // The client CA is built into the listener: a reload names a new one as needing a restart
+    // and keeps verifying with the one it has.
+    std::fs::write(dir.path().join("client-ca.pem"), Ca::new().pem()).expect("write");
+    let reloaded = reqwest::Client::new()
+        .post(format!("{}/reload", served.admin_address))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reloaded.status(), 200);
+    let reloaded = crate::helpers::json(reloaded).await;
+    assert_eq!(
+        reloaded["restart_required"],
+        serde_json::json!(["server.tls.client_ca_file"]),
+        "{reloaded}"
+    );
+    let answer = client(&server_ca, Some(&jenkins))
+        .get(&url)
+        .send()
+        .await
+        .expect("mutual TLS after the reload");
+    assert!(answer.status().is_success());
 }
 
 /// `check` names a certificate that does not load, with its field; with TLS set it no longer
