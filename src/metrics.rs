@@ -269,7 +269,6 @@ impl Metrics {
         self.oldest_pending_seconds.set(age_ms as f64 / 1000.0);
     }
 
-    /// Whether the gateway takes calls, as of the store's last write (read at each scrape).
     /// A reload's result; an applied one puts `rules` in use.
     pub fn reload(&self, applied: Option<usize>) {
         let result = if applied.is_some() {
@@ -285,6 +284,7 @@ impl Metrics {
         }
     }
 
+    /// Whether the gateway takes calls, as of the store's last write (read at each scrape).
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
     }

@@ -1,9 +1,9 @@
 //! Rules: loading every file in `rules.dir`, compiling each into a [`Rule`], and finding the
 //! rules a request selects.
 //!
-//! Compilation happens once at start-up: JSONPath parsed, regexes compiled, allowlists parsed,
-//! secrets read. A broken rule stops the process with every problem listed (file, field,
-//! reason), and nothing is compiled per request.
+//! Compilation happens at start-up and on each reload: JSONPath parsed, regexes compiled,
+//! allowlists parsed, secrets read. A broken rule stops the process (or refuses the reload)
+//! with every problem listed (file, field, reason), and nothing is compiled per request.
 
 mod compile;
 pub mod model;

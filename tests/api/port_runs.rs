@@ -891,8 +891,19 @@ async fn killed_and_credentials(mode: &str) {
             String::from_utf8_lossy(&output.stderr)
         )
     };
+    // The refusal is logged when Port answers; the dead letter is committed just after.
+    let reasons = loop {
+        let reasons = cli(&["deliveries", "list", "--state", "dead"]);
+        if reasons.contains("Port refused the client id and secret (401)") {
+            break reasons;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused credentials were never dead-lettered: {reasons}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
     let list = cli(&["deliveries", "list", "--limit", "100"]);
-    let reasons = cli(&["deliveries", "list", "--state", "dead"]);
     assert!(reasons.contains("Port answered 401"), "{reasons}");
     assert!(
         reasons.contains("Port refused the client id and secret (401)"),

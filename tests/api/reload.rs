@@ -312,13 +312,12 @@ async fn a_reload_keeps_the_replay_memory() {
     assert_eq!(app.jenkins.requests().len(), 1);
 }
 
-/// Queue mode: a call waiting for its retry when its rule is removed is dead-lettered at once,
-/// with that reason, and Jenkins never hears of it again.
-#[actix_web::test]
-async fn a_queued_call_of_a_removed_rule_is_dead_lettered_not_sent() {
+/// Queue mode with two minutes between attempts: a call accepted while Jenkins answered 503,
+/// waiting for its retry, and Jenkins answering normally again. Returns the gateway, the
+/// delivery's id and how many requests Jenkins has had.
+async fn a_call_waiting_for_its_retry() -> (TestApp, String, usize) {
     let app = spawn_app_with(AppOptions {
         queue: true,
-        // After the first failure, the next attempt would be a minute away.
         retry_ms: (120_000, 120_000),
         ..AppOptions::default()
     })
@@ -336,6 +335,14 @@ async fn a_queued_call_of_a_removed_rule_is_dead_lettered_not_sent() {
     .await;
     app.jenkins.set_behaviour(Behaviour::Normal);
     let sent = app.jenkins.requests().len();
+    (app, id, sent)
+}
+
+/// Queue mode: a call waiting for its retry when its rule is removed is dead-lettered at once,
+/// with that reason, and Jenkins never hears of it again.
+#[actix_web::test]
+async fn a_queued_call_of_a_removed_rule_is_dead_lettered_not_sent() {
+    let (app, id, sent) = a_call_waiting_for_its_retry().await;
     std::fs::remove_file(app.rules_dir.path().join("port-deploy.toml")).expect("rm");
     assert_eq!(app.reload().await.0, StatusCode::OK);
     eventually("the dead letter", Duration::from_secs(10), || async {
@@ -435,24 +442,7 @@ async fn keys_that_need_a_restart_keep_their_value_and_are_named() {
 /// dead-lettered, not sent to either: the token it would carry belongs to the other one.
 #[actix_web::test]
 async fn a_queued_call_of_a_rule_moved_to_another_jenkins_is_dead_lettered() {
-    let app = spawn_app_with(AppOptions {
-        queue: true,
-        retry_ms: (120_000, 120_000),
-        ..AppOptions::default()
-    })
-    .await;
-    app.jenkins.set_behaviour(Behaviour::Status(503));
-    let response = app.post_port(PORT_BODY).await;
-    let id = json(response).await["jobs"]["port-deploy"]["delivery"]
-        .as_str()
-        .expect("delivery id")
-        .to_owned();
-    eventually("the first attempt", Duration::from_secs(10), || async {
-        app.delivery_view(&id).await["state"] == "retrying"
-    })
-    .await;
-    app.jenkins.set_behaviour(Behaviour::Normal);
-    let sent = app.jenkins.requests().len();
+    let (app, id, sent) = a_call_waiting_for_its_retry().await;
     {
         let mut settings = app.settings.lock().expect("settings");
         let main = settings.jenkins["main"].clone();
@@ -566,21 +556,17 @@ async fn the_admin_token_is_rotated_by_a_reload_and_reload_requires_it() {
     // The operator moves the admin token to another variable.
     app.settings.lock().expect("settings").admin.token_env = Some("NEW_SECRET".to_owned());
     assert_eq!(app.reload().await.0, StatusCode::OK);
-    let old = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .bearer_auth(crate::helpers::ADMIN_TOKEN)
-        .send()
+    let metrics_with = |token: &'static str| {
+        app.client
+            .get(format!("{}/metrics", app.admin_address))
+            .bearer_auth(token)
+            .send()
+    };
+    let old = metrics_with(crate::helpers::ADMIN_TOKEN)
         .await
         .expect("request");
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
-    let new = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .bearer_auth("rotated-new-secret")
-        .send()
-        .await
-        .expect("request");
+    let new = metrics_with("rotated-new-secret").await.expect("request");
     assert_eq!(new.status(), StatusCode::OK);
 }
 
