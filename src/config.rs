@@ -516,7 +516,7 @@ pub fn load(source: &Source, env: &dyn Env) -> Result<Settings, Problems> {
             Problems(vec![Problem::new(
                 source,
                 "",
-                without_excerpt(&e.to_string()),
+                without_value(&without_excerpt(&e.to_string())),
             )])
         })?;
     serde_path_to_error::deserialize::<_, Settings>(built).map_err(|e| {
@@ -553,14 +553,23 @@ pub fn without_excerpt(message: &str) -> String {
 /// A type or value error without the value it refused (`invalid type: integer `12345``): the
 /// field may be a secret written inline. The field's path and what was expected stay.
 pub fn without_value(message: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix)
-            && let Some(quote) = rest.find(['`', '"', '\''])
-            && let Some(end) = rest.rfind(", expected")
-            && quote < end
-        {
-            return format!("{prefix}{}{}", rest[..quote].trim_end(), &rest[end..]);
-        }
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(quote) = rest.find(['`', '"', '\'']) else {
+            continue;
+        };
+        // What was expected stays (the config crate adds the key after it); without it,
+        // nothing after the value is kept.
+        let tail = rest.rfind(", expected").filter(|end| *end > quote);
+        let kind = rest[..quote].trim_end();
+        let shown = format!("{prefix}{kind}");
+        return format!(
+            "{}{}",
+            shown.trim_end(),
+            tail.map_or("", |end| &rest[end..])
+        );
     }
     message.to_owned()
 }
@@ -583,6 +592,15 @@ mod tests {
             (
                 "invalid value: integer `-1`, expected u32",
                 "invalid value: integer, expected u32",
+            ),
+            (
+                "unknown variant `s3cret-pasted-here`, expected one of `port`, `github`",
+                "unknown variant, expected one of `port`, `github`",
+            ),
+            ("invalid value: string \"s3cret\"", "invalid value: string"),
+            (
+                "invalid type: string \"s3cret\", expected an integer for key `server.workers` in the environment",
+                "invalid type: string, expected an integer for key `server.workers` in the environment",
             ),
             (
                 "invalid type: sequence, expected a string",

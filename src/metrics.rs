@@ -376,12 +376,15 @@ impl Metrics {
         });
     }
 
+    /// Sets a configured sink's auth gauge. A sink a reload removed has none, and an attempt
+    /// of its old target that ends after the reload does not bring it back (its alert would
+    /// fire forever).
     pub fn sink_auth_failed(&self, sink: &str, failed: bool) {
-        self.sink_auth_failed
-            .get_or_create(&SinkLabels {
-                sink: sink.to_owned(),
-            })
-            .set(i64::from(failed));
+        if let Some(gauge) = self.sink_auth_failed.get(&SinkLabels {
+            sink: sink.to_owned(),
+        }) {
+            gauge.set(i64::from(failed));
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -390,5 +393,26 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_sinks_auth_gauge_stays_gone() {
+        let metrics = Metrics::new(0);
+        metrics.sink_auth_exported("dora");
+        metrics.sink_auth_failed("dora", true);
+        assert!(
+            metrics
+                .encode()
+                .contains("hookgate_sink_auth_failed{sink=\"dora\"} 1")
+        );
+        metrics.sink_removed("dora");
+        // An attempt of the removed sink's old target ends after the reload.
+        metrics.sink_auth_failed("dora", true);
+        assert!(!metrics.encode().contains("sink=\"dora\""));
     }
 }

@@ -111,8 +111,11 @@ impl Reloader {
         let outcome = tokio::task::spawn_blocking(move || {
             let mut running = Self::lock(&running);
             crate::systemd::reloading();
+            // READY=1 follows whatever happens, a panic included: systemd would otherwise wait
+            // for the reload until its timeout and fail `systemctl reload`.
+            let mut notice = Reloaded(None);
             let outcome = running.reload(trigger);
-            crate::systemd::reloaded(&match &outcome {
+            notice.0 = Some(match &outcome {
                 Ok(applied) => format!("serving; reload applied, {} rules", applied.rules),
                 Err(problems) => format!(
                     "serving the previous set; reload refused with {} problem{}",
@@ -151,8 +154,9 @@ impl Reloader {
         let (changed, changes) = tokio::sync::mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
             match result {
+                // A rescan means events were lost (an overflowing queue): read everything again.
                 Ok(event) => {
-                    if is_a_rule_change(&event) {
+                    if reloads_for(&event) {
                         let _ = changed.send(());
                     }
                 }
@@ -182,6 +186,19 @@ impl Reloader {
             changes: Some(changes),
             task: None,
         })
+    }
+}
+
+/// Sends `READY=1` with its status when dropped, however the reload ended.
+struct Reloaded(Option<String>);
+
+impl Drop for Reloaded {
+    fn drop(&mut self) {
+        crate::systemd::reloaded(
+            self.0
+                .as_deref()
+                .unwrap_or("serving the previous set; the reload stopped unexpectedly"),
+        );
     }
 }
 
@@ -220,9 +237,13 @@ impl Watching {
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        Reloader::lock(&self.reloader.running).watching = None;
         if let Some(task) = &self.task {
             task.abort();
+        }
+        // A reload in progress (a secret file that does not answer) must not hold up the
+        // shutdown: the watcher then goes with the process.
+        if let Ok(mut running) = self.reloader.running.try_lock() {
+            running.watching = None;
         }
     }
 }
@@ -317,9 +338,7 @@ impl Running {
         if let Some(store) = &self.assembly.store
             && !fresh.is_empty()
         {
-            restore_replays(store, &gateway.rules, |name| {
-                fresh.iter().any(|fresh| fresh == name)
-            });
+            restore_replays(store, &gateway.rules, Some(&fresh));
         }
         let warnings = gateway.warnings();
         let rules = gateway.rules.len();
@@ -359,6 +378,11 @@ impl Running {
         }
         *watched = dir;
     }
+}
+
+/// Whether the watcher reloads for `event`: a change to a rule file, or lost events.
+fn reloads_for(event: &notify::Event) -> bool {
+    event.need_rescan() || is_a_rule_change(event)
 }
 
 /// Whether `event` can change what a reload reads: a rule file written, created, removed or
@@ -423,7 +447,7 @@ mod tests {
         let check = |kind: EventKind, path: &str, expected: bool| {
             let event =
                 notify::Event::new(kind).add_path(PathBuf::from("/etc/hookgate/rules").join(path));
-            assert_eq!(is_a_rule_change(&event), expected, "{kind:?} {path}");
+            assert_eq!(reloads_for(&event), expected, "{kind:?} {path}");
         };
         let written = EventKind::Modify(ModifyKind::Data(DataChange::Any));
         check(written, "deploy.toml", true);
@@ -452,5 +476,8 @@ mod tests {
         check(written, "deploy.toml~", false);
         check(written, "notes.txt", false);
         check(written, "sender.token", false);
+        // The kernel's queue overflowed: events were lost, so everything is read again.
+        let lost = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(reloads_for(&lost));
     }
 }

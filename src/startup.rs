@@ -45,18 +45,17 @@ pub struct Application {
     watching: Option<crate::reload::Watching>,
 }
 
-/// Reloads the signatures of stored calls into the replay memory of the rules `fresh` names,
-/// so neither a restart nor a reload reopens their window. A store that cannot be read here is
-/// reported, not fatal: those rules then start with an empty memory, as they did before
-/// signatures were kept.
-pub(crate) fn restore_replays(store: &Store, rules: &RuleSet, fresh: impl Fn(&str) -> bool) {
+/// Reloads the signatures of stored calls into the replay memory of the rules `fresh` names
+/// (`None`: every rule), so neither a restart nor a reload reopens their window. A store that
+/// cannot be read here is reported, not fatal: those rules then start with an empty memory, as
+/// they did before signatures were kept.
+pub(crate) fn restore_replays(store: &Store, rules: &RuleSet, fresh: Option<&[String]>) {
     let now = u64::try_from(crate::store::now_ms() / 1000).unwrap_or(0);
-    match store.remembered_signatures(now) {
+    match store.remembered_signatures(now, fresh) {
         Ok(remembered) => {
             for signature in &remembered {
                 if let Some(rule) = rules.get(&signature.rule)
                     && rule.reject_replays
-                    && fresh(&rule.name)
                 {
                     rule.replays.remember(
                         signature.key,
@@ -263,7 +262,7 @@ impl Application {
                     crate::error::cause_chain(&e)
                 ))
             })?;
-            restore_replays(&store, &gateway.rules, |_| true);
+            restore_replays(&store, &gateway.rules, None);
             Some(store)
         } else {
             None

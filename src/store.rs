@@ -531,11 +531,13 @@ impl Store {
 
     /// Signatures of stored calls still inside their replay window, to reload at start-up
     /// (before the gateway serves, so it reads in place).
+    /// The signatures stored calls remember, of every rule, or only of `rules`.
     pub fn remembered_signatures(
         &self,
         now_secs: u64,
+        rules: Option<&[String]>,
     ) -> Result<Vec<RememberedSignature>, StoreError> {
-        Ok(ops::remembered(&lock(&self.inner.reader), now_secs)?)
+        Ok(ops::remembered(&lock(&self.inner.reader), now_secs, rules)?)
     }
 }
 

@@ -1274,8 +1274,8 @@ pub(super) fn ready(
     Ok(ready)
 }
 
-/// Up to `limit` startable deliveries whose target is none of `known` (a sink or Jenkins target
-/// removed from the config while they were pending), oldest first.
+/// Up to `limit` startable deliveries, oldest first, that no target in use makes (a sink, a
+/// Jenkins target or a rule removed from the config while they were pending).
 /// Pending deliveries no target in use makes: their target is not in `known`, or it is one of
 /// `rules`' targets and their rule is not among its rules. `busy` (attempts in flight) are left
 /// out. The pairs are one uncorrelated list, built once per search, not once per row.
@@ -1451,21 +1451,42 @@ pub struct RememberedSignature {
 pub(super) fn remembered(
     conn: &Connection,
     now_secs: u64,
+    rules: Option<&[String]>,
 ) -> Result<Vec<RememberedSignature>, rusqlite::Error> {
-    // Once per start: a scan of the deliveries (no index is kept for it, so accepting a call
-    // pays nothing for it).
-    let mut statement = conn.prepare(
-        "SELECT rule, replay_key, id, replay_expires_at FROM deliveries
-         WHERE replay_key IS NOT NULL AND replay_expires_at > ?1 ORDER BY replay_expires_at",
-    )?;
-    let rows = statement.query_map([i64::try_from(now_secs).unwrap_or(i64::MAX)], |row| {
-        let key: Vec<u8> = row.get(1)?;
-        let expires: i64 = row.get(3)?;
-        Ok((row.get(0)?, key, row.get(2)?, expires))
-    })?;
+    let now = i64::try_from(now_secs).unwrap_or(i64::MAX);
+    let row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Vec<u8>, String, i64)> {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    };
+    let rows: Vec<(String, Vec<u8>, String, i64)> = match rules {
+        // At start-up, every rule's: a scan of the deliveries (no index is kept for it, so
+        // accepting a call pays nothing for it).
+        None => conn
+            .prepare(
+                "SELECT rule, replay_key, id, replay_expires_at FROM deliveries
+                 WHERE replay_key IS NOT NULL AND replay_expires_at > ?1
+                 ORDER BY replay_expires_at",
+            )?
+            .query_map([now], row)?
+            .collect::<Result<_, _>>()?,
+        // On a reload, only those of the rules new to the set, through the rule index.
+        Some(rules) => conn
+            .prepare(
+                "SELECT rule, replay_key, id, replay_expires_at FROM deliveries
+                 WHERE rule IN (SELECT value FROM json_each(?2))
+                   AND replay_key IS NOT NULL AND replay_expires_at > ?1
+                 ORDER BY replay_expires_at",
+            )?
+            .query_map(
+                params![
+                    now,
+                    serde_json::to_string(rules).unwrap_or_else(|_| "[]".to_owned())
+                ],
+                row,
+            )?
+            .collect::<Result<_, _>>()?,
+    };
     let mut out = Vec::new();
-    for row in rows {
-        let (rule, key, delivery_id, expires): (String, Vec<u8>, String, i64) = row?;
+    for (rule, key, delivery_id, expires) in rows {
         // A key of another length was not written by this version; it is skipped.
         if let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) {
             out.push(RememberedSignature {

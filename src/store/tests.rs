@@ -520,7 +520,7 @@ fn a_stored_signature_is_kept_with_its_delivery_and_reloaded_until_it_expires() 
         drop(store);
         // After a restart the signature is still known, with the delivery it made.
         let store = Store::open(dir.path(), 0).unwrap();
-        let remembered = store.remembered_signatures(later - 3600).unwrap();
+        let remembered = store.remembered_signatures(later - 3600, None).unwrap();
         assert_eq!(remembered.len(), 1);
         assert_eq!(
             (
@@ -531,7 +531,15 @@ fn a_stored_signature_is_kept_with_its_delivery_and_reloaded_until_it_expires() 
             ),
             ("r", [7; 16], "first", later)
         );
-        assert!(store.remembered_signatures(later).unwrap().is_empty());
+        assert!(store.remembered_signatures(later, None).unwrap().is_empty());
+        // Of some rules only, as a reload asks for the rules new to its set.
+        let of = |rule: &str| {
+            store
+                .remembered_signatures(later - 3600, Some(&[rule.to_owned()]))
+                .unwrap()
+                .len()
+        };
+        assert_eq!((of("r"), of("another")), (1, 0));
     });
 }
 
@@ -723,7 +731,7 @@ fn a_schema_3_store_is_migrated_to_targets_and_receipts() {
         Some(&b"a=1"[..])
     );
     // Remembered signatures survive, and the gauges count the migrated rows.
-    assert_eq!(store.remembered_signatures(0).unwrap().len(), 1);
+    assert_eq!(store.remembered_signatures(0, None).unwrap().len(), 1);
     let counts: BTreeMap<&str, u64> = {
         let conn = lock(&store.inner.reader);
         ops::stats(&conn)
