@@ -76,9 +76,23 @@ async fn ready_and_stopping_reach_the_notify_socket() {
             "STATUS=serving the previous set; reload refused with 1 problem"
         ]
     );
-    // Two reloads at once (SIGHUP and POST /reload) run one after the other, and so do
-    // their notices: systemd never sees READY=1 for a reload that has not run yet.
+    // Two reloads at once run one after the other, and so do their notices: systemd never
+    // sees READY=1 for a reload that has not run yet. The first one is held inside its
+    // compile by a rule whose token file is a FIFO nobody writes yet.
     std::fs::remove_file(dir.path().join("rules/broken.toml")).expect("rm");
+    let fifo = dir.path().join("rules/held.token");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    std::fs::write(
+        dir.path().join("rules/held.toml"),
+        "name = \"held\"\ntoken_file = \"held.token\"\n[verify]\nscheme = \"none\"\n[dispatch]\njenkins = \"main\"\n",
+    )
+    .expect("write");
+    signal("-HUP");
+    assert_eq!(next_notice(&socket).lines().next(), Some("RELOADING=1"));
     let admin = served
         .admin_address
         .trim_start_matches("http://")
@@ -93,15 +107,39 @@ async fn ready_and_stopping_reach_the_notify_socket() {
         let _ = stream.read_to_string(&mut answer);
         answer
     });
-    signal("-HUP");
-    let notices: Vec<String> = (0..4)
-        .map(|_| next_notice(&socket).lines().next().unwrap_or("").to_owned())
+    // The second reload waits for its turn, and says nothing meanwhile.
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut buffer = [0u8; 512];
+    assert!(
+        socket.recv(&mut buffer).is_err(),
+        "a notice while the first reload is still held"
+    );
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    // Each reload reads the token once. A FIFO's reader sees every write made while it is
+    // open, so the second reload gets its write only once the first has read its own.
+    let answer_once = |fifo: std::path::PathBuf| {
+        std::thread::spawn(move || std::fs::write(&fifo, "held-token").expect("write the FIFO"))
+    };
+    let first = answer_once(fifo.clone());
+    let mut notices = vec![next_notice(&socket)];
+    first.join().expect("writer");
+    notices.push(next_notice(&socket));
+    let writer = answer_once(fifo);
+    notices.push(next_notice(&socket));
+    let notices: Vec<&str> = notices
+        .iter()
+        .map(|notice| notice.lines().next().unwrap_or(""))
         .collect();
     assert_eq!(
         notices,
-        ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"],
+        ["READY=1", "RELOADING=1", "READY=1"],
         "{notices:?}"
     );
+    writer.join().expect("writer");
     let answer = posted.join().expect("thread");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let health = reqwest::get(format!("{}/healthz", served.address))
