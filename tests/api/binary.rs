@@ -310,6 +310,17 @@ pub(crate) struct Served {
     pub(crate) admin_address: String,
 }
 
+impl Served {
+    /// Sends the gateway a signal by name (`-HUP`, `-TERM`), as `kill` and systemd do.
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

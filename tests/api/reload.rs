@@ -338,25 +338,31 @@ async fn a_call_waiting_for_its_retry() -> (TestApp, String, usize) {
     (app, id, sent)
 }
 
+/// Reloads, then waits for delivery `id` to be dead-lettered for `reason`, with nothing more
+/// sent to Jenkins than the `sent` requests it had before.
+async fn reloaded_then_dead(app: &TestApp, id: &str, sent: usize, reason: &str) {
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    eventually("the dead letter", Duration::from_secs(10), || async {
+        app.delivery_view(id).await["state"] == "dead"
+    })
+    .await;
+    let view = app.delivery_view(id).await;
+    assert!(
+        view["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(reason)),
+        "{view}"
+    );
+    assert_eq!(app.jenkins.requests().len(), sent, "nothing more was sent");
+}
+
 /// Queue mode: a call waiting for its retry when its rule is removed is dead-lettered at once,
 /// with that reason, and Jenkins never hears of it again.
 #[actix_web::test]
 async fn a_queued_call_of_a_removed_rule_is_dead_lettered_not_sent() {
     let (app, id, sent) = a_call_waiting_for_its_retry().await;
     std::fs::remove_file(app.rules_dir.path().join("port-deploy.toml")).expect("rm");
-    assert_eq!(app.reload().await.0, StatusCode::OK);
-    eventually("the dead letter", Duration::from_secs(10), || async {
-        app.delivery_view(&id).await["state"] == "dead"
-    })
-    .await;
-    let view = app.delivery_view(&id).await;
-    assert!(
-        view["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("rule `port-deploy` is no longer loaded")),
-        "{view}"
-    );
-    assert_eq!(app.jenkins.requests().len(), sent, "nothing more was sent");
+    reloaded_then_dead(&app, &id, sent, "rule `port-deploy` is no longer loaded").await;
 }
 
 /// Queue mode: a call accepted before the job's token was rotated reaches Jenkins with the new
@@ -453,19 +459,13 @@ async fn a_queued_call_of_a_rule_moved_to_another_jenkins_is_dead_lettered() {
         "port-deploy.toml",
         &port_rule("").replace("jenkins = \"main\"", "jenkins = \"other\""),
     );
-    assert_eq!(app.reload().await.0, StatusCode::OK);
-    eventually("the dead letter", Duration::from_secs(10), || async {
-        app.delivery_view(&id).await["state"] == "dead"
-    })
+    reloaded_then_dead(
+        &app,
+        &id,
+        sent,
+        "now dispatches to Jenkins `other`, not `main`",
+    )
     .await;
-    let view = app.delivery_view(&id).await;
-    assert!(
-        view["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("now dispatches to Jenkins `other`, not `main`")),
-        "{view}"
-    );
-    assert_eq!(app.jenkins.requests().len(), sent);
     // Calls accepted from now on go to `other` (the same fake here).
     assert_eq!(
         app.post_port(&PORT_BODY.replace("r_QOz6WoOB1Q2lmhZZ", "r_after"))
@@ -654,13 +654,6 @@ async fn sighup_reloads_the_binary_and_logs_problems_as_check_prints_them() {
             .send()
     };
     assert_eq!(dry_run("token-one").await.expect("send").status(), 200);
-    let sighup = || {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &served.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
     let logged = |needle: &str, count: usize| {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -674,7 +667,7 @@ async fn sighup_reloads_the_binary_and_logs_problems_as_check_prints_them() {
     };
     std::fs::write(dir.path().join("rules/a.token"), "token-two\n").expect("write");
     std::fs::write(dir.path().join("hookgate.toml"), config("127.0.0.1:1")).expect("write");
-    sighup();
+    served.signal("-HUP");
     let log = logged("Reload applied.", 1);
     assert!(
         log.lines()
@@ -698,7 +691,7 @@ async fn sighup_reloads_the_binary_and_logs_problems_as_check_prints_them() {
         .expect("check prints the problem")
         .to_owned();
     assert!(problem.contains("rules/b.toml"), "{printed}");
-    sighup();
+    served.signal("-HUP");
     let log = logged("Reload refused", 1);
     assert!(
         log.contains(&problem),

@@ -43,14 +43,7 @@ async fn ready_and_stopping_reach_the_notify_socket() {
     assert!(dir.path().join("store/deliveries.sqlite3").exists());
     // The unit's ExecReload sends SIGHUP: a reload between RELOADING=1 (with the clock reading
     // `Type=notify-reload` needs) and READY=1, and the gateway keeps serving.
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill")
-            .args([name, &served.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
-    signal("-HUP");
+    served.signal("-HUP");
     let reloading = next_notice(&socket);
     let mut lines = reloading.lines();
     assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
@@ -67,7 +60,7 @@ async fn ready_and_stopping_reach_the_notify_socket() {
     );
     // A reload that is refused ends with READY=1 too: the previous set serves.
     std::fs::write(dir.path().join("rules/broken.toml"), "name = \"half").expect("write");
-    signal("-HUP");
+    served.signal("-HUP");
     assert!(next_notice(&socket).starts_with("RELOADING=1\n"));
     assert_eq!(
         next_notice(&socket).lines().collect::<Vec<_>>(),
@@ -91,7 +84,7 @@ async fn ready_and_stopping_reach_the_notify_socket() {
         "name = \"held\"\ntoken_file = \"held.token\"\n[verify]\nscheme = \"none\"\n[dispatch]\njenkins = \"main\"\n",
     )
     .expect("write");
-    signal("-HUP");
+    served.signal("-HUP");
     assert_eq!(next_notice(&socket).lines().next(), Some("RELOADING=1"));
     let admin = served
         .admin_address
@@ -146,7 +139,7 @@ async fn ready_and_stopping_reach_the_notify_socket() {
         .await
         .expect("still serving after SIGHUP");
     assert!(health.status().is_success());
-    signal("-TERM");
+    served.signal("-TERM");
     assert_eq!(next_notice(&socket).trim(), "STOPPING=1");
 }
 

@@ -105,20 +105,13 @@ async fn the_public_listener_speaks_tls_and_takes_a_renewed_certificate_on_sighu
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
     // The certificate is renewed by another CA: clients that trust only it fail until SIGHUP.
     let second = Ca::new();
-    let sighup = || {
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &served.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    };
     // A half-written renewal first: refused, the certificate in use stays.
     std::fs::write(
         dir.path().join("cert.pem"),
         "-----BEGIN CERTIFICATE-----\nMIIB",
     )
     .expect("write");
-    sighup();
+    served.signal("-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     // The reload is refused as a whole, naming the field as `check` would.
     while !served
@@ -141,7 +134,7 @@ async fn the_public_listener_speaks_tls_and_takes_a_renewed_certificate_on_sighu
     assert!(answer.status().is_success());
     install(dir.path(), &second.issue(false));
     assert!(client(&second, None).get(&url).send().await.is_err());
-    sighup();
+    served.signal("-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(answer) = client(&second, None).get(&url).send().await {
