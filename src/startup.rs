@@ -22,7 +22,7 @@ use crate::rules::RuleSet;
 use crate::server::limits::Limits;
 use crate::server::{self, AppState, EventsState, Serving};
 use crate::sinks::port::runs::Unrecorded;
-use crate::sinks::port::target::PortTarget;
+use crate::sinks::port::target::{PortTarget, TokenCaches};
 use crate::sinks::sink::SinkTarget;
 use crate::store::Store;
 
@@ -78,6 +78,8 @@ pub(crate) struct Assembly {
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
     pub unrecorded: Arc<Unrecorded>,
+    /// The port sinks' access tokens, by credentials.
+    pub port_tokens: TokenCaches,
 }
 
 /// One compiled set, ready to be put in use: the handlers' state and, with a store, the
@@ -154,6 +156,7 @@ impl Assembly {
                         policy,
                         Arc::clone(&public_urls),
                         Arc::clone(&self.unrecorded),
+                        &self.port_tokens,
                     )
                     .map_err(tls)?;
                     let target: Arc<dyn crate::outbox::Target> = match port {
@@ -165,6 +168,7 @@ impl Assembly {
                     };
                     targets.insert(crate::store::target_id("sink", &sink.name), target);
                 }
+                self.port_tokens.prune();
                 Some(targets)
             }
         };
@@ -272,6 +276,7 @@ impl Application {
             wake: Arc::new(Notify::new()),
             metrics: Arc::new(Metrics::new(gateway.rules.len())),
             unrecorded: Arc::new(Unrecorded::default()),
+            port_tokens: TokenCaches::default(),
         };
         let tls = gateway.tls.take();
         let settings = gateway.settings.clone();

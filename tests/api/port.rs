@@ -30,6 +30,7 @@ fn api(fake: &FakeSinks, secret: &str) -> PortApi {
         Secret::new(secret.as_bytes().to_vec()),
         http::client().expect("client"),
         Duration::from_secs(5),
+        std::sync::Arc::default(),
     )
 }
 

@@ -608,6 +608,32 @@ async fn the_access_token_is_cached_and_refreshed_in_direct_mode() {
     token_cache(false).await;
 }
 
+/// A reload rebuilds the port sink: with its URL and credentials unchanged it keeps the token
+/// (a save under `rules.watch` costs no token call); with them changed it fetches its own.
+#[actix_web::test]
+async fn a_reload_keeps_the_access_token_of_unchanged_credentials() {
+    let app = spawn(options(true)).await;
+    assert!(app.post_port(PORT_BODY).await.status().is_success());
+    ended(&app, RUN).await;
+    assert_eq!(app.sinks.port_tokens_issued(), 1);
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    let second = PORT_BODY.replace(RUN, "r_second");
+    assert!(app.post_port(&second).await.status().is_success());
+    assert_eq!(ended(&app, "r_second").await.status, "SUCCESS");
+    assert_eq!(app.sinks.port_tokens_issued(), 1, "the token was kept");
+    // Another URL (the same fake, spelled with a trailing slash): another token.
+    {
+        let mut settings = app.settings.lock().expect("settings");
+        let port = settings.sinks.get_mut("port").expect("port sink");
+        port.url = format!("{}/", port.url);
+    }
+    assert_eq!(app.reload().await.0, StatusCode::OK);
+    let third = PORT_BODY.replace(RUN, "r_third");
+    assert!(app.post_port(&third).await.status().is_success());
+    assert_eq!(ended(&app, "r_third").await.status, "SUCCESS");
+    assert_eq!(app.sinks.port_tokens_issued(), 2);
+}
+
 /// Port answers 404 for a run it does not know: the update is dead-lettered with Port's answer,
 /// and the next update of another run goes through.
 #[actix_web::test]

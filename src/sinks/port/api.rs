@@ -3,6 +3,7 @@
 //! once after a 401, and authenticated JSON calls under the sink's deadline. Neither the client
 //! secret nor an access token ever reaches an error text, which becomes a delivery's reason.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
@@ -67,6 +68,26 @@ struct Cached {
     until: Instant,
 }
 
+/// A port sink's access token, kept until shortly before it expires. One fetch at a time:
+/// concurrent updates wait for the same token. A reload hands the cache of unchanged
+/// credentials to the rebuilt sink ([`TokenCache::key`]).
+#[derive(Default)]
+pub struct TokenCache(Mutex<Option<Cached>>);
+
+impl TokenCache {
+    /// What identifies the credentials a cached token was fetched with: a digest of Port's URL,
+    /// the client id and the client secret (never kept in clear here).
+    pub fn key(base: &str, client_id: &Secret, client_secret: &Secret) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for part in [base.as_bytes(), client_id.expose(), client_secret.expose()] {
+            digest.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+            digest.update(part);
+        }
+        digest.finalize().into()
+    }
+}
+
 /// One port sink's connection to Port.
 pub struct PortApi {
     base: String,
@@ -74,8 +95,7 @@ pub struct PortApi {
     client_secret: Secret,
     http: Http,
     timeout: Duration,
-    /// One fetch at a time: concurrent updates wait for the same token.
-    token: Mutex<Option<Cached>>,
+    token: Arc<TokenCache>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +112,7 @@ impl PortApi {
         client_secret: Secret,
         http: Http,
         timeout: Duration,
+        token: Arc<TokenCache>,
     ) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
@@ -99,7 +120,7 @@ impl PortApi {
             client_secret,
             http,
             timeout,
-            token: Mutex::new(None),
+            token,
         }
     }
 
@@ -125,7 +146,7 @@ impl PortApi {
 
     /// The cached token, or a new one when there is none, it is about to expire, or `fresh`.
     async fn bearer(&self, fresh: bool) -> Result<HeaderValue, CallError> {
-        let mut cached = self.token.lock().await;
+        let mut cached = self.token.0.lock().await;
         if !fresh
             && let Some(token) = cached.as_ref()
             && Instant::now() < token.until

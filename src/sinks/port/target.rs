@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 
-use super::api::{Answer, CallError, PortApi};
+use super::api::{Answer, CallError, PortApi, TokenCache};
 use super::runs::{self, Decision, Intent, Resolution, Unrecorded};
 use crate::events::model::Event;
 use crate::metrics::Metrics;
@@ -37,6 +37,36 @@ pub struct PortTarget {
     unrecorded: Arc<Unrecorded>,
 }
 
+/// The access tokens of the port sinks, by their credentials: a reload that leaves a sink's
+/// URL, client id and secret as they were keeps its token, so no save under `rules.watch`
+/// costs a token call; changed credentials get a token of their own.
+#[derive(Default)]
+pub struct TokenCaches(std::sync::Mutex<HashMap<[u8; 32], Arc<TokenCache>>>);
+
+impl TokenCaches {
+    fn for_credentials(
+        &self,
+        base: &str,
+        client_id: &crate::secret::Secret,
+        client_secret: &crate::secret::Secret,
+    ) -> Arc<TokenCache> {
+        let key = TokenCache::key(base, client_id, client_secret);
+        let mut caches = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(caches.entry(key).or_default())
+    }
+
+    /// Forgets the tokens no target holds any more (sinks removed, credentials changed).
+    pub fn prune(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .retain(|_, cache| Arc::strong_count(cache) > 1);
+    }
+}
+
 impl PortTarget {
     /// `None` when `sink` is not a port sink.
     pub fn new(
@@ -46,6 +76,7 @@ impl PortTarget {
         policy: RetryPolicy,
         public_urls: Arc<HashMap<String, String>>,
         unrecorded: Arc<Unrecorded>,
+        tokens: &TokenCaches,
     ) -> Result<Option<Self>, rustls::Error> {
         let Some(settings) = sink.port().cloned() else {
             return Ok(None);
@@ -56,6 +87,7 @@ impl PortTarget {
             settings.client_secret.clone(),
             http::client()?,
             sink.timeout,
+            tokens.for_credentials(sink.url(), &settings.client_id, &settings.client_secret),
         );
         metrics.sink_auth_exported(&sink.name);
         Ok(Some(Self {
