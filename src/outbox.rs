@@ -184,23 +184,9 @@ impl Targets {
     }
 }
 
-/// The targets in use, swapped whole by a reload. An attempt keeps the target it started with
-/// to its outcome; the next one is made by the target in use then.
-pub struct LiveTargets(ArcSwap<Targets>);
-
-impl LiveTargets {
-    pub fn new(targets: Targets) -> Self {
-        Self(ArcSwap::from_pointee(targets))
-    }
-
-    pub fn current(&self) -> Arc<Targets> {
-        self.0.load_full()
-    }
-
-    pub fn replace(&self, targets: Targets) {
-        self.0.store(Arc::new(targets));
-    }
-}
+/// The targets in use, swapped whole by a reload (`store`). An attempt keeps the target it
+/// started with (`load_full`) to its outcome; the next one is made by the target in use then.
+pub type LiveTargets = ArcSwap<Targets>;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,6 @@ use crate::config::{Env, Problem, Problems, Settings, Source};
 use crate::gateway::Gateway;
 use crate::outbox::LiveTargets;
 use crate::server::Live;
-use crate::server::tls::Certificates;
 use crate::startup::{Assembled, Assembly, restore_replays};
 
 /// Reads the settings again (the config file and the `HOOKGATE__` overrides).
@@ -66,9 +65,9 @@ pub(crate) struct Running {
     pub live: Arc<Live>,
     /// The worker's targets, when there is a store.
     pub targets: Option<Arc<LiveTargets>>,
-    pub certificates: Option<Arc<Certificates>>,
-    /// The client CAs the listener verifies with (`server.tls.client_ca_file`, as loaded).
-    pub client_cas: Option<Vec<Vec<u8>>>,
+    /// The listener's TLS as started: its certificate is renewed by each reload, its client
+    /// CAs are built into the listener.
+    pub tls: Option<crate::server::tls::Tls>,
     /// `rules.watch`: the watcher and the directory it watches.
     pub watching: Option<(RecommendedWatcher, PathBuf)>,
 }
@@ -154,13 +153,12 @@ impl Reloader {
         let (changed, changes) = tokio::sync::mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
             match result {
-                // A rescan means events were lost (an overflowing queue): read everything again.
                 Ok(event) => {
                     if reloads_for(&event) {
                         let _ = changed.send(());
                     }
                 }
-                // Events may have been lost (an overflowing queue): read everything again.
+                // Events may have been lost: read everything again (as for a rescan).
                 Err(error) => {
                     tracing::warn!(%error, "Watching rules.dir failed; reloading to be sure.");
                     let _ = changed.send(());
@@ -260,8 +258,8 @@ impl Running {
             }) => {
                 // Every part compiled: the swap. A request already in progress keeps the set
                 // it took; an attempt in progress keeps its target.
-                if let (Some(current), Some(renewed)) = (&self.certificates, &tls) {
-                    current.adopt(&renewed.certificates);
+                if let (Some(current), Some(renewed)) = (&self.tls, &tls) {
+                    current.certificates.adopt(&renewed.certificates);
                 }
                 for rule in assembled.state.rules.iter() {
                     rule.replays
@@ -270,9 +268,9 @@ impl Running {
                 // The worker's targets first: by the time a handler of the new set stores a
                 // call of a new rule, the worker makes it with a target that knows the rule.
                 if let (Some(live), Some(targets)) = (&self.targets, assembled.targets) {
-                    live.replace(targets);
+                    live.store(Arc::new(targets));
                 }
-                self.live.replace(assembled.state);
+                self.live.store(Arc::new(assembled.state));
                 for removed in self.settings.sinks.keys() {
                     if !settings.sinks.contains_key(removed) {
                         metrics.sink_removed(removed);
@@ -320,8 +318,8 @@ impl Running {
         let mut restart_required = keep_restart_only(&self.settings, &mut settings);
         let mut gateway = Gateway::compile(settings, self.source.clone(), &*self.env)?;
         // The client certificate verifier is part of the listener: new CAs need a restart.
-        if gateway.tls.as_ref().map(|tls| &tls.client_cas) != Some(&self.client_cas)
-            && gateway.tls.is_some()
+        if gateway.tls.as_ref().map(|tls| &tls.client_cas)
+            != self.tls.as_ref().map(|tls| &tls.client_cas)
         {
             restart_required.push("server.tls.client_ca_file");
         }
@@ -332,7 +330,7 @@ impl Running {
                 "the new config needs the delivery store (Notification events or a port sink's run updates), which is opened at start-up: restart hookgate to apply it",
             )]));
         }
-        let current = self.live.current();
+        let current = self.live.load_full();
         // Shared with the rules in use, whose capacity changes only when the set is swapped.
         let fresh = gateway.rules.inherit_replays(&current.rules);
         if let Some(store) = &self.assembly.store

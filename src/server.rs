@@ -62,25 +62,10 @@ impl AppState {
     }
 }
 
-/// The set in use, swapped whole by a reload. Each request takes the set once, when it arrives
-/// ([`context::request_context`]), and keeps it to its answer: a request in flight finishes
-/// with the set it started with, and none waits for a reload.
-pub struct Live(ArcSwap<AppState>);
-
-impl Live {
-    pub fn new(state: AppState) -> Self {
-        Self(ArcSwap::from_pointee(state))
-    }
-
-    pub fn current(&self) -> Arc<AppState> {
-        self.0.load_full()
-    }
-
-    /// Puts `state` in use for every request that arrives from now on.
-    pub fn replace(&self, state: AppState) {
-        self.0.store(Arc::new(state));
-    }
-}
+/// The set in use, swapped whole by a reload (`store`). Each request takes the set once, when
+/// it arrives ([`context::request_context`], `load_full`), and keeps it to its answer: a
+/// request in flight finishes with the set it started with, and none waits for a reload.
+pub type Live = ArcSwap<AppState>;
 
 /// The set a request took when it arrived: what handlers and middleware read.
 #[derive(Clone)]
@@ -94,7 +79,7 @@ impl State {
             return Some(state.clone());
         }
         req.app_data::<web::Data<Live>>()
-            .map(|live| State(live.current()))
+            .map(|live| State(live.load_full()))
     }
 }
 

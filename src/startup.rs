@@ -37,8 +37,6 @@ pub struct Application {
     worker: Option<Worker>,
     /// How long the worker may finish attempts in progress at shutdown.
     drain: Duration,
-    /// The public listener's certificate, when it speaks TLS (renewed by each reload).
-    certificates: Option<Arc<crate::server::tls::Certificates>>,
     /// Compiles and puts in use a new set (SIGHUP, `POST /reload`, `rules.watch`).
     reloader: Reloader,
     /// `rules.watch`: watching from `build` on, so no change after it returns is missed.
@@ -284,7 +282,7 @@ impl Application {
         let Assembled { state, targets } = assembly
             .assemble(gateway, None)
             .map_err(std::io::Error::other)?;
-        let targets = targets.map(|targets| Arc::new(LiveTargets::new(targets)));
+        let targets = targets.map(|targets| Arc::new(LiveTargets::from_pointee(targets)));
         let worker = match (&assembly.store, &targets) {
             (Some(store), Some(targets)) => Some(Worker::new(
                 store.clone(),
@@ -295,8 +293,7 @@ impl Application {
             )),
             _ => None,
         };
-        let live = Arc::new(server::Live::new(state));
-        let certificates = tls.as_ref().map(|tls| Arc::clone(&tls.certificates));
+        let live = Arc::new(server::Live::from_pointee(state));
         let serving = Serving::from_settings(&settings.server, drain_secs);
         let reloader = Reloader::new(crate::reload::Running {
             settings,
@@ -306,8 +303,7 @@ impl Application {
             assembly,
             live: Arc::clone(&live),
             targets,
-            certificates: certificates.clone(),
-            client_cas: tls.as_ref().and_then(|tls| tls.client_cas.clone()),
+            tls: tls.clone(),
             watching: None,
         });
         let (server, admin) = server::serve(
@@ -321,7 +317,6 @@ impl Application {
         let watching = reloader.watch();
         Ok(Self {
             watching,
-            certificates,
             reloader,
             server,
             local_addr,
@@ -346,11 +341,6 @@ impl Application {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
-    }
-
-    /// The public listener's certificate; `None` without TLS.
-    pub fn certificates(&self) -> Option<Arc<crate::server::tls::Certificates>> {
-        self.certificates.clone()
     }
 
     /// What reloads the config, the rules and the sinks (SIGHUP calls it).

@@ -103,14 +103,14 @@ impl Worker {
         let mut purge_at: Option<Instant> = None;
         let mut orphans_at: Option<Instant> = None;
         let store = self.shared.store.clone();
-        let mut targets_seen = self.shared.targets.current();
+        let mut targets_seen = self.shared.targets.load_full();
         loop {
             if *stop.borrow() {
                 break;
             }
             // A reload changed the targets: what a removed target or rule left pending is
             // dead-lettered now, not at the next periodic search.
-            let targets = self.shared.targets.current();
+            let targets = self.shared.targets.load_full();
             if !Arc::ptr_eq(&targets, &targets_seen) {
                 targets_seen = targets;
                 orphans_at = None;
@@ -177,7 +177,7 @@ impl Worker {
         in_flight: &mut FuturesUnordered<Attempt>,
         running: &mut Running,
     ) -> Option<i64> {
-        let targets = self.shared.targets.current();
+        let targets = self.shared.targets.load_full();
         let wants: Vec<Want> = targets
             .ids()
             .filter_map(|target| {
@@ -209,7 +209,7 @@ impl Worker {
         // A reload may have swapped the targets during the read: each attempt is made by the
         // target in use now (a call of a rule added meanwhile is not refused by the old one,
         // nor one of a removed rule sent by it).
-        let targets = self.shared.targets.current();
+        let targets = self.shared.targets.load_full();
         for due in ready.due {
             let seq = due.pending.seq;
             let target = due.pending.target.clone();
@@ -234,7 +234,7 @@ impl Worker {
         in_flight: &mut FuturesUnordered<Attempt>,
         running: &mut Running,
     ) -> usize {
-        let targets = self.shared.targets.current();
+        let targets = self.shared.targets.load_full();
         let known: Vec<String> = targets.ids().cloned().collect();
         // Those in flight are being settled: a search now must not find them again.
         let busy: Vec<i64> = running.values().flatten().copied().collect();
@@ -252,7 +252,7 @@ impl Worker {
         };
         let found = orphans.len();
         // As in `start_ready`: the targets in use after the read decide.
-        let targets = self.shared.targets.current();
+        let targets = self.shared.targets.load_full();
         for pending in orphans {
             let seq = pending.seq;
             let target = pending.target.clone();

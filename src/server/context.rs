@@ -61,7 +61,7 @@ pub async fn request_context(
     // swaps in meanwhile.
     let state = req
         .app_data::<web::Data<Live>>()
-        .map(|live| State(live.current()));
+        .map(|live| State(live.load_full()));
     // Header limits apply to every path, before any handler runs.
     let too_large = state
         .as_ref()
