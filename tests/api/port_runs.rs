@@ -549,16 +549,22 @@ async fn port_refusing_a_fresh_token_dead_letters_and_5xx_is_retried() {
     }
     assert!(!app.sinks.port_runs().contains_key("r_refused"));
     // The gauge is set when the answer comes, the dead letter once its outcome is committed.
-    let dead = loop {
-        let dead = hookgate_dead(&app).await;
+    let dead = dead_letters(&app, deadline).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].starts_with("Port answered 401"), "{dead:?}");
+}
+
+/// The reasons of the dead deliveries, once there is one (an answer's gauge or log line comes
+/// before its outcome is committed); fails the test at `deadline`.
+async fn dead_letters(app: &TestApp, deadline: Instant) -> Vec<String> {
+    loop {
+        let dead = hookgate_dead(app).await;
         if !dead.is_empty() {
-            break dead;
+            return dead;
         }
         assert!(Instant::now() < deadline, "never dead-lettered");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert!(dead[0].starts_with("Port answered 401"), "{dead:?}");
+    }
 }
 
 /// The reasons of the dead deliveries, from the store.
@@ -650,14 +656,7 @@ async fn an_unknown_run_is_dead_lettered_with_ports_answer() {
     app.post_event(&event("nightly", 1, "STARTED", 1, params, None))
         .await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let dead = loop {
-        let dead = hookgate_dead(&app).await;
-        if !dead.is_empty() {
-            break dead;
-        }
-        assert!(Instant::now() < deadline, "never dead-lettered");
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dead = dead_letters(&app, deadline).await;
     assert!(dead[0].starts_with("Port answered 404"), "{dead:?}");
     let params = json!({"PORT_RUN_ID": "r_known"});
     app.post_event(&event("nightly", 2, "STARTED", 2, params, None))

@@ -41,6 +41,16 @@ async fn metric(app: &TestApp, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Reloads applied and refused, whether the last was applied, and the rules in use.
+async fn reload_metrics(app: &TestApp) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>) {
+    (
+        metric(app, "hookgate_config_reloads_total{result=\"applied\"}").await,
+        metric(app, "hookgate_config_reloads_total{result=\"refused\"}").await,
+        metric(app, "hookgate_config_last_reload_successful").await,
+        metric(app, "hookgate_rules_loaded").await,
+    )
+}
+
 async fn eventually<F: std::future::Future<Output = bool>>(
     what: &str,
     timeout: Duration,
@@ -78,17 +88,8 @@ async fn a_reload_adds_a_rule_and_is_counted() {
     // The rule that was there serves as before.
     assert_eq!(app.post_port(PORT_BODY).await.status(), StatusCode::OK);
     assert_eq!(
-        metric(&app, "hookgate_config_reloads_total{result=\"applied\"}").await,
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&app, "hookgate_config_reloads_total{result=\"refused\"}").await,
-        Some(0.0)
-    );
-    assert_eq!(metric(&app, "hookgate_rules_loaded").await, Some(2.0));
-    assert_eq!(
-        metric(&app, "hookgate_config_last_reload_successful").await,
-        Some(1.0)
+        reload_metrics(&app).await,
+        (Some(1.0), Some(0.0), Some(1.0), Some(2.0))
     );
 }
 
@@ -169,14 +170,9 @@ async fn a_broken_rule_file_changes_nothing_and_every_problem_is_answered() {
     // The set in use keeps serving.
     assert_eq!(app.post_port(PORT_BODY).await.status(), StatusCode::OK);
     assert_eq!(
-        metric(&app, "hookgate_config_reloads_total{result=\"refused\"}").await,
-        Some(1.0)
+        reload_metrics(&app).await,
+        (Some(0.0), Some(1.0), Some(0.0), Some(1.0))
     );
-    assert_eq!(
-        metric(&app, "hookgate_config_last_reload_successful").await,
-        Some(0.0)
-    );
-    assert_eq!(metric(&app, "hookgate_rules_loaded").await, Some(1.0));
     // Fixed, the next reload applies.
     std::fs::remove_file(app.rules_dir.path().join("half.toml")).expect("rm");
     std::fs::remove_file(app.rules_dir.path().join("elsewhere.toml")).expect("rm");
