@@ -586,26 +586,25 @@ impl JenkinsTarget {
         }
     }
 
-    /// Why a delivery of `rule` is not made any more: the rule was removed, or now dispatches
-    /// to another Jenkins (the call was accepted for this one; its token is not this one's).
-    fn retired_reason(&self, rule: Option<&str>) -> Option<String> {
+    /// The rule in use that a delivery of `rule` is made with, or why there is none any more:
+    /// the rule was removed, or now dispatches to another Jenkins (the call was accepted for
+    /// this one; its token is not this one's).
+    fn rule_for(&self, rule: Option<&str>) -> Result<&Arc<crate::rules::Rule>, String> {
         let name = rule.unwrap_or("");
         match self.rules.get(name) {
-            None => Some(format!("rule `{name}` is no longer loaded")),
-            Some(rule) if rule.dispatch.jenkins != self.name => Some(format!(
+            None => Err(format!("rule `{name}` is no longer loaded")),
+            Some(rule) if rule.dispatch.jenkins != self.name => Err(format!(
                 "rule `{name}` now dispatches to Jenkins `{}`, not `{}`",
                 rule.dispatch.jenkins, self.name
             )),
-            Some(_) => None,
+            Some(rule) => Ok(rule),
         }
     }
 
     async fn send(&self, job: &Job) -> Attempted {
-        if let Some(reason) = self.retired_reason(job.rule.as_deref()) {
-            return Attempted::permanent(reason);
-        }
-        let Some(rule) = job.rule.as_deref().and_then(|name| self.rules.get(name)) else {
-            return Attempted::permanent("a Jenkins delivery without a rule");
+        let rule = match self.rule_for(job.rule.as_deref()) {
+            Ok(rule) => rule,
+            Err(reason) => return Attempted::permanent(reason),
         };
         let Ok(id) = Ulid::from_string(&job.id) else {
             return Attempted::permanent("the stored delivery id is not a ULID");
@@ -657,7 +656,7 @@ impl outbox::Target for JenkinsTarget {
     }
 
     fn retired(&self, rule: Option<&str>) -> Option<String> {
-        self.retired_reason(rule)
+        self.rule_for(rule).err()
     }
 
     fn follow_up(&self, pending: &Pending, next: &Next) -> Vec<Effect> {
